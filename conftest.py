@@ -1,0 +1,10 @@
+"""Test-session setup shared by tests/ and parity_tests/.
+
+Four forced host devices let the JAX data-parallel tests run on a CPU; this must be set before
+jax is imported anywhere, so it lives here (pytest imports the root conftest first).
+"""
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("MPLBACKEND", "Agg")

@@ -1,0 +1,122 @@
+"""The contract both backends implement, and lazy loading of a backend by name.
+
+``mrsynth`` owns the training loop (``mrsynth.training.loop``), the data pipeline, inference
+and evaluation; a backend only supplies a :class:`TrainEngine` (model + optimizer + step +
+checkpoints) and a :class:`Predictor`. A backend module is imported only when chosen, so a
+user with only JAX (or only PyTorch) installed can run it.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from mrsynth.config import Config, ModelConfig
+from mrsynth.errors import MrsynthError
+
+BACKENDS = {"jax": "jax_impl.backend", "torch": "torch_ref.backend"}
+FRAMEWORK_PACKAGE = {"jax": "jax / flax", "torch": "torch"}
+
+# A training batch: numpy, float32, channels-last. Keys: "t1", "t2" -> (B, H, W, 1) or
+# (B, D, H, W, 1); "mask" -> same shape, float32 0/1 foreground.
+Batch = Mapping[str, np.ndarray]
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """Eval-mode batch predictor: normalized T1 batch in, normalized T2 batch out."""
+
+    model_config: ModelConfig
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """(B, *spatial, 1) float32 -> (B, *spatial, 1) float32; any spatial size (pads inside)."""
+        ...
+
+
+@runtime_checkable
+class TrainEngine(Protocol):
+    """Model, optimizer, compiled step and checkpoints of one backend, driven by the shared loop.
+
+    The loop never touches framework objects: it hands numpy batches in, gets opaque metric
+    handles back (no host sync per step), and asks for host values every ``log_every`` steps.
+    """
+
+    process_index: int
+    process_count: int
+
+    def train_step(self, batch: Batch) -> Any:
+        """Run one optimizer update on a global batch shard; return device-side metrics."""
+        ...
+
+    def fetch_metrics(self, handles: list[Any]) -> list[dict[str, float]]:
+        """Host values ({"loss", "grad_norm", "lr"}) of the given steps' metrics (syncs)."""
+        ...
+
+    def predictor(self) -> Predictor:
+        """A predictor using the current parameters (for validation)."""
+        ...
+
+    def save_checkpoint(self, step: int, extra: dict[str, Any], is_best: bool) -> None:
+        """Save params, optimizer state, RNG and ``extra`` (JSON-able: data iterator state...)."""
+        ...
+
+    def restore_checkpoint(self) -> tuple[int, dict[str, Any]] | None:
+        """Restore the latest checkpoint in place; return (step, extra), or None if there is none."""
+        ...
+
+    def export_weights(self, path: Path, metadata: dict[str, Any]) -> None:
+        """Write the portable weight file (mrsynth.weights) for the current parameters."""
+        ...
+
+    def close(self) -> None:
+        """Wait for asynchronous saves and release resources."""
+        ...
+
+
+class Backend(Protocol):
+    name: str
+
+    def create_engine(self, cfg: Config, run_dir: Path) -> TrainEngine:
+        """A fresh engine (initialized parameters) writing checkpoints under ``run_dir``."""
+        ...
+
+    def load_predictor(self, source: Path, which: str = "best") -> Predictor:
+        """From a run directory (its ``which`` checkpoint: best | last) or a portable weight file."""
+        ...
+
+    def export_weights(self, run_dir: Path, out: Path, which: str = "best") -> None:
+        """Convert a run directory's checkpoint into a portable weight file."""
+        ...
+
+
+def get_backend(name: str) -> Backend:
+    """Import and instantiate a backend by name; a clear error if its framework is missing."""
+    if name not in BACKENDS:
+        raise MrsynthError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
+    try:
+        module = importlib.import_module(BACKENDS[name])
+    except ModuleNotFoundError as exc:
+        missing = exc.name or "?"
+        if missing.split(".")[0] in {"jax", "jaxlib", "flax", "optax", "orbax", "torch"}:
+            raise MrsynthError(
+                f"backend {name!r} needs {FRAMEWORK_PACKAGE[name]}, which is not installed "
+                f"(missing module {missing!r})"
+            ) from None
+        raise
+    return module.create_backend()
+
+
+def library_versions() -> dict[str, str | None]:
+    """Versions of the installed frameworks, for run directories and reports."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    info: dict[str, str | None] = {}
+    for dist in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "torch", "grain", "numpy"):
+        try:
+            info[dist] = version(dist)
+        except PackageNotFoundError:
+            info[dist] = None
+    return info

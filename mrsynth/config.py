@@ -1,0 +1,359 @@
+"""Typed run configuration: dataclasses, YAML loading, ``--set`` overrides and validation.
+
+One config fully determines a run (data, model, training, evaluation), so it is written into
+every run directory and reloaded by ``predict``/``evaluate``/``compare``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mrsynth.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Where the paired volumes come from and how they are preprocessed and sampled."""
+
+    # phantom: generate (once) IXI-named phantom subjects into `root`, then read them like ixi.
+    # ixi: raw IXI names; course: -T1_fcm/-T2_reg_fcm; manifest: CSV; glob: t1_glob/t2_glob.
+    source: str = "phantom"
+    root: str = "data/phantom"
+    manifest: str | None = None
+    t1_glob: str | None = None
+    t2_glob: str | None = None
+    mask_glob: str | None = None
+    phantom_subjects: int = 12
+    phantom_shape: tuple[int, int, int] = (96, 112, 80)
+    phantom_seed: int = 0
+    # Split by subject: fractions (train, val, test), or explicit subject lists that win.
+    split_fractions: tuple[float, float, float] = (0.67, 0.17, 0.16)
+    split_seed: int = 0
+    train_subjects: list[str] | None = None
+    val_subjects: list[str] | None = None
+    test_subjects: list[str] | None = None
+    # Preprocessing (identical for train and test).
+    mask: str = "given_or_otsu"  # given_or_otsu | otsu | given | none
+    normalization: str = "zscore"  # zscore | percentile | wm_peak
+    percentiles: tuple[float, float] = (1.0, 99.0)
+    cache_dir: str = ".cache/mrsynth"
+    # Sampling: model.dims == 2 -> slices along slice_axis (RAS axis index), cropped/padded to
+    # patch_size (2 numbers); dims == 3 -> patches of patch_size (3 numbers).
+    slice_axis: int = 2
+    min_foreground: float = 0.05
+    patch_size: tuple[int, ...] = (96, 112)
+    # Augmentation (spatial ones applied identically to T1 and T2; intensity ones to T1 only).
+    flip_prob: float = 0.5
+    rotate_deg: float = 0.0
+    scale_range: float = 0.0
+    gamma_range: float = 0.0
+    noise_std: float = 0.0
+    workers: int = 0
+    prefetch: int = 2
+
+
+@dataclass
+class ModelConfig:
+    """The U-Net, named once: fully determines the architecture in both backends."""
+
+    dims: int = 2
+    depth: int = 3
+    base_channels: int = 16
+    channel_mults: tuple[int, ...] = (1, 2, 4, 8)
+    norm: str = "group"  # group | batch | instance | none
+    groups: int = 8
+    norm_eps: float = 1e-5
+    upsample: str = "transpose"  # transpose | resize_conv
+    downsample: str = "maxpool"  # maxpool | conv
+    activation: str = "relu"  # relu | leaky_relu | silu
+    residual: bool = False
+    dropout: float = 0.0
+    in_channels: int = 1
+    out_channels: int = 1
+
+    def level_channels(self) -> list[int]:
+        """Channels at each resolution level, finest first (depth + 1 entries)."""
+        return [self.base_channels * m for m in self.channel_mults]
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and run-loop settings shared by both backends."""
+
+    steps: int = 600
+    batch_size: int = 16
+    lr: float = 2e-3
+    warmup_steps: int = 50
+    end_lr_factor: float = 0.02
+    weight_decay: float = 1e-4
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    clip_norm: float = 1.0
+    loss: str = "l1"  # l1 | l1_ssim
+    ssim_weight: float = 0.2
+    ssim_data_range: float = 4.0
+    compute_dtype: str = "float32"  # float32 | bfloat16
+    seed: int = 0
+    log_every: int = 25
+    val_every: int = 200
+    val_subjects_max: int = 4
+    ckpt_every: int = 200
+    keep_checkpoints: int = 2
+    parallel: str = "sharded"  # jax: sharded | pmap
+    torch_compile: bool = False
+    channels_last: bool = True
+    deterministic: bool = False
+
+
+@dataclass
+class EvalConfig:
+    """Whole-volume inference and metric settings (fixed so numbers are comparable)."""
+
+    data_range: float | None = None  # None: range of the target inside the mask, per subject
+    inference_batch: int = 16
+    patch_overlap: float = 0.5
+    blend: str = "gaussian"  # gaussian | constant
+
+
+@dataclass
+class RunConfig:
+    """Where runs are written."""
+
+    root: str = "runs"
+    name: str = "demo"
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.source": ("phantom", "ixi", "course", "manifest", "glob"),
+    "data.mask": ("given_or_otsu", "otsu", "given", "none"),
+    "data.normalization": ("zscore", "percentile", "wm_peak"),
+    "model.norm": ("group", "batch", "instance", "none"),
+    "model.upsample": ("transpose", "resize_conv"),
+    "model.downsample": ("maxpool", "conv"),
+    "model.activation": ("relu", "leaky_relu", "silu"),
+    "train.loss": ("l1", "l1_ssim"),
+    "train.compute_dtype": ("float32", "bfloat16"),
+    "train.parallel": ("sharded", "pmap"),
+    "eval.blend": ("gaussian", "constant"),
+}
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the annotated type, or raise ConfigError naming the key."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key) for v in value)
+        if origin is tuple:
+            if len(value) != len(args):
+                raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+            return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+        return [_coerce(v, args[0], key) for v in value]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {annotation!r}")
+
+
+def build_dataclass(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}' (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in raw.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{prefix}{name}: expected a mapping")
+            kwargs[name] = build_dataclass(hint, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, hint, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``section.key=value``; the value is read as YAML (numbers, lists, booleans)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    key, raw_value = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if len(path) < 2:
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    try:
+        value = yaml.safe_load(raw_value) if raw_value.strip() else ""
+    except yaml.YAMLError:
+        value = raw_value
+    return path, value
+
+
+def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> Config:
+    """Build and validate a Config from a plain mapping plus ``--set`` overrides."""
+    merged = dict(raw or {})
+    for text in overrides or []:
+        path, value = parse_override(text)
+        nested: Any = value
+        for part in reversed(path):
+            nested = {part: nested}
+        merged = _merge(merged, nested)
+    cfg = build_dataclass(Config, merged, "")
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (None: built-in defaults, which equal configs/demo.yaml)."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+    try:
+        return config_from_dict(raw, overrides)
+    except ConfigError as exc:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{exc}") from None
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    from mrsynth.fileio import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def validate(cfg: Config) -> None:
+    """Reject impossible combinations with a message naming the key."""
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+    m, d, t = cfg.model, cfg.data, cfg.train
+    if m.dims not in (2, 3):
+        raise ConfigError(f"model.dims: must be 2 or 3, got {m.dims}")
+    if m.depth < 1:
+        raise ConfigError(f"model.depth: must be >= 1, got {m.depth}")
+    if len(m.channel_mults) != m.depth + 1:
+        raise ConfigError(
+            f"model.channel_mults: needs depth + 1 = {m.depth + 1} entries, got {len(m.channel_mults)}"
+        )
+    if m.norm == "group":
+        for ch in m.level_channels():
+            if ch % min(m.groups, ch):
+                raise ConfigError(f"model.groups: {m.groups} groups do not divide {ch} channels")
+    if not 0.0 <= m.dropout < 1.0:
+        raise ConfigError(f"model.dropout: must be in [0, 1), got {m.dropout}")
+    if len(d.patch_size) != m.dims:
+        raise ConfigError(
+            f"data.patch_size: model.dims={m.dims} needs {m.dims} numbers, got {list(d.patch_size)}"
+        )
+    multiple = 2**m.depth
+    for size in d.patch_size:
+        if size % multiple:
+            raise ConfigError(f"data.patch_size: {size} is not a multiple of 2**depth = {multiple}")
+    if d.source == "phantom":
+        if len(d.phantom_shape) != 3 or min(d.phantom_shape) < 16:
+            raise ConfigError("data.phantom_shape: needs 3 sizes of at least 16")
+        spatial = d.phantom_shape if m.dims == 3 else tuple(
+            s for i, s in enumerate(d.phantom_shape) if i != d.slice_axis
+        )
+        for size, limit in zip(d.patch_size, spatial):
+            if size > limit:
+                raise ConfigError(
+                    f"data.patch_size: {list(d.patch_size)} is larger than the phantom volume "
+                    f"{list(spatial)}"
+                )
+    if d.slice_axis not in (0, 1, 2):
+        raise ConfigError(f"data.slice_axis: must be 0, 1 or 2, got {d.slice_axis}")
+    if abs(sum(d.split_fractions) - 1.0) > 1e-6 or min(d.split_fractions) < 0:
+        raise ConfigError(f"data.split_fractions: must be >= 0 and sum to 1, got {list(d.split_fractions)}")
+    if d.source == "manifest" and not d.manifest:
+        raise ConfigError("data.manifest: required when data.source is 'manifest'")
+    if d.source == "glob" and not (d.t1_glob and d.t2_glob):
+        raise ConfigError("data.t1_glob/data.t2_glob: required when data.source is 'glob'")
+    if d.workers < 0:
+        raise ConfigError(f"data.workers: must be >= 0, got {d.workers}")
+    if t.steps < 1 or t.batch_size < 1:
+        raise ConfigError("train.steps and train.batch_size must be >= 1")
+    if t.warmup_steps < 0 or t.warmup_steps >= t.steps:
+        raise ConfigError(f"train.warmup_steps: must be in [0, steps), got {t.warmup_steps}")
+    if t.lr <= 0:
+        raise ConfigError(f"train.lr: must be > 0, got {t.lr}")
+    for name in ("log_every", "val_every", "ckpt_every", "keep_checkpoints"):
+        if getattr(t, name) < 1:
+            raise ConfigError(f"train.{name}: must be >= 1")
+    if not 0.0 <= cfg.eval.patch_overlap < 1.0:
+        raise ConfigError(f"eval.patch_overlap: must be in [0, 1), got {cfg.eval.patch_overlap}")

@@ -1,0 +1,95 @@
+"""The portable weight file both backends save for export and load for import.
+
+A safetensors file: tensors under the canonical PyTorch ``state_dict`` names in PyTorch layout
+(conv OIHW / OIDHW, ConvTranspose (in, out, k...)), float32; metadata (strings) holds the
+format version, the model config as JSON, the producing framework and the metrics of the run
+that produced it. Loading never executes code (safetensors holds only tensors and strings).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mrsynth.config import ModelConfig, build_dataclass
+from mrsynth.errors import CheckpointError
+from mrsynth.fileio import atomic_path
+
+FORMAT_NAME = "mrsynth-unet"
+FORMAT_VERSION = 1
+
+
+def save_portable(path: Path, tensors: dict[str, np.ndarray], model: ModelConfig,
+                  metadata: dict[str, Any] | None = None) -> None:
+    """Write tensors (canonical names, torch layout) plus the model config, atomically."""
+    from safetensors.numpy import save_file
+
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "model_config": json.dumps(asdict(model)),
+    }
+    for key, value in (metadata or {}).items():
+        meta[key] = value if isinstance(value, str) else json.dumps(value)
+    arrays = {name: np.ascontiguousarray(np.asarray(t, dtype=np.float32)) for name, t in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(arrays, str(tmp), metadata=meta)
+
+
+def load_portable(path: Path) -> tuple[dict[str, np.ndarray], ModelConfig, dict[str, str]]:
+    """Read a portable weight file; check the format and version; return (tensors, model, metadata)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weight file not found")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="numpy") as handle:
+            meta = dict(handle.metadata() or {})
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    if meta.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path}: not an mrsynth weight file (format={meta.get('format')!r})")
+    version = meta.get("format_version")
+    if version != str(FORMAT_VERSION):
+        raise CheckpointError(
+            f"{path}: weight format version {version} is not supported (this mrsynth reads {FORMAT_VERSION})"
+        )
+    try:
+        model = model_config_from_json(meta["model_config"])
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"{path}: bad model_config metadata ({exc})") from None
+    return tensors, model, meta
+
+
+def model_config_from_json(text: str) -> ModelConfig:
+    """Rebuild a ModelConfig from its JSON form (lists back to tuples, types checked)."""
+    from mrsynth.errors import ConfigError
+
+    try:
+        return build_dataclass(ModelConfig, json.loads(text), "model.")
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def check_against(path: Path | str, tensors: dict[str, np.ndarray],
+                  expected: dict[str, tuple[int, ...]]) -> None:
+    """Fail with a message naming the parameter on missing/extra keys or shape mismatches."""
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing:
+        raise CheckpointError(f"{path}: missing parameter '{missing[0]}' ({len(missing)} missing)")
+    if extra:
+        raise CheckpointError(f"{path}: unexpected parameter '{extra[0]}' ({len(extra)} extra)")
+    for name, shape in expected.items():
+        if tuple(tensors[name].shape) != tuple(shape):
+            raise CheckpointError(
+                f"{path}: parameter '{name}' has shape {tuple(tensors[name].shape)}, model expects {tuple(shape)}"
+            )
