@@ -67,10 +67,6 @@ class TrainEngine(Protocol):
         """Restore the latest checkpoint in place; return (step, extra), or None if there is none."""
         ...
 
-    def export_weights(self, path: Path, metadata: dict[str, Any]) -> None:
-        """Write the portable weight file (mrsynth.weights) for the current parameters."""
-        ...
-
     def close(self) -> None:
         """Wait for asynchronous saves and release resources."""
         ...
@@ -88,7 +84,10 @@ class Backend(Protocol):
         ...
 
     def export_weights(self, run_dir: Path, out: Path, which: str = "best") -> None:
-        """Convert a run directory's checkpoint into a portable weight file."""
+        """Convert a run directory's checkpoint into a portable weight file.
+
+        Metadata: ``mrsynth.training.rundir.portable_metadata(run_dir, which)``.
+        """
         ...
 
 

@@ -56,6 +56,8 @@ class DataConfig:
     noise_std: float = 0.0
     workers: int = 0
     prefetch: int = 2
+    # 3D only: patches drawn per training volume per epoch (the epoch length is this x volumes).
+    patches_per_volume: int = 16
 
 
 @dataclass
@@ -200,6 +202,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
@@ -344,6 +351,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("data.manifest: required when data.source is 'manifest'")
     if d.source == "glob" and not (d.t1_glob and d.t2_glob):
         raise ConfigError("data.t1_glob/data.t2_glob: required when data.source is 'glob'")
+    if d.patches_per_volume < 1:
+        raise ConfigError(f"data.patches_per_volume: must be >= 1, got {d.patches_per_volume}")
     if d.workers < 0:
         raise ConfigError(f"data.workers: must be >= 0, got {d.workers}")
     if t.steps < 1 or t.batch_size < 1:

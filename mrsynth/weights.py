@@ -34,7 +34,7 @@ def save_portable(path: Path, tensors: dict[str, np.ndarray], model: ModelConfig
     }
     for key, value in (metadata or {}).items():
         meta[key] = value if isinstance(value, str) else json.dumps(value)
-    arrays = {name: np.ascontiguousarray(np.asarray(t, dtype=np.float32)) for name, t in tensors.items()}
+    arrays = {name: np.array(np.asarray(t, dtype=np.float32), order="C") for name, t in tensors.items()}  # keeps 0-d
     with atomic_path(path) as tmp:
         save_file(arrays, str(tmp), metadata=meta)
 

@@ -1,0 +1,61 @@
+"""The JAX backend object (:class:`mrsynth.backend.Backend`): engines, predictors, export."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+from flax import nnx
+
+from mrsynth.config import Config, load_config
+from mrsynth.errors import CheckpointError
+from mrsynth.training import rundir
+
+from jax_impl.checkpoint import restore_from_run
+from jax_impl.model import UNet, build_model
+from jax_impl.predict import JaxPredictor
+from jax_impl.train import JaxEngine, abstract_train_state, merge_model
+from jax_impl.weights import export_portable, import_portable
+
+
+def load_run_model(run_dir: Path, which: str) -> tuple[UNet, Config, int]:
+    """The float32 U-Net of a JAX run directory with its ``which`` (best | last) checkpoint."""
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / rundir.CONFIG_FILE)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
+                          abstract_train_state(cfg))
+    step, state, _ = restore_from_run(run_dir / "checkpoints", target, which)
+    graphdef, _, _ = nnx.split(build_model(cfg.model), nnx.Param, nnx.BatchStat)
+    return merge_model(graphdef, state["params"], state["batch_stats"]), cfg, step
+
+
+class JaxBackend:
+    name = "jax"
+
+    def create_engine(self, cfg: Config, run_dir: Path) -> JaxEngine:
+        return JaxEngine(cfg, run_dir)
+
+    def load_predictor(self, source: Path, which: str = "best") -> JaxPredictor:
+        """From a run directory (its best|last checkpoint) or a portable ``.safetensors`` file."""
+        source = Path(source)
+        if source.is_dir():
+            model, cfg, _ = load_run_model(source, which)
+            return JaxPredictor(model, cfg.model)
+        if source.suffix == ".safetensors":
+            model, model_cfg = import_portable(source)
+            return JaxPredictor(model, model_cfg)
+        raise CheckpointError(f"{source}: expected a run directory or a .safetensors weight file")
+
+    def export_weights(self, run_dir: Path, out: Path, which: str = "best") -> None:
+        """Write the portable weight file of a run's ``which`` checkpoint."""
+        run_dir = Path(run_dir)
+        model, cfg, step = load_run_model(run_dir, which)
+        metadata: dict[str, Any] = {"checkpoint": which, "step": step}
+        if (run_dir / rundir.RUN_FILE).is_file():
+            metadata = {**rundir.portable_metadata(run_dir, which), **metadata}
+        export_portable(model, cfg.model, Path(out), metadata)
+
+
+def create_backend() -> JaxBackend:
+    return JaxBackend()

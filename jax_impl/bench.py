@@ -1,0 +1,216 @@
+"""The JAX half of ``run.py benchmark``: timing sessions over :class:`jax_impl.train.JaxEngine`.
+
+The engine builds the model, optimizer and jitted step exactly as training does; this module
+adds what timing needs: one batch placed on the device(s) once, ``block_until_ready`` after
+every timed step, the variant's matmul/conv precision, device memory figures, and the
+multi-device scaling run (``python -m jax_impl.bench SPEC.json OUT.json``, started by
+:mod:`mrsynth.bench.scaling` with forced host devices on a CPU).
+
+Precision: 'highest' (no TF32) for ``fp32``; the default (TF32 on NVIDIA GPUs) for ``tf32`` and
+``bf16``. It is a trace-time setting that is part of jit's cache key, so every call that may
+compile or hit the cache runs inside the same scope.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mrsynth.backend import Batch, Predictor
+from mrsynth.config import Config, ModelConfig, config_from_dict
+
+from mrsynth.bench.variants import Variant, parse_variant
+from jax_impl.train import JaxEngine
+
+MATMUL_PRECISION = {"fp32": "highest", "tf32": None, "bf16": None}
+
+
+def precision_scope(precision: str) -> contextlib.AbstractContextManager:
+    level = MATMUL_PRECISION[precision]
+    return jax.default_matmul_precision(level) if level else contextlib.nullcontext()
+
+
+def _sync(tree: Any) -> None:
+    jax.block_until_ready(tree)
+
+
+class _ScopedPredictor:
+    """A predictor whose calls run under the variant's precision (same jit cache entry each time)."""
+
+    def __init__(self, inner: Predictor, precision: str) -> None:
+        self._inner = inner
+        self._precision = precision
+        self.model_config: ModelConfig = inner.model_config
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        with precision_scope(self._precision):
+            return self._inner(batch)
+
+
+class JaxSession:
+    """A :class:`mrsynth.bench.backends.TrainSession` on ``devices`` (default: the first device)."""
+
+    def __init__(self, cfg: Config, variant: Variant, batch: dict[str, np.ndarray],
+                 devices: list[jax.Device] | None = None) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="mrsynth-bench-jax-")
+        devices = devices or jax.local_devices()[:1]
+        self.precision = variant.precision
+        self.engine = JaxEngine(cfg, Path(self._tmp.name), devices=devices)
+        with precision_scope(self.precision):
+            self._placed = self.engine.place_batch(batch)
+        _sync(self._placed)
+        self.devices = devices
+        self.settings = {
+            "device": devices[0].device_kind,
+            "devices": len(devices),
+            "platform": devices[0].platform,
+            "matmul_precision": MATMUL_PRECISION[self.precision] or "default",
+            "compute_dtype": cfg.train.compute_dtype,
+            "parallel": cfg.train.parallel,
+        }
+
+    def _step(self) -> None:
+        metrics = self.engine.train_step_placed(self._placed)
+        _sync((metrics, self.engine.state))
+
+    def first_step(self) -> float:
+        with precision_scope(self.precision):
+            start = time.perf_counter()
+            self._step()
+            return time.perf_counter() - start
+
+    def timed_steps(self, n: int) -> list[float]:
+        times = []
+        with precision_scope(self.precision):
+            for _ in range(n):
+                start = time.perf_counter()
+                self._step()
+                times.append(time.perf_counter() - start)
+        return times
+
+    def pipeline_seconds(self, batches: Iterator[Batch], n: int) -> float:
+        with precision_scope(self.precision):
+            start = time.perf_counter()
+            metrics = None
+            for _ in range(n):
+                metrics = self.engine.train_step(next(batches))
+            _sync((metrics, self.engine.state))
+            return time.perf_counter() - start
+
+    def predictor(self) -> Predictor:
+        return _ScopedPredictor(self.engine.predictor(), self.precision)
+
+    def memory(self) -> dict[str, float | None]:
+        """Peak bytes in use on the busiest device (a process high-water mark in JAX: it cannot be
+        reset, so it covers every earlier session of this process too)."""
+        stats = [d.memory_stats() or {} for d in self.devices]
+        peak = [s["peak_bytes_in_use"] for s in stats if "peak_bytes_in_use" in s]
+        in_use = [s["bytes_in_use"] for s in stats if "bytes_in_use" in s]
+        return {"device_peak_mib": max(peak) / 2**20 if peak else None,
+                "device_in_use_mib": max(in_use) / 2**20 if in_use else None}
+
+    def close(self) -> None:
+        self.engine.close()
+        del self.engine, self._placed
+        gc.collect()
+        self._tmp.cleanup()
+
+
+class JaxBench:
+    """:class:`mrsynth.bench.backends.BackendBench` for JAX."""
+
+    name = "jax"
+
+    def device_info(self) -> dict[str, Any]:
+        device = jax.local_devices()[0]
+        info: dict[str, Any] = {
+            "platform": device.platform,
+            "device_kind": device.device_kind,
+            "device_count": jax.device_count(),
+            "jax": jax.__version__,
+        }
+        try:
+            from jax.extend import backend
+
+            info["platform_version"] = backend.get_backend().platform_version  # CUDA / cuDNN build
+        except (ImportError, AttributeError, RuntimeError):
+            info["platform_version"] = None
+        return info
+
+    def matmul_tflops(self, precision: str, size: int) -> float:
+        size = size or (8192 if jax.default_backend() == "gpu" else 1024)
+        dtype = jnp.bfloat16 if precision == "bf16" else jnp.float32
+        keys = jax.random.split(jax.random.PRNGKey(0))
+        a, b = (jax.random.normal(k, (size, size), dtype) for k in keys)
+        with precision_scope(precision):
+            matmul = jax.jit(jnp.matmul)
+            _sync(matmul(a, b))
+            times = []
+            for _ in range(10):
+                start = time.perf_counter()
+                _sync(matmul(a, b))
+                times.append(time.perf_counter() - start)
+        return 2 * size**3 / float(np.median(times)) / 1e12
+
+    def open_session(self, cfg: Config, variant: Variant, batch: dict[str, np.ndarray]) -> JaxSession:
+        return JaxSession(cfg, variant, batch)
+
+
+def create_bench() -> JaxBench:
+    return JaxBench()
+
+
+def run_scaling(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Weak scaling: ``batch_per_device`` samples per device on 1..N devices, per parallel mode.
+
+    Device counts above what this process sees are skipped (reported as such).
+    """
+    variant = parse_variant(spec["variant"])
+    rows = []
+    available = jax.devices()
+    for mode in spec["modes"]:
+        for n in spec["devices"]:
+            row: dict[str, Any] = {"mode": mode, "devices": n, "batch": spec["batch_per_device"] * n}
+            if n > len(available):
+                rows.append({**row, "skipped": f"only {len(available)} devices"})
+                continue
+            raw = json.loads(json.dumps(spec["config"]))
+            raw["train"].update(batch_size=row["batch"], parallel=mode)
+            cfg = config_from_dict(raw)
+            rng = np.random.default_rng(0)
+            shape = (row["batch"], *cfg.data.patch_size, 1)
+            t1 = rng.standard_normal(shape, dtype=np.float32)
+            batch = {"t1": t1, "t2": (0.5 * t1 + 0.1).astype(np.float32), "mask": np.ones_like(t1)}
+            session = JaxSession(cfg, variant, batch, devices=available[:n])
+            try:
+                row["first_step_s"] = session.first_step()
+                session.timed_steps(spec["warmup"])
+                row["step_s"] = session.timed_steps(spec["steps"])
+            finally:
+                session.close()
+            rows.append(row)
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    """``python -m jax_impl.bench SPEC.json OUT.json``: the scaling run of mrsynth.bench.scaling."""
+    spec_path, out_path = (Path(a) for a in argv)
+    spec = json.loads(spec_path.read_text())
+    result = {"device_count": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
+              "rows": run_scaling(spec)}
+    out_path.write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

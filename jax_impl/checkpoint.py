@@ -1,0 +1,92 @@
+"""Orbax checkpoints of a JAX run: the last k under ``checkpoints/last``, the best under ``checkpoints/best``.
+
+Each checkpoint is a composite of ``state`` (params, BatchNorm stats, optimizer state, step,
+RNG key: a pytree of arrays, restored onto the caller's shardings) and ``extra`` (JSON: data
+iterator state, best metric). Saves are asynchronous: device arrays are copied to host before
+``save`` returns, so the next (donating) train step cannot corrupt them. Restoring reads only
+arrays and JSON, never code.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orbax.checkpoint as ocp
+
+from mrsynth.errors import CheckpointError
+
+WHICH = ("last", "best")
+
+
+def _manager(directory: Path, max_to_keep: int | None, for_reading: bool) -> ocp.CheckpointManager:
+    # Readers never save, so they need no async thread and must not create the directory;
+    # orbax's read_only mode would log a warning per option it overrides.
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=None if for_reading else max_to_keep,
+        enable_async_checkpointing=not for_reading,
+        create=not for_reading,
+    )
+    return ocp.CheckpointManager(directory, options=options, item_names=("state", "extra"))
+
+
+def _restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> tuple[Any, dict]:
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()))
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{manager.directory / str(step)}: checkpoint does not match this model/optimizer ({detail})"
+        ) from None
+    return restored["state"], dict(restored["extra"] or {})
+
+
+class CheckpointStore:
+    """The run's checkpoint managers: ``keep`` most recent, plus the single best."""
+
+    def __init__(self, directory: Path, keep: int) -> None:
+        self.directory = Path(directory)
+        self._last = _manager(self.directory / "last", keep, for_reading=False)
+        self._best = _manager(self.directory / "best", 1, for_reading=False)
+
+    def save(self, step: int, state: Any, extra: dict[str, Any], is_best: bool) -> None:
+        """Start an asynchronous save of ``state`` + ``extra`` (and as the best one if ``is_best``)."""
+        managers = [self._last, self._best] if is_best else [self._last]
+        for manager in managers:
+            manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)))
+
+    def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]] | None:
+        """(step, state, extra) of the most recent checkpoint, or None if there is none."""
+        step = self._last.latest_step()
+        if step is None:
+            return None
+        state, extra = _restore(self._last, step, abstract_state)
+        return step, state, extra
+
+    def wait(self) -> None:
+        self._last.wait_until_finished()
+        self._best.wait_until_finished()
+
+    def close(self) -> None:
+        self._last.close()
+        self._best.close()
+
+
+def restore_from_run(checkpoints_dir: Path, abstract_state: Any, which: str = "best"
+                     ) -> tuple[int, Any, dict[str, Any]]:
+    """Read-only restore of a finished (or running) run's ``which`` checkpoint: (step, state, extra)."""
+    if which not in WHICH:
+        raise CheckpointError(f"checkpoint choice {which!r} is not one of {', '.join(WHICH)}")
+    directory = Path(checkpoints_dir) / which
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: no '{which}' checkpoints in this run")
+    manager = _manager(directory, None, for_reading=True)
+    try:
+        step = manager.latest_step()
+        if step is None:
+            raise CheckpointError(f"{directory}: no complete '{which}' checkpoint in this run")
+        state, extra = _restore(manager, step, abstract_state)
+        return step, state, extra
+    finally:
+        manager.close()

@@ -1,0 +1,232 @@
+"""Benchmark reports: the terminal table, and a directory with results.json, README.md and plots.
+
+The directory is written atomically (``mrsynth.fileio.atomic_dir``): it appears complete or
+not at all.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from mrsynth.fileio import atomic_dir
+
+RESULTS_FILE = "results.json"
+MARKDOWN_FILE = "README.md"
+PLOTS = ("step_time.png", "throughput.png", "scaling.png")
+
+
+def _fmt(value: float | None, spec: str = ".3g", missing: str = "-") -> str:
+    return missing if value is None else format(value, spec)
+
+
+def _rate(row: dict[str, Any], key: str = "samples_per_s") -> str:
+    """Images/s for 2D, megavoxels/s for 3D."""
+    value = row.get(key) if key in row else None
+    if value is None:
+        return "-"
+    if row["dims"] == 3:
+        return f"{value * math.prod(row['size']) / 1e6:.3g} Mvox/s"
+    return f"{value:.4g} img/s"
+
+
+TRAIN_COLUMNS = ("case", "backend", "variant", "median ms", "p10 ms", "p90 ms", "first step s",
+                 "synthetic rate", "TFLOP/s", "% peak", "pipeline rate", "inference s/vol", "dev peak MiB",
+                 "host RSS MiB")
+
+
+def train_table_rows(results: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for r in results["train"]:
+        step = r["step"]
+        pipeline = r.get("pipeline")
+        inference = r.get("inference")
+        memory = r.get("memory", {})
+        rows.append([
+            r["case"], r["backend"], r["variant"], f"{step['median_ms']:.1f}", f"{step['p10_ms']:.1f}",
+            f"{step['p90_ms']:.1f}", f"{r['first_step_s']:.2f}", _rate(r), f"{r['tflops']:.3g}",
+            _fmt(None if r["peak_fraction"] is None else 100 * r["peak_fraction"], ".1f"),
+            _rate({**r, **({"pipeline_rate": pipeline["samples_per_s"]} if pipeline else {})}, "pipeline_rate"),
+            _fmt(inference["median_s"] if inference else None, ".2f"),
+            _fmt(memory.get("device_peak_mib"), ".0f"), _fmt(memory.get("host_peak_rss_mib"), ".0f"),
+        ])
+    return rows
+
+
+def _text_table(header: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    lines = ["  ".join(str(c).rjust(w) for c, w in zip(header, widths))]
+    lines += ["  ".join(str(c).rjust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines)
+
+
+def _md_table(header: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+SCALING_COLUMNS = ("dims", "mode", "devices", "global batch", "median ms", "p10 ms", "p90 ms", "samples/s",
+                   "TFLOP/s", "efficiency")
+
+
+def scaling_table_rows(results: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for block in results.get("scaling", []):
+        for r in block["rows"]:
+            if "step" not in r:
+                rows.append([str(block["dims"]), r["mode"], str(r["devices"]), str(r["batch"]),
+                             *["-"] * 5, r.get("skipped", "-")])
+                continue
+            rows.append([str(block["dims"]), r["mode"], str(r["devices"]), str(r["batch"]),
+                         f"{r['step']['median_ms']:.1f}", f"{r['step']['p10_ms']:.1f}", f"{r['step']['p90_ms']:.1f}",
+                         f"{r['samples_per_s']:.4g}", f"{r['tflops']:.3g}", f"{r['efficiency']:.2f}"])
+    return rows
+
+
+def terminal_summary(results: dict[str, Any]) -> str:
+    parts = [_text_table(TRAIN_COLUMNS, train_table_rows(results))]
+    loaders = [(c["id"], c["loader"]["samples_per_s"]) for c in results["cases"] if "loader" in c]
+    if loaders:
+        parts.append("loader alone: " + ", ".join(f"{cid} {rate:.4g} samples/s" for cid, rate in loaders))
+    if results.get("scaling"):
+        parts.append("JAX data-parallel scaling (weak: fixed batch per device)\n"
+                     + _text_table(SCALING_COLUMNS, scaling_table_rows(results)))
+    return "\n\n".join(parts)
+
+
+def _machine_lines(results: dict[str, Any]) -> list[str]:
+    m = results["machine"]
+    lines = [
+        f"- host: `{m['hostname']}`, {m['os']}, Python {m['python']}",
+        f"- CPU: {m['cpu_model']}, {m['cpu_count']} cores ({m['cpu_usable']} usable), "
+        f"{_fmt(m['memory_gib'], '.1f')} GiB RAM",
+        f"- load average at start {m['load_average']}, at end {m.get('load_average_end')} "
+        "(a load above the core count means other processes shared the CPU: timings are noisy)",
+    ]
+    for gpu in m.get("gpus", []):
+        lines.append(f"- GPU: {gpu.get('name')}, driver {gpu.get('driver_version')}, {gpu.get('memory.total')}")
+    for name, info in results["devices"].items():
+        lines.append(f"- {name}: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    libs = ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v)
+    lines.append(f"- libraries: {libs}")
+    return lines
+
+
+def markdown(results: dict[str, Any], plots: list[str]) -> str:
+    s = results["settings"]
+    out = [
+        f"# mrsynth benchmark, {results['created']}",
+        "",
+        f"Command: `{results.get('command', 'python run.py benchmark')}`  ",
+        f"Wall time: {results['wall_s']:.0f} s. Every raw figure is in `{RESULTS_FILE}`.",
+        "",
+        "## Machine",
+        *_machine_lines(results),
+        "",
+        "## Method",
+        f"- Backends {', '.join(s['backends'])}; variants {', '.join(s['variants'])}; each case opens one "
+        "session per backend (the backend's own training engine), runs the first step (compile/autotune, "
+        f"reported separately), {s['warmup']} warm-up steps, then {s['steps']} timed steps on a device-resident "
+        f"synthetic batch in {s['rounds']} chunks alternating between backends, synchronized after every step.",
+        f"- FLOPs: {results['flop_formula']}.",
+        f"- Peak: {results['peak_source']}; " + "; ".join(
+            f"{b}: " + ", ".join(f"{p} {v:.3g} TFLOP/s" for p, v in pk.items()) for b, pk in results["peaks"].items()),
+        f"- Pipeline rate: {s['pipeline_steps']} normal `train_step` calls fed by the grain loader from cached "
+        "phantom NIfTI volumes (one sync at the end); the loader's rate alone is measured on the same loader.",
+        "- Inference: whole-volume synthesis (`mrsynth.evaluation.inference.synthesize_volume`), 2D slice-wise or 3D "
+        "patch-wise, median seconds per volume after one untimed volume.",
+        "- Memory: device peak from `memory_stats()['peak_bytes_in_use']` (JAX, a process high-water mark) or "
+        "`torch.cuda.max_memory_allocated` (per session); `-` on a CPU. Host RSS is the process peak so far.",
+        "",
+        "## Cases",
+        _md_table(("case", "parameters", "channels", "forward GFLOP", "train step GFLOP", "loader alone"),
+                  [[c["id"], f"{c['parameters']:,}",
+                    "-".join(str(c["model"]["base_channels"] * m) for m in c["model"]["channel_mults"]),
+                    f"{c['forward_flops'] / 1e9:.4g}", f"{c['train_step_flops'] / 1e9:.4g}",
+                    f"{c['loader']['samples_per_s']:.4g} samples/s" if "loader" in c else "-"]
+                   for c in results["cases"]]),
+        "",
+        "## Training step",
+        _md_table(TRAIN_COLUMNS, train_table_rows(results)),
+        "",
+        "Rates: images/s (2D) or megavoxels/s (3D). \"synthetic\": device-resident batch; \"pipeline\": fed by the "
+        "real loader. A pipeline rate well below the synthetic one means the input pipeline starves the device.",
+    ]
+    if results.get("scaling"):
+        out += ["", "## JAX data-parallel scaling",
+                "Weak scaling (fixed batch per device), sharded jit vs pmap. On a CPU the devices are forced host "
+                "devices sharing the same cores: this checks the mechanism, not a speed-up.", "",
+                _md_table(SCALING_COLUMNS, scaling_table_rows(results))]
+    if plots:
+        out += ["", "## Plots", *[f"![{p}]({p})" for p in plots]]
+    return "\n".join(out) + "\n"
+
+
+def _plot(results: dict[str, Any], directory: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    rows = results["train"]
+    if rows:
+        labels = [f"{r['case']}\n{r['backend']} {r['variant']}" for r in rows]
+        colors = ["tab:blue" if r["backend"] == "jax" else "tab:orange" for r in rows]
+        med = [r["step"]["median_ms"] for r in rows]
+        err = [[m - r["step"]["p10_ms"] for m, r in zip(med, rows)], [r["step"]["p90_ms"] - m for m, r in zip(med, rows)]]
+        fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
+        ax.bar(range(len(rows)), med, yerr=err, color=colors, capsize=3)
+        ax.set_xticks(range(len(rows)), labels, fontsize=7)
+        ax.set_ylabel("ms / training step (median, p10-p90)")
+        ax.set_title("Training step time (blue: jax, orange: torch)")
+        fig.tight_layout()
+        fig.savefig(directory / PLOTS[0], dpi=110)
+        plt.close(fig)
+        written.append(PLOTS[0])
+
+        fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
+        width = 0.38
+        synthetic = [r["samples_per_s"] for r in rows]
+        pipeline = [r.get("pipeline", {}).get("samples_per_s", 0.0) for r in rows]
+        x = list(range(len(rows)))
+        ax.bar([i - width / 2 for i in x], synthetic, width, label="synthetic batch", color=colors)
+        ax.bar([i + width / 2 for i in x], pipeline, width, label="grain pipeline", color=colors, alpha=0.45)
+        for c in results["cases"]:
+            if "loader" in c:
+                ax.axhline(c["loader"]["samples_per_s"], ls="--", lw=1, color="gray")
+        ax.set_xticks(x, labels, fontsize=7)
+        ax.set_ylabel("samples / s")
+        ax.set_title("Throughput: synthetic (solid), pipeline (light), loader alone (dashed)")
+        fig.tight_layout()
+        fig.savefig(directory / PLOTS[1], dpi=110)
+        plt.close(fig)
+        written.append(PLOTS[1])
+    blocks = [b for b in results.get("scaling", []) if any("step" in r for r in b["rows"])]
+    if blocks:
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for block in blocks:
+            for mode in sorted({r["mode"] for r in block["rows"]}):
+                pts = [(r["devices"], r["samples_per_s"]) for r in block["rows"] if r["mode"] == mode and "step" in r]
+                ax.plot(*zip(*pts), marker="o", label=f"{block['dims']}D {mode}")
+        ax.set_xlabel("devices")
+        ax.set_ylabel("samples / s (fixed batch per device)")
+        ax.set_title("JAX data-parallel scaling")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(directory / PLOTS[2], dpi=110)
+        plt.close(fig)
+        written.append(PLOTS[2])
+    return written
+
+
+def write_report(results: dict[str, Any], out_dir: Path) -> Path:
+    """results.json + README.md + plots in ``out_dir`` (replaced atomically)."""
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        (tmp / RESULTS_FILE).write_text(json.dumps(results, indent=2, default=str) + "\n")
+        plots = _plot(results, tmp)
+        (tmp / MARKDOWN_FILE).write_text(markdown(results, plots))
+    return out_dir

@@ -1,0 +1,261 @@
+"""The benchmark procedure, framework-free: cases x variants x backends, alternating backends.
+
+For every case (dims, batch, sample size) and variant, one session per backend is opened (the
+backend's own engine: model, optimizer, compiled step), then:
+
+1. first step (compile / autotune), ``warmup`` untimed steps per backend;
+2. ``steps`` timed steps on a device-resident synthetic batch, in ``rounds`` chunks that
+   alternate jax, torch, jax, torch... so machine drift hits both backends alike;
+3. ``pipeline_steps`` normal ``train_step`` calls fed by the real grain loader (cached phantom
+   NIfTI volumes): the end-to-end rate, next to the loader's own rate measured alone;
+4. whole-volume synthesis of ``inference_subjects`` volumes through
+   :func:`mrsynth.evaluation.inference.synthesize_volume` (after one untimed warm-up volume);
+5. memory: device peak (where the platform reports it) and the host's RSS.
+
+Then, for JAX, weak scaling over 1..N devices in a subprocess (:mod:`mrsynth.bench.scaling`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import numpy as np
+
+from mrsynth.config import Config
+from mrsynth.data.discovery import discover_pairs
+from mrsynth.data.loader import make_train_loader
+from mrsynth.data.preprocess import Volume, load_volume
+from mrsynth.errors import ConfigError
+from mrsynth.evaluation.inference import synthesize_volume
+
+from mrsynth.bench import flops, scaling
+from mrsynth.bench.backends import BackendBench, TrainSession, load_bench
+from mrsynth.bench.machine import host_info, host_memory
+from mrsynth.bench.settings import BenchSettings, case_config
+from mrsynth.bench.stats import summarize, tflops, throughput
+from mrsynth.bench.variants import Variant
+
+Log = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def synthetic_batch(batch: int, size: list[int], seed: int = 0) -> dict[str, np.ndarray]:
+    """A random channels-last batch; the step's cost does not depend on the values."""
+    rng = np.random.default_rng(seed)
+    t1 = rng.standard_normal((batch, *size, 1), dtype=np.float32)
+    return {"t1": t1, "t2": (0.5 * t1 + 0.1).astype(np.float32), "mask": np.ones_like(t1)}
+
+
+def _chunks(total: int, parts: int) -> list[int]:
+    parts = max(1, min(parts, total))
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def load_volumes(cfg: Config) -> list[Volume]:
+    """The configured subjects (phantom generated on first use), preprocessed through the cache."""
+    if cfg.data.source == "phantom":
+        from mrsynth.data.phantom import ensure_phantom
+
+        ensure_phantom(cfg.data)
+    return [load_volume(files, cfg.data) for files in discover_pairs(cfg.data)]
+
+
+def measure_loader(loader: Any, steps: int, batch: int) -> dict[str, float]:
+    """The loader's own rate: batches read back to back, after two warm-up batches."""
+    for _ in range(2):
+        next(loader)
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(loader)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "batches": steps, "samples_per_s": steps * batch / seconds}
+
+
+def measure_inference(session: TrainSession, volumes: list[Volume], cfg: Config, subjects: int) -> dict[str, Any]:
+    """Seconds per whole volume (first call separately: it compiles)."""
+    predictor = session.predictor()
+    start = time.perf_counter()
+    synthesize_volume(volumes[0].t1, predictor, cfg.data, cfg.eval)
+    first = time.perf_counter() - start
+    times = []
+    for i in range(subjects):
+        volume = volumes[i % len(volumes)]
+        start = time.perf_counter()
+        synthesize_volume(volume.t1, predictor, cfg.data, cfg.eval)
+        times.append(time.perf_counter() - start)
+    shape = list(volumes[0].t1.shape)
+    median = float(np.median(times))
+    return {"first_s": first, "seconds": times, "median_s": median, "volume_shape": shape,
+            "voxels_per_s": math.prod(shape) / median,
+            "mode": "2D slice-wise" if cfg.model.dims == 2 else "3D patch-wise"}
+
+
+def _train_row(case: dict[str, Any], backend: str, variant: Variant, session: TrainSession, first: float,
+               times: list[float], peak: float | None) -> dict[str, Any]:
+    step = summarize(times)
+    median = step["median_ms"]
+    achieved = tflops(case["train_step_flops"], median)
+    return {
+        "case": case["id"], "dims": case["dims"], "batch": case["batch"], "size": case["size"],
+        "backend": backend, "variant": variant.name, "settings": session.settings,
+        "first_step_s": first, "compile_s_estimate": max(0.0, first - median / 1e3),
+        "step": step,
+        "samples_per_s": throughput(case["batch"], median),
+        "voxels_per_s": throughput(case["batch"] * math.prod(case["size"]), median),
+        "tflops": achieved,
+        "peak_tflops": peak,
+        "peak_fraction": achieved / peak if peak else None,
+    }
+
+
+class Benchmark:
+    """One benchmark run; :meth:`run` returns the JSON-able results (every raw figure)."""
+
+    def __init__(self, settings: BenchSettings, raw_config: dict[str, Any], log: Log = _stderr) -> None:
+        self.settings = settings
+        self.raw_config = raw_config
+        self.log = log
+        self.variants = settings.parsed_variants()
+        for dims in settings.dims:
+            if f"{dims}d" not in settings.cases:
+                raise ConfigError(f"benchmark.cases.{dims}d: no batch/size/model given for dims {dims}")
+            for batch in settings.cases[f"{dims}d"].batch:  # fail before any measurement
+                for variant in self.variants:
+                    case_config(raw_config, dims, settings.cases[f"{dims}d"], batch, variant)
+        self.benches: dict[str, BackendBench] = {name: load_bench(name) for name in settings.backends}
+
+    # --- peaks ----------------------------------------------------------------------------
+    def peaks(self) -> dict[str, dict[str, float]]:
+        """TFLOP/s ceilings per backend and precision: the user's number, or a measured matmul."""
+        precisions = sorted({v.precision for v in self.variants})
+        if self.settings.peak_tflops:
+            return {b: {p: float(self.settings.peak_tflops) for p in precisions} for b in self.benches}
+        out: dict[str, dict[str, float]] = {}
+        for name, bench in self.benches.items():
+            out[name] = {p: bench.matmul_tflops(p, self.settings.matmul_size) for p in precisions}
+            self.log(f"[{name}] matmul peak: " + ", ".join(f"{p} {v:.3g} TFLOP/s" for p, v in out[name].items()))
+        return out
+
+    # --- one case -------------------------------------------------------------------------
+    def _case(self, dims: int, batch: int) -> dict[str, Any]:
+        case_settings = self.settings.cases[f"{dims}d"]
+        cfg = case_config(self.raw_config, dims, case_settings, batch, self.variants[0])
+        size = list(cfg.data.patch_size)
+        return {
+            "id": f"{dims}d-b{batch}-{'x'.join(map(str, size))}",
+            "dims": dims, "batch": batch, "size": size,
+            "model": dataclasses.asdict(cfg.model),
+            "parameters": flops.parameter_count(cfg.model),
+            "forward_flops": flops.forward_flops(cfg.model, size, batch),
+            "train_step_flops": flops.train_step_flops(cfg.model, size, batch),
+        }
+
+    def _run_variant(self, case: dict[str, Any], variant: Variant, peaks: dict[str, dict[str, float]],
+                     volumes: list[Volume], loader: Any) -> list[dict[str, Any]]:
+        s = self.settings
+        dims, batch = case["dims"], case["batch"]
+        cfg = case_config(self.raw_config, dims, s.cases[f"{dims}d"], batch, variant)
+        names = [b for b in self.benches if variant.applies_to(b)]
+        data = synthetic_batch(batch, case["size"])
+        sessions: dict[str, TrainSession] = {}
+        rows: dict[str, dict[str, Any]] = {}
+        try:
+            first: dict[str, float] = {}
+            for name in names:
+                sessions[name] = self.benches[name].open_session(cfg, variant, data)
+                first[name] = sessions[name].first_step()
+                sessions[name].timed_steps(s.warmup)
+                self.log(f"[{name} {case['id']} {variant.name}] first step {first[name]:.2f} s")
+            times: dict[str, list[float]] = {name: [] for name in names}
+            for chunk in _chunks(s.steps, s.rounds):
+                for name in names:  # alternate: drift hits every backend alike
+                    times[name] += sessions[name].timed_steps(chunk)
+            for name in names:
+                peak = peaks.get(name, {}).get(variant.precision)
+                row = _train_row(case, name, variant, sessions[name], first[name], times[name], peak)
+                if loader is not None:
+                    seconds = sessions[name].pipeline_seconds(loader, s.pipeline_steps)
+                    row["pipeline"] = {"seconds": seconds, "steps": s.pipeline_steps,
+                                       "samples_per_s": s.pipeline_steps * batch / seconds}
+                if volumes and s.inference:
+                    row["inference"] = measure_inference(sessions[name], volumes, cfg, s.inference_subjects)
+                row["memory"] = {**sessions[name].memory(), **host_memory()}
+                rows[name] = row
+                self.log(f"[{name} {case['id']} {variant.name}] median {row['step']['median_ms']:.1f} ms/step, "
+                         f"{row['tflops']:.3g} TFLOP/s")
+        finally:
+            for session in sessions.values():
+                session.close()
+        return [rows[name] for name in names]
+
+    def _scaling(self, dims: int, batch: int) -> dict[str, Any] | None:
+        s = self.settings
+        jax_variants = [v for v in self.variants if v.applies_to("jax") and "pmap" not in v.switches]
+        if not (s.scaling and "jax" in self.benches and jax_variants):
+            return None
+        variant = jax_variants[0]
+        cfg = case_config(self.raw_config, dims, s.cases[f"{dims}d"], batch, variant)
+        self.log(f"[jax scaling {dims}d] devices {s.scaling_devices}, modes {s.scaling_modes}, {variant.name}")
+        result = scaling.run_scaling(cfg.to_dict(), variant.name, s.scaling_devices, s.scaling_modes,
+                                     batch_per_device=batch, steps=s.scaling_steps, warmup=s.warmup)
+        size = list(cfg.data.patch_size)
+        base: dict[str, float] = {}
+        for row in result["rows"]:
+            if "step_s" not in row:
+                continue
+            row["step"] = summarize(row.pop("step_s"))
+            row["samples_per_s"] = throughput(row["batch"], row["step"]["median_ms"])
+            row["tflops"] = tflops(flops.train_step_flops(cfg.model, size, row["batch"]), row["step"]["median_ms"])
+            base.setdefault(row["mode"], row["samples_per_s"] / row["devices"])
+            row["efficiency"] = row["samples_per_s"] / (row["devices"] * base[row["mode"]])
+        return {"dims": dims, "batch_per_device": batch, "size": size, "variant": variant.name, **result}
+
+    # --- everything -----------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        s = self.settings
+        started = datetime.now(timezone.utc)
+        results: dict[str, Any] = {
+            "created": started.isoformat(timespec="seconds"),
+            "machine": host_info(),
+            "devices": {name: bench.device_info() for name, bench in self.benches.items()},
+            "settings": dataclasses.asdict(s),
+            "config": self.raw_config,
+            "flop_formula": flops.FORMULA,
+            "peak_source": "user (--peak-tflops)" if s.peak_tflops else "measured square matmul",
+            "cases": [], "train": [], "scaling": [],
+        }
+        results["peaks"] = self.peaks()
+        for dims in s.dims:
+            case_settings = s.cases[f"{dims}d"]
+            volumes: list[Volume] = []
+            if s.pipeline or s.inference:
+                volumes = load_volumes(case_config(self.raw_config, dims, case_settings, case_settings.batch[0],
+                                                   self.variants[0]))
+            for batch in case_settings.batch:
+                case = self._case(dims, batch)
+                results["cases"].append(case)
+                loader = None
+                if s.pipeline:
+                    cfg = case_config(self.raw_config, dims, case_settings, batch, self.variants[0])
+                    loader = make_train_loader(volumes, cfg, batch_size=batch, seed=cfg.train.seed)
+                    case["loader"] = measure_loader(loader, s.pipeline_steps, batch)
+                    self.log(f"[loader {case['id']}] {case['loader']['samples_per_s']:.1f} samples/s alone")
+                try:
+                    for variant in self.variants:
+                        results["train"] += self._run_variant(case, variant, results["peaks"], volumes, loader)
+                finally:
+                    if loader is not None:
+                        loader.close()
+            scaled = self._scaling(dims, case_settings.batch[0])
+            if scaled is not None:
+                results["scaling"].append(scaled)
+        results["wall_s"] = (datetime.now(timezone.utc) - started).total_seconds()
+        results["machine"]["load_average_end"] = host_info()["load_average"]
+        return results

@@ -1,0 +1,24 @@
+"""`run.py evaluate`: metrics, figures and a report for one trained run on held-out subjects."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mrsynth.evaluation.runner import SUBJECT_CHOICES, evaluate_runs, load_run, print_summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, required=True, metavar="RUN_DIR", help="a training run directory")
+    parser.add_argument("--subjects", choices=SUBJECT_CHOICES, default="test",
+                        help="which split of the run's subjects to evaluate (default: test)")
+    parser.add_argument("--which", choices=("best", "last"), default="best",
+                        help="which checkpoint of the run (default: best)")
+    parser.add_argument("--out", type=Path, help="report directory (default: RUN_DIR/eval_<subjects>)")
+
+
+def run(args: argparse.Namespace) -> int:
+    run_spec = load_run(args.checkpoint, args.which)
+    out = args.out or Path(args.checkpoint) / f"eval_{args.subjects}"
+    result, report = evaluate_runs([run_spec], args.subjects, out)
+    print_summary(result, report)
+    return 0

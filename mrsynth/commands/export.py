@@ -1,0 +1,21 @@
+"""`run.py export`: a run's checkpoint as a portable weight file for either framework."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mrsynth.backend import get_backend
+from mrsynth.training import rundir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, required=True, metavar="RUN_DIR", help="a training run directory")
+    parser.add_argument("--out", type=Path, required=True, help="output .safetensors file")
+    parser.add_argument("--which", choices=("best", "last"), default="best")
+
+
+def run(args: argparse.Namespace) -> int:
+    backend_name = rundir.read_run_info(args.checkpoint)["backend"]
+    get_backend(backend_name).export_weights(args.checkpoint, args.out, args.which)
+    print(f"wrote {args.out}")
+    return 0

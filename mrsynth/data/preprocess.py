@@ -1,0 +1,298 @@
+"""Preprocessing of one subject: RAS+ arrays, T2 on the T1 grid, foreground mask, normalization.
+
+Choices, identical for training and inference:
+- Every array is RAS+ (see :mod:`mrsynth.data.io`); T2, a given mask and labels are resampled
+  onto the T1 grid through the affines when their grid differs (linear for T2, nearest for
+  masks/labels). T1 voxels outside the T2 field of view are removed from the mask.
+- Mask (``data.mask``): ``given`` file, ``otsu`` (Otsu threshold of T1 + closing, hole filling,
+  largest component), ``given_or_otsu`` (the file when there is one), ``none`` (all ones).
+- Normalization (``data.normalization``) is ``(x - offset) / scale`` with statistics from the
+  voxels inside the mask: ``zscore`` (mean, std), ``percentile`` (``data.percentiles`` mapped
+  to [0, 1]), ``wm_peak`` (offset 0, scale = the highest-intensity mode of the smoothed
+  histogram, i.e. white matter on T1 -> 1). :class:`NormStats` inverts it exactly.
+- Outside the mask both normalized volumes are set to 0: the background carries no anatomy,
+  zero is what the network's zero padding assumes, and the predicted T2 is written with a
+  clean background. (With ``data.mask: none`` nothing is zeroed.)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from mrsynth.config import DataConfig
+from mrsynth.data import cache
+from mrsynth.data.discovery import SubjectFiles
+from mrsynth.data.io import Geometry, read_nifti
+from mrsynth.errors import DataError
+
+
+@dataclass(frozen=True)
+class NormStats:
+    """Per-volume intensity normalization: ``normalized = (x - offset) / scale``."""
+
+    offset: float
+    scale: float
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        return ((np.asarray(x, dtype=np.float64) - self.offset) / self.scale).astype(np.float32)
+
+    def denormalize(self, y: np.ndarray) -> np.ndarray:
+        return (np.asarray(y, dtype=np.float64) * self.scale + self.offset).astype(np.float32)
+
+    def to_json(self) -> dict[str, float]:
+        return {"offset": self.offset, "scale": self.scale}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> NormStats:
+        return cls(offset=float(raw["offset"]), scale=float(raw["scale"]))
+
+
+@dataclass
+class Volume:
+    """One preprocessed subject: RAS+ arrays on the T1 grid (memory-mapped when cached)."""
+
+    subject: str
+    t1: np.ndarray
+    t2: np.ndarray | None
+    mask: np.ndarray
+    labels: np.ndarray | None
+    t1_stats: NormStats
+    t2_stats: NormStats | None
+    geometry: Geometry
+
+
+def load_volume(files: SubjectFiles, cfg: DataConfig) -> Volume:
+    """Preprocessed volume of a subject, from the cache (``data.cache_dir``; "" disables it)."""
+    if not cfg.cache_dir:
+        return preprocess(files, cfg)
+    roles = {"t1": files.t1, "t2": files.t2, "mask": files.mask, "labels": files.labels}
+    for role, path in roles.items():
+        if path is not None and not Path(path).is_file():
+            raise DataError(f"{path}: {role} file not found")
+    key = cache.cache_key(roles, preprocessing_settings(cfg))
+    where = cache.entry_dir(Path(cfg.cache_dir), files.subject, key)
+    entry = cache.read_entry(where)
+    if entry is None:
+        volume = preprocess(files, cfg)
+        cache.write_entry(where, _arrays_of(volume), _meta_of(volume, key))
+        entry = cache.read_entry(where)
+        if entry is None:
+            raise DataError(f"{where}: cache entry could not be read back")
+    return _volume_from_entry(*entry)
+
+
+def load_t1_only(path: Path, cfg: DataConfig, mask: Path | None = None) -> Volume:
+    """Preprocessed T1-only volume (``t2`` None), e.g. a customer scan for ``predict``."""
+    path = Path(path)
+    subject = path.name.removesuffix(".gz").removesuffix(".nii")
+    return load_volume(SubjectFiles(subject=subject, t1=path, t2=None, mask=mask), cfg)
+
+
+def preprocessing_settings(cfg: DataConfig) -> dict[str, Any]:
+    """The settings that change a preprocessed volume (part of the cache key)."""
+    return {"mask": cfg.mask, "normalization": cfg.normalization, "percentiles": list(cfg.percentiles)}
+
+
+def preprocess(files: SubjectFiles, cfg: DataConfig) -> Volume:
+    """Read, reorient, align, mask and normalize one subject (no cache)."""
+    t1_raw, geometry = read_nifti(files.t1, what="T1")
+    _check_not_constant(t1_raw, files.t1)
+    coverage = np.ones(t1_raw.shape, dtype=bool)
+    t2_raw = None
+    if files.t2 is not None:
+        t2_src, t2_geometry = read_nifti(files.t2, what="T2")
+        _check_not_constant(t2_src, files.t2)
+        t2_raw = resample_to(t2_src, t2_geometry, geometry, order=1)
+        coverage = resample_to(np.ones(t2_src.shape, np.float32), t2_geometry, geometry, order=0) > 0.5
+    mask = _foreground(files, cfg, t1_raw, geometry) & coverage
+    if not mask.any():
+        raise DataError(f"{files.t1}: the foreground mask is empty")
+    labels = None
+    if files.labels is not None:
+        labels_src, labels_geometry = read_nifti(files.labels, what="labels")
+        labels = np.rint(resample_to(labels_src, labels_geometry, geometry, order=0)).astype(np.int16)
+
+    t1_stats = fit_normalization(t1_raw, mask, cfg, files.t1)
+    t1 = t1_stats.normalize(t1_raw)
+    t2 = t2_stats = None
+    if t2_raw is not None:
+        t2_stats = fit_normalization(t2_raw, mask, cfg, files.t2)
+        t2 = t2_stats.normalize(t2_raw)
+    if cfg.mask != "none":
+        t1[~mask] = 0.0
+        if t2 is not None:
+            t2[~mask] = 0.0
+    return Volume(
+        subject=files.subject,
+        t1=t1,
+        t2=t2,
+        mask=mask.astype(np.uint8),
+        labels=labels,
+        t1_stats=t1_stats,
+        t2_stats=t2_stats,
+        geometry=geometry,
+    )
+
+
+# ---------------------------------------------------------------- alignment
+
+
+def resample_to(moving: np.ndarray, moving_geometry: Geometry, fixed: Geometry, order: int) -> np.ndarray:
+    """A RAS+ array on ``moving_geometry`` resampled onto the RAS+ grid of ``fixed``.
+
+    Grids that already agree (shape, and affine within 1e-4 mm) are returned unchanged; grids
+    whose fields of view do not overlap raise DataError.
+    """
+    fixed_affine, moving_affine = fixed.ras_affine, moving_geometry.ras_affine
+    if moving.shape == fixed.ras_shape and np.allclose(fixed_affine, moving_affine, atol=1e-4):
+        return moving.astype(np.float32, copy=False)
+    fixed_to_moving = np.linalg.solve(moving_affine, fixed_affine)  # fixed voxel -> moving voxel
+    if _overlap_fraction(fixed_to_moving, fixed.ras_shape, moving.shape) == 0.0:
+        raise DataError(
+            f"{moving_geometry.source}: field of view does not overlap {fixed.source or 'the T1'} "
+            "(the grids cannot be aligned through their affines)"
+        )
+    return ndimage.affine_transform(
+        moving.astype(np.float32, copy=False),
+        fixed_to_moving[:3, :3],
+        offset=fixed_to_moving[:3, 3],
+        output_shape=fixed.ras_shape,
+        order=order,
+        mode="constant",
+        cval=0.0,
+    ).astype(np.float32, copy=False)
+
+
+def _overlap_fraction(fixed_to_moving: np.ndarray, fixed_shape: tuple[int, ...], moving_shape: tuple[int, ...]) -> float:
+    """Fraction of (a coarse lattice of) fixed voxels that land inside the moving grid."""
+    axes = [np.linspace(0, n - 1, min(n, 16)) for n in fixed_shape]
+    points = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    mapped = points @ fixed_to_moving[:3, :3].T + fixed_to_moving[:3, 3]
+    inside = np.all((mapped >= -0.5) & (mapped <= np.asarray(moving_shape) - 0.5), axis=1)
+    return float(inside.mean())
+
+
+# ---------------------------------------------------------------- masks
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold (maximum between-class variance) from a numpy histogram."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    hist, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight_low = np.cumsum(hist)
+    weight_high = weight_low[-1] - weight_low
+    sum_low = np.cumsum(hist * centres)
+    mean_low = sum_low / np.maximum(weight_low, 1)
+    mean_high = (sum_low[-1] - sum_low) / np.maximum(weight_high, 1)
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return float(edges[int(np.argmax(between[:-1])) + 1])
+
+
+def otsu_foreground(t1: np.ndarray) -> np.ndarray:
+    """Head/brain foreground: Otsu threshold, closing, hole filling, largest component."""
+    mask = t1 > otsu_threshold(t1)
+    structure = ndimage.generate_binary_structure(3, 1)
+    mask = ndimage.binary_closing(mask, structure=structure, iterations=2)
+    mask = ndimage.binary_fill_holes(mask)
+    labels, count = ndimage.label(mask, structure=structure)
+    if count > 1:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        mask = labels == int(np.argmax(sizes))
+    return mask
+
+
+def _foreground(files: SubjectFiles, cfg: DataConfig, t1: np.ndarray, geometry: Geometry) -> np.ndarray:
+    if cfg.mask == "none":
+        return np.ones(t1.shape, dtype=bool)
+    if files.mask is not None and cfg.mask in ("given", "given_or_otsu"):
+        mask_src, mask_geometry = read_nifti(files.mask, what="mask")
+        return resample_to(mask_src, mask_geometry, geometry, order=0) > 0.5
+    if cfg.mask == "given":
+        raise DataError(f"{files.t1}: data.mask is 'given' but subject {files.subject} has no mask file")
+    return otsu_foreground(t1)
+
+
+# ---------------------------------------------------------------- normalization
+
+
+def fit_normalization(x: np.ndarray, mask: np.ndarray, cfg: DataConfig, path: Path | str) -> NormStats:
+    """Normalization statistics of ``x`` inside ``mask`` for ``data.normalization``."""
+    values = np.asarray(x, dtype=np.float64)[mask.astype(bool)]
+    if values.size == 0:
+        raise DataError(f"{path}: no voxels inside the foreground mask")
+    if cfg.normalization == "zscore":
+        offset, scale = float(values.mean()), float(values.std())
+    elif cfg.normalization == "percentile":
+        low, high = np.percentile(values, cfg.percentiles)
+        offset, scale = float(low), float(high - low)
+    elif cfg.normalization == "wm_peak":
+        offset, scale = 0.0, white_matter_peak(values)
+    else:
+        raise DataError(f"data.normalization: unknown method {cfg.normalization!r}")
+    if not np.isfinite(scale) or scale <= 1e-12 * max(1.0, abs(offset)):
+        raise DataError(f"{path}: constant intensities inside the mask (zero variance), cannot normalize")
+    return NormStats(offset=offset, scale=scale)
+
+
+def white_matter_peak(values: np.ndarray, bins: int = 256, sigma_bins: float = 2.0, min_height: float = 0.1) -> float:
+    """Intensity of the highest-intensity mode of the smoothed histogram.
+
+    Modes lower than ``min_height`` x the tallest one are noise; among the rest, the brightest
+    is white matter on a T1w volume (the convention FCM-normalized data follows: WM -> 1).
+    """
+    low, high = np.percentile(values, [0.5, 99.5])
+    if high <= low:
+        return float(high)
+    hist, edges = np.histogram(values, bins=bins, range=(low, high))
+    smooth = ndimage.gaussian_filter1d(hist.astype(np.float64), sigma_bins, mode="constant")
+    inner = smooth[1:-1]
+    peaks = np.flatnonzero((inner >= smooth[:-2]) & (inner > smooth[2:])) + 1
+    peaks = [p for p in peaks if smooth[p] >= min_height * smooth.max()]
+    best = max(peaks) if peaks else int(np.argmax(smooth))
+    return float((edges[best] + edges[best + 1]) / 2)
+
+
+def _check_not_constant(x: np.ndarray, path: Path) -> None:
+    if x.size and float(x.max()) == float(x.min()):
+        raise DataError(f"{path}: constant volume (every voxel is {float(x.min()):g})")
+
+
+# ---------------------------------------------------------------- cache entries
+
+
+def _arrays_of(volume: Volume) -> dict[str, np.ndarray]:
+    arrays = {"t1": volume.t1, "mask": volume.mask}
+    if volume.t2 is not None:
+        arrays["t2"] = volume.t2
+    if volume.labels is not None:
+        arrays["labels"] = volume.labels
+    return arrays
+
+
+def _meta_of(volume: Volume, key: str) -> dict[str, Any]:
+    return {
+        "subject": volume.subject,
+        "key": key,
+        "t1_stats": volume.t1_stats.to_json(),
+        "t2_stats": volume.t2_stats.to_json() if volume.t2_stats else None,
+        "geometry": volume.geometry.to_json(),
+    }
+
+
+def _volume_from_entry(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Volume:
+    return Volume(
+        subject=meta["subject"],
+        t1=arrays["t1"],
+        t2=arrays.get("t2"),
+        mask=arrays["mask"],
+        labels=arrays.get("labels"),
+        t1_stats=NormStats.from_json(meta["t1_stats"]),
+        t2_stats=NormStats.from_json(meta["t2_stats"]) if meta.get("t2_stats") else None,
+        geometry=Geometry.from_json(meta["geometry"]),
+    )

@@ -1,0 +1,193 @@
+"""Image-similarity metrics for synthesized volumes: one numpy/scipy implementation for all runs.
+
+Conventions (stated in every report):
+- Primary metrics are computed inside the brain/foreground mask; ``*_full`` over the whole volume.
+- PSNR and NRMSE use one data range R: ``eval.data_range`` when set, otherwise the target's
+  max - min inside the mask (per subject). NRMSE = RMSE / R.
+- SSIM follows Wang et al. 2004 (as scikit-image with gaussian_weights=True, sigma=1.5,
+  use_sample_covariance=False): a Gaussian window (sigma 1.5, 11 wide), C1=(0.01 R)^2,
+  C2=(0.03 R)^2. ``ssim`` is the 3D SSIM map averaged inside the mask; ``ssim_full`` is the map
+  averaged over the volume without the 5-voxel border (equal to skimage's value);
+  ``ssim2d`` is the mean over axial slices holding foreground of the 2D SSIM map averaged
+  inside the slice's mask.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage
+
+SSIM_SIGMA = 1.5
+SSIM_TRUNCATE = 3.5  # radius int(3.5 * 1.5 + 0.5) = 5 -> an 11-wide window, as scikit-image
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+AXIAL_AXIS = 2  # RAS+: the third axis runs inferior -> superior
+
+METRIC_DESCRIPTIONS: dict[str, str] = {
+    "psnr": "PSNR in dB inside the mask, data range R (higher is better)",
+    "ssim": "3D SSIM averaged inside the mask (higher is better)",
+    "ssim2d": "2D SSIM, mean over axial slices inside the mask (higher is better)",
+    "mae": "mean absolute error inside the mask, normalized units (lower is better)",
+    "nrmse": "RMSE inside the mask divided by R (lower is better)",
+    "pearson": "Pearson correlation inside the mask (higher is better)",
+    "psnr_full": "PSNR in dB over the whole volume, same R",
+    "ssim_full": "3D SSIM over the whole volume (5-voxel border excluded)",
+    "mae_full": "mean absolute error over the whole volume",
+}
+HIGHER_IS_BETTER = {"psnr", "ssim", "ssim2d", "pearson", "psnr_full", "ssim_full", "psnr_lit", "ssim_lit"}
+
+
+def resolve_data_range(target: np.ndarray, mask: np.ndarray, data_range: float | None) -> float:
+    """The fixed ``data_range`` when given, else the target's range inside the mask."""
+    if data_range is not None:
+        if not data_range > 0:
+            raise ValueError(f"data_range must be > 0, got {data_range}")
+        return float(data_range)
+    inside = target[mask]
+    if inside.size == 0:
+        raise ValueError("the mask is empty")
+    value = float(inside.max() - inside.min())
+    return value if value > 0 else 1.0
+
+
+def psnr(pred: np.ndarray, target: np.ndarray, data_range: float) -> float:
+    """PSNR in dB over the given voxels; +inf when they are identical."""
+    mse = float(np.mean((pred.astype(np.float64) - target.astype(np.float64)) ** 2))
+    if mse == 0.0:
+        return math.inf
+    return 10.0 * math.log10(data_range**2 / mse)
+
+
+def ssim_map(pred: np.ndarray, target: np.ndarray, data_range: float) -> np.ndarray:
+    """Local SSIM map (2D or 3D) with a Gaussian window, computed in float64."""
+    x = pred.astype(np.float64)
+    y = target.astype(np.float64)
+
+    def blur(a: np.ndarray) -> np.ndarray:
+        return ndimage.gaussian_filter(a, sigma=SSIM_SIGMA, truncate=SSIM_TRUNCATE, mode="reflect")
+
+    ux, uy = blur(x), blur(y)
+    vx = blur(x * x) - ux * ux
+    vy = blur(y * y) - uy * uy
+    vxy = blur(x * y) - ux * uy
+    c1 = (SSIM_K1 * data_range) ** 2
+    c2 = (SSIM_K2 * data_range) ** 2
+    num = (2 * ux * uy + c1) * (2 * vxy + c2)
+    den = (ux * ux + uy * uy + c1) * (vx + vy + c2)
+    return num / den
+
+
+def mean_without_border(smap: np.ndarray) -> float:
+    """Mean of an SSIM map without the window radius at each border (as scikit-image)."""
+    r = int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5)
+    interior = smap[tuple(slice(r, n - r) for n in smap.shape)]
+    return float(interior.mean()) if interior.size else float(smap.mean())
+
+
+def ssim2d_mean(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, data_range: float,
+                axis: int = AXIAL_AXIS) -> float:
+    """Mean over slices (along ``axis``) holding foreground of the 2D SSIM inside the mask."""
+    values = []
+    for i in range(pred.shape[axis]):
+        m = np.take(mask, i, axis=axis)
+        if not m.any():
+            continue
+        s = ssim_map(np.take(pred, i, axis=axis), np.take(target, i, axis=axis), data_range)
+        values.append(float(s[m].mean()))
+    return float(np.mean(values)) if values else math.nan
+
+
+def pearson(pred: np.ndarray, target: np.ndarray) -> float:
+    x = pred.astype(np.float64).ravel()
+    y = target.astype(np.float64).ravel()
+    x = x - x.mean()
+    y = y - y.mean()
+    denom = math.sqrt(float(np.dot(x, x)) * float(np.dot(y, y)))
+    return float(np.dot(x, y)) / denom if denom > 0 else math.nan
+
+
+def tissue_names() -> dict[int, str]:
+    from mrsynth.data.phantom import TISSUES
+
+    return dict(TISSUES)
+
+
+def volume_metrics(
+    pred: np.ndarray,
+    target: np.ndarray,
+    mask: np.ndarray,
+    data_range: float | None = None,
+    labels: np.ndarray | None = None,
+) -> dict[str, float]:
+    """All per-subject metrics of a synthesized volume against its real T2 (same grid).
+
+    Keys: psnr, ssim, ssim2d, mae, nrmse, pearson (inside ``mask``), psnr_full, ssim_full,
+    mae_full (whole volume), data_range (the R used), and ``mae_<tissue>`` for each non-zero
+    label present in ``labels``.
+    """
+    if pred.shape != target.shape or mask.shape != target.shape:
+        raise ValueError(f"shape mismatch: pred {pred.shape}, target {target.shape}, mask {mask.shape}")
+    mask = np.asarray(mask) > 0
+    r = resolve_data_range(target, mask, data_range)
+    p64 = pred.astype(np.float64)
+    t64 = target.astype(np.float64)
+    diff = p64 - t64
+    inside = diff[mask]
+    smap = ssim_map(p64, t64, r)
+    rmse = math.sqrt(float(np.mean(inside**2)))
+    out = {
+        "psnr": psnr(p64[mask], t64[mask], r),
+        "ssim": float(smap[mask].mean()),
+        "ssim2d": ssim2d_mean(p64, t64, mask, r),
+        "mae": float(np.mean(np.abs(inside))),
+        "nrmse": rmse / r,
+        "pearson": pearson(p64[mask], t64[mask]),
+        "psnr_full": psnr(p64, t64, r),
+        "ssim_full": mean_without_border(smap),
+        "mae_full": float(np.mean(np.abs(diff))),
+        "data_range": r,
+    }
+    if labels is not None:
+        if labels.shape != target.shape:
+            raise ValueError(f"labels shape {labels.shape} does not match target {target.shape}")
+        names = tissue_names()
+        for code in np.unique(labels):
+            code = int(code)
+            if code == 0:
+                continue
+            name = names.get(code, f"label{code}")
+            out[f"mae_{name}"] = float(np.mean(np.abs(diff[labels == code])))
+    return out
+
+
+def literature_slice_metrics(
+    pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None, axis: int = AXIAL_AXIS
+) -> dict[str, float]:
+    """The protocol common in synthesis papers: 2D slices, each image scaled to [0, 1] on its own.
+
+    Each axial slice of the prediction and of the target is min-max scaled by its own extremes
+    (= division by its maximum for non-negative images with a zero background); PSNR and SSIM
+    (data range 1, same Gaussian window, SSIM without the window border as scikit-image) are
+    computed over the whole slice and averaged over
+    slices that hold foreground (the mask when given, else a non-constant target).
+    Numbers from this protocol are higher than the in-mask ones and not comparable to them.
+    """
+    psnrs, ssims = [], []
+    for i in range(target.shape[axis]):
+        t = np.take(target, i, axis=axis).astype(np.float64)
+        p = np.take(pred, i, axis=axis).astype(np.float64)
+        if mask is not None and not np.take(mask, i, axis=axis).any():
+            continue
+        if t.max() == t.min():
+            continue
+        t = (t - t.min()) / (t.max() - t.min())
+        p_span = p.max() - p.min()
+        p = (p - p.min()) / p_span if p_span > 0 else np.zeros_like(p)
+        psnrs.append(psnr(p, t, 1.0))
+        ssims.append(mean_without_border(ssim_map(p, t, 1.0)))
+    return {
+        "psnr_lit": float(np.mean(psnrs)) if psnrs else math.nan,
+        "ssim_lit": float(np.mean(ssims)) if ssims else math.nan,
+        "n_slices_lit": float(len(psnrs)),
+    }

@@ -1,0 +1,220 @@
+"""Evaluate trained runs and the baselines on held-out subjects and write the report directory.
+
+Shared by ``run.py evaluate`` (one run) and ``run.py compare`` (several runs): every method sees
+the same preprocessed volumes, is scored by the same metrics, and lands in one report.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mrsynth import backend as backends
+from mrsynth.backend import Predictor
+from mrsynth.config import Config
+from mrsynth.errors import ConfigError, DataError, MrsynthError
+from mrsynth.evaluation import figures
+from mrsynth.evaluation.baselines import fit_baselines
+from mrsynth.evaluation.inference import synthesize_volume
+from mrsynth.evaluation.metrics import literature_slice_metrics, volume_metrics
+from mrsynth.evaluation.report import write_report
+from mrsynth.evaluation.results import MAIN_METRICS, EvaluationResult, finalize, write_tables
+from mrsynth.fileio import atomic_dir
+from mrsynth.training import rundir
+
+SUBJECT_CHOICES = ("test", "val", "train", "all")
+FIGURE_SUBJECTS = 3  # subjects shown in the orthogonal-view panels
+BASELINE_MAX_TRAIN = 20  # training subjects the baselines are fitted on (memory bound)
+# Data settings that must agree for runs to be compared on the same volumes.
+DATA_IDENTITY_KEYS = ("source", "root", "manifest", "t1_glob", "t2_glob", "mask_glob", "phantom_subjects",
+                      "phantom_shape", "phantom_seed", "split_fractions", "split_seed", "train_subjects",
+                      "val_subjects", "test_subjects", "mask", "normalization", "percentiles")
+REPORT_MARKER = "summary.json"
+
+
+@dataclass
+class RunSpec:
+    """A trained run to evaluate: its directory, resolved config, run.json and report label."""
+
+    run_dir: Path
+    cfg: Config
+    info: dict[str, Any]
+    which: str
+    label: str = ""
+
+    @property
+    def backend(self) -> str:
+        return str(self.info["backend"])
+
+
+def load_run(run_dir: Path, which: str = "best") -> RunSpec:
+    """Read a run directory's config.yaml and run.json (clear errors when it is not a run)."""
+    run_dir = Path(run_dir)
+    info = rundir.read_run_info(run_dir)
+    if "backend" not in info:
+        raise MrsynthError(f"{run_dir / rundir.RUN_FILE}: no 'backend' recorded")
+    cfg = rundir.load_run_config(run_dir)
+    return RunSpec(run_dir, cfg, info, which)
+
+
+def label_runs(runs: list[RunSpec]) -> None:
+    """Backend name when it identifies the run, else backend:run-directory-name."""
+    backends = [r.backend for r in runs]
+    for r in runs:
+        r.label = r.backend if backends.count(r.backend) == 1 else f"{r.backend}:{r.run_dir.name}"
+
+
+def _check_same_data(runs: list[RunSpec]) -> None:
+    first = runs[0]
+    for other in runs[1:]:
+        for key in DATA_IDENTITY_KEYS:
+            a, b = getattr(first.cfg.data, key), getattr(other.cfg.data, key)
+            if a != b:
+                raise ConfigError(
+                    f"data.{key}: {first.run_dir} has {a!r} but {other.run_dir} has {b!r}; "
+                    "runs must share data settings to be compared on the same subjects"
+                )
+
+
+def split_files(cfg: Config) -> dict[str, list]:
+    """Discover the subjects of a config and split them as training did."""
+    from mrsynth.data.discovery import discover_pairs
+    from mrsynth.data.splits import split_subjects
+
+    if cfg.data.source == "phantom":
+        from mrsynth.data.phantom import ensure_phantom
+
+        ensure_phantom(cfg.data)
+    splits = split_subjects(discover_pairs(cfg.data), cfg.data)
+    splits["all"] = sorted((f for k in ("train", "val", "test") for f in splits[k]), key=lambda f: f.subject)
+    return splits
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+
+def _run_context(run: RunSpec) -> dict[str, Any]:
+    cfg = run.cfg.to_dict()
+    return {
+        "label": run.label, "backend": run.backend, "run_dir": str(run.run_dir), "checkpoint": run.which,
+        "status": run.info.get("status"), "steps_done": run.info.get("steps_done"),
+        "model": cfg["model"], "train": cfg["train"], "data": cfg["data"], "eval": cfg["eval"],
+        "versions": run.info.get("versions", {}),
+    }
+
+
+def _prepare_out_dir(out: Path) -> None:
+    """Refuse to replace a folder that is not an earlier report (atomic_dir replaces it whole)."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / REPORT_MARKER).exists())):
+        raise MrsynthError(f"{out}: exists and is not an mrsynth report directory; choose another --out")
+
+
+def evaluate_runs(
+    runs: list[RunSpec],
+    subjects: str,
+    out: Path,
+    predictors: list[Predictor] | None = None,
+    title: str | None = None,
+) -> tuple[EvaluationResult, Path]:
+    """Synthesize the chosen split with every run and baseline, score, and write the report.
+
+    ``predictors`` (one per run) defaults to each run's backend ``load_predictor(run_dir, which)``.
+    Returns the result and the path of report.html. The output folder appears only when complete.
+    """
+    if subjects not in SUBJECT_CHOICES:
+        raise ConfigError(f"--subjects: {subjects!r} is not one of {', '.join(SUBJECT_CHOICES)}")
+    if not runs:
+        raise ConfigError("no run directories given")
+    out = Path(out)
+    _prepare_out_dir(out)
+    label_runs(runs)
+    _check_same_data(runs)
+    cfg = runs[0].cfg
+    splits = split_files(cfg)
+    chosen = splits[subjects]
+    if not chosen:
+        sizes = ", ".join(f"{k}: {len(v)}" for k, v in splits.items() if k != "all")
+        raise DataError(f"data: the {subjects} split is empty ({sizes}); choose another --subjects")
+    if any(f.t2 is None for f in chosen):
+        raise DataError(f"{next(f for f in chosen if f.t2 is None).t1}: evaluation needs a real T2 for every subject")
+    if predictors is None:
+        predictors = [backends.get_backend(r.backend).load_predictor(r.run_dir, r.which) for r in runs]
+
+    from mrsynth.data.io import write_like
+    from mrsynth.data.preprocess import load_volume
+
+    train_files = splits["train"][:BASELINE_MAX_TRAIN]
+    if not train_files:
+        raise DataError("data: no training subjects to fit the baselines on")
+    baselines = fit_baselines([load_volume(f, cfg.data) for f in train_files])
+    methods = [r.label for r in runs] + list(baselines)
+    result = EvaluationResult(methods=methods, kinds={**{r.label: "run" for r in runs},
+                                                      **{b: "baseline" for b in baselines}},
+                              subjects=[f.subject for f in chosen], rows=[])
+    with atomic_dir(out) as tmp:
+        figure_paths: dict[str, Path] = {}
+        for index, files in enumerate(tqdm(chosen, desc=f"evaluate {subjects}", unit="subject")):
+            volume = load_volume(files, cfg.data)
+            predictions: dict[str, np.ndarray] = {}
+            for run, predictor in zip(runs, predictors):
+                pred = synthesize_volume(volume.t1, predictor, run.cfg.data, run.cfg.eval)
+                predictions[run.label] = pred
+                write_like(pred, volume.geometry,
+                           tmp / "nifti" / f"{_safe_name(files.subject)}_{_safe_name(run.label)}_T2.nii.gz")
+            for name, baseline in baselines.items():
+                predictions[name] = baseline.predict(volume)
+            for method, pred in predictions.items():
+                row = {"subject": files.subject, "method": method,
+                       **volume_metrics(pred, volume.t2, volume.mask, cfg.eval.data_range, volume.labels),
+                       **literature_slice_metrics(pred, volume.t2, volume.mask)}
+                result.rows.append(row)
+            if index < FIGURE_SUBJECTS:
+                title_s = f"{files.subject}: T1, real T2, synthesized T2 and |error| (normalized units)"
+                figure_paths[f"Subject {files.subject}"] = figures.subject_panel(
+                    volume.t1, volume.t2, predictions, volume.mask,
+                    tmp / "figures" / f"subject_{_safe_name(files.subject)}.png", title_s)
+        finalize(result)
+        context = {
+            "title": title or f"mrsynth evaluation: {', '.join(r.label for r in runs)} vs baselines",
+            "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "split": subjects,
+            "split_sizes": {k: len(v) for k, v in splits.items() if k != "all"},
+            "runs": [_run_context(r) for r in runs],
+            "baselines": {name: b.description for name, b in baselines.items()},
+            "baseline_train_subjects": len(train_files),
+            "data_range_note": (
+                f"PSNR/NRMSE/SSIM data range R = {cfg.eval.data_range} (fixed by eval.data_range)"
+                if cfg.eval.data_range is not None else
+                "PSNR/NRMSE/SSIM data range R = max - min of the real T2 inside the mask, per subject "
+                "(eval.data_range is unset); the value used is the data_range column of per_subject.csv. "
+                "NRMSE = RMSE / R."
+            ),
+            "units": "normalized T2 units of each subject",
+        }
+        figure_paths["Metrics per subject"] = figures.metric_boxplots(
+            {m: {k: result.values(m, k) for k in ("psnr", "ssim", "mae")} for m in methods},
+            ("psnr", "ssim", "mae"), tmp / "figures" / "metrics_boxplot.png")
+        logs = {r.label: figures.read_metrics_log(r.run_dir / "metrics.jsonl") for r in runs}
+        if any(logs.values()):
+            figure_paths["Training curves"] = figures.training_curves(logs, tmp / "figures" / "training_curves.png")
+        write_tables(result, tmp, context)
+        write_report(tmp, result, context, figure_paths)
+    return result, out / "report.html"
+
+
+def print_summary(result: EvaluationResult, report: Path) -> None:
+    """A short table on stdout: mean of the main metrics per method."""
+    from mrsynth.evaluation.report import format_number
+
+    metrics = [m for m in MAIN_METRICS if m in result.metrics]
+    width = max(len(m) for m in result.methods) + 2
+    print("method".ljust(width) + "".join(k.rjust(10) for k in metrics))
+    for m in result.methods:
+        print(m.ljust(width) + "".join(format_number(result.summary[m][k]["mean"]).rjust(10) for k in metrics))
+    print(f"report: {report}")

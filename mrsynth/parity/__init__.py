@@ -1,0 +1,4 @@
+"""Framework-free parts of the cross-framework parity checks: tolerances, metrics, reports.
+
+The comparisons themselves touch both frameworks and live in ``parity_tests/checks.py``.
+"""

@@ -1,0 +1,183 @@
+"""The one training loop both backends run.
+
+The loop owns everything that is not framework arithmetic: data (discovery, split, cached
+volumes, the grain loader and its state), logging every ``log_every`` steps (the only host
+sync), validation on whole held-out volumes through the shared inference, checkpoint cadence,
+the NaN/Inf guard, resume, and the final portable export. A backend only supplies a
+:class:`~mrsynth.backend.TrainEngine`.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mrsynth.backend import TrainEngine, get_backend
+from mrsynth.config import Config
+from mrsynth.data.discovery import discover_pairs
+from mrsynth.data.loader import make_train_loader
+from mrsynth.data.preprocess import Volume, load_volume
+from mrsynth.data.splits import split_subjects
+from mrsynth.errors import ConfigError, TrainingDiverged
+from mrsynth.evaluation.inference import synthesize_volume
+from mrsynth.evaluation.metrics import volume_metrics
+from mrsynth.training import rundir
+from mrsynth.training.logging import RunLogger
+
+VAL_SELECT_METRIC = "mae"  # lower is better; chooses the best checkpoint
+
+
+@dataclass
+class TrainData:
+    """Volumes of one run: training volumes feed the loader, validation ones are synthesized whole."""
+
+    train: list[Volume]
+    val: list[Volume]
+    subjects: dict[str, list[str]] = field(default_factory=dict)
+
+
+def load_train_data(cfg: Config) -> TrainData:
+    """Discover, split by subject and load (through the cache) the volumes a run needs."""
+    if cfg.data.source == "phantom":
+        from mrsynth.data.phantom import ensure_phantom
+
+        ensure_phantom(cfg.data)
+    splits = split_subjects(discover_pairs(cfg.data), cfg.data)
+    if not splits["train"]:
+        raise ConfigError("data: the split leaves no training subjects")
+    train = [load_volume(f, cfg.data) for f in splits["train"]]
+    val = [load_volume(f, cfg.data) for f in splits["val"][: cfg.train.val_subjects_max]]
+    return TrainData(train, val, {k: [f.subject for f in v] for k, v in splits.items()})
+
+
+def reference_t2_stats(volumes: list[Volume]) -> dict[str, float]:
+    """Mean T2 normalization statistics of the training set: the units predict writes T2 in."""
+    stats = [v.t2_stats for v in volumes if v.t2_stats is not None]
+    return {
+        "offset": float(np.mean([s.offset for s in stats])),
+        "scale": float(np.mean([s.scale for s in stats])),
+    }
+
+
+def validate(engine: TrainEngine, volumes: list[Volume], cfg: Config) -> dict[str, float]:
+    """Masked metrics of whole synthesized validation volumes, averaged over subjects."""
+    predictor = engine.predictor()
+    rows = []
+    for vol in volumes:
+        pred = synthesize_volume(vol.t1, predictor, cfg.data, cfg.eval)
+        rows.append(volume_metrics(pred, vol.t2, vol.mask, cfg.eval.data_range))
+    keys = ("psnr", "ssim", "mae", "nrmse", "pearson")
+    return {k: float(np.mean([r[k] for r in rows])) for k in keys}
+
+
+def _launched_multiprocess() -> bool:
+    """Started by torchrun or with JAX multi-process variables (several processes, one run)."""
+    return any(int(os.environ.get(name, "1")) > 1 for name in ("WORLD_SIZE", "JAX_NUM_PROCESSES"))
+
+
+def _due(step: int, total: int, every: int) -> bool:
+    """Whether an every-N action (log, validate, checkpoint) happens at ``step``; always at the end."""
+    return step % every == 0 or step == total
+
+
+def _check_finite(values: list[dict[str, float]], first_step: int, run_dir: Path,
+                  last_ckpt: int | None) -> None:
+    for offset, row in enumerate(values):
+        if not math.isfinite(row["loss"]):
+            kept = f"last good checkpoint: step {last_ckpt}" if last_ckpt else "no checkpoint was written"
+            raise TrainingDiverged(
+                f"{run_dir}: loss became {row['loss']} at step {first_step + offset}; "
+                f"training stopped ({kept}); lower train.lr or check the data"
+            )
+
+
+def train(cfg: Config, backend_name: str, run_dir: Path | None = None, resume: bool = False) -> dict[str, Any]:
+    """Train (or resume) a run; return its summary. ``run_dir`` is required with ``resume``."""
+    backend = get_backend(backend_name)
+    if run_dir is None and _launched_multiprocess():
+        raise ConfigError("multi-process training (torchrun / jax.distributed) needs --run-dir, "
+                          "so that every process writes to the same run directory")
+    if resume:
+        run_dir = Path(run_dir)
+    else:
+        run_dir = rundir.new_run_dir(cfg, backend_name, run_dir)
+    data = load_train_data(cfg)
+    engine = backend.create_engine(cfg, run_dir)
+    leader = engine.process_index == 0
+    if leader and not resume:
+        rundir.write_run_start(run_dir, cfg, backend_name)
+        rundir.write_json(run_dir / rundir.NORMALIZATION_FILE, {
+            "normalization": cfg.data.normalization,
+            "t2_reference": reference_t2_stats(data.train),
+            "subjects": data.subjects,
+        })
+    t = cfg.train
+    loader = make_train_loader(
+        data.train, cfg, batch_size=t.batch_size // engine.process_count, seed=t.seed,
+        shard_index=engine.process_index, shard_count=engine.process_count,
+    )
+    step, best, last_ckpt = 0, None, None
+    status = "interrupted"
+    logger = None
+    try:
+        restored = engine.restore_checkpoint() if resume else None
+        if restored is not None:
+            step, extra = restored
+            loader.set_state(extra["loader"])
+            best, last_ckpt = extra.get("best"), step
+        logger = RunLogger(run_dir, t.steps, step, enabled=leader)
+        if resume:
+            logger.message(f"resuming {run_dir} at step {step}")
+        pending: list[Any] = []
+        window_start, window_steps = time.perf_counter(), 0
+        last_val: dict[str, float] = {}
+        while step < t.steps:
+            pending.append(engine.train_step(next(loader)))
+            step += 1
+            window_steps += 1
+            at = functools.partial(_due, step, t.steps)
+            if at(t.log_every) or at(t.ckpt_every) or at(t.val_every):
+                values = engine.fetch_metrics(pending)
+                _check_finite(values, step - len(values) + 1, run_dir, last_ckpt)
+                pending = []
+                elapsed = time.perf_counter() - window_start
+                rate = window_steps * t.batch_size / max(elapsed, 1e-9)
+                mean = {k: float(np.mean([v[k] for v in values])) for k in ("loss", "grad_norm")}
+                logger.log("train", step, {**mean, "lr": values[-1]["lr"], "images_per_s": rate})
+                logger.progress(step, {"loss": f"{mean['loss']:.4f}", "img/s": f"{rate:.1f}"})
+                window_start, window_steps = time.perf_counter(), 0
+            is_best = False
+            if at(t.val_every) and data.val:
+                last_val = validate(engine, data.val, cfg)
+                is_best = best is None or last_val[VAL_SELECT_METRIC] < best
+                best = last_val[VAL_SELECT_METRIC] if is_best else best
+                logger.log("val", step, last_val)
+                logger.message(f"step {step}: val " + ", ".join(f"{k}={v:.4f}" for k, v in last_val.items()))
+                window_start = time.perf_counter()  # validation time is not training throughput
+            if at(t.ckpt_every):
+                engine.save_checkpoint(step, {"loader": loader.get_state(), "best": best}, is_best or not data.val)
+                last_ckpt = step
+        status = "completed"
+    except TrainingDiverged:
+        status = "diverged"
+        raise
+    finally:
+        engine.close()  # first: it finishes pending (async) checkpoint saves
+        loader.close()
+        if logger is not None:
+            logger.close()
+        if leader and (run_dir / rundir.RUN_FILE).exists():
+            rundir.update_run_info(run_dir, status=status, steps_done=step,
+                                   finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    summary = {"run_dir": str(run_dir), "backend": backend_name, "steps": step,
+               "best_val_" + VAL_SELECT_METRIC: best, "last_val": last_val}
+    if leader:
+        rundir.update_run_info(run_dir, summary=summary)
+        backend.export_weights(run_dir, run_dir / rundir.PORTABLE_FILE, which="best")
+    return summary

@@ -1,0 +1,579 @@
+"""Cross-framework comparisons of the JAX backend against the PyTorch reference.
+
+The only module (with the tests beside it) that imports both frameworks. Every comparison
+returns :class:`mrsynth.parity.report.CheckResult` rows with the tolerance already applied, so
+the pytest files and ``run.py parity`` run the same code and differ only in what they do with
+the rows (assert them / print and write them).
+
+Weights always travel through the portable file: the *source* framework initializes (and
+perturbs, so norms and biases are not their trivial defaults) and exports with its own
+exporter; the other framework imports with its own importer. A direction is "torch->jax"
+or "jax->torch".
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from flax import nnx
+from safetensors.numpy import save_file
+
+from mrsynth.config import Config, ModelConfig, TrainConfig
+from mrsynth.errors import CheckpointError
+from mrsynth.evaluation.inference import synthesize_volume
+from mrsynth.parity.metrics import psnr, rel_l2, worst_rel_l2
+from mrsynth.parity.report import CheckResult
+from mrsynth.parity.tolerances import tolerance
+from mrsynth.weights import load_portable
+
+from jax_impl import losses as jax_losses
+from jax_impl import train as jax_train
+from jax_impl.backend import JaxBackend
+from jax_impl.model import UNet as JaxUNet, build_model
+from jax_impl.weights import (export_portable, import_portable, load_torch_into, model_to_torch,
+                              state_to_torch)
+from torch_ref import losses as torch_losses
+from torch_ref.backend import TorchBackend
+from torch_ref.model import Dropout as TorchDropout, UNet as TorchUNet
+from torch_ref.train import TorchEngine
+from torch_ref.weights import load_state_into, load_weights, save_weights, state_dict_to_numpy
+
+DIRECTIONS = ("torch->jax", "jax->torch")
+PRECISIONS = ("float32", "float64", "tf32", "bf16")
+
+
+# --- precision settings ---------------------------------------------------------------------
+def on_gpu() -> bool:
+    return torch.cuda.is_available() and jax.default_backend() == "gpu"
+
+
+def precision_note(precision: str) -> str:
+    """What a precision setting means on this machine (for report rows)."""
+    if precision == "tf32":
+        return "jax default matmul precision, torch TF32 on" if on_gpu() else \
+            "cpu: tf32 not applicable (same arithmetic as float32)"
+    if precision == "bf16":
+        return "jax compute_dtype bfloat16 vs torch autocast bfloat16"
+    if precision == "float64":
+        return "jax_enable_x64 vs torch .double()"
+    return "jax matmul precision 'highest', torch TF32 off" + ("" if on_gpu() else " (cpu: no-op)")
+
+
+@contextlib.contextmanager
+def precision_context(precision: str) -> Iterator[None]:
+    """JAX x64 and matmul precision, torch TF32 switches, for the duration of one comparison."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    tf32 = precision in ("tf32", "bf16")
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    try:
+        with jax.enable_x64(precision == "float64"), \
+                jax.default_matmul_precision("default" if tf32 else "highest"):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def torch_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+# --- weights through the portable file ------------------------------------------------------
+def perturb_torch(model: TorchUNet, seed: int) -> None:
+    """Move biases, norm affines and BatchNorm statistics off their defaults (in place)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if name.endswith("num_batches_tracked"):
+                t.fill_(3)
+            elif name.endswith("running_var"):
+                t.copy_(0.5 + torch.rand(t.shape, generator=gen))
+            elif t.ndim == 1:
+                base = 1.0 if name.endswith(".weight") else 0.0  # norm scales around 1
+                t.copy_(base + 0.2 * torch.randn(t.shape, generator=gen))
+
+
+def perturb_jax(model: JaxUNet, seed: int) -> None:
+    """The JAX twin of :func:`perturb_torch`, on the NNX variables directly."""
+    rng = np.random.default_rng(seed)
+    state = nnx.state(model)
+    for path, var in nnx.to_flat_state(state):
+        value = np.asarray(var.get_value())
+        leaf = str(path[-1])
+        if leaf == "num_batches_tracked":
+            new = np.full_like(value, 3)
+        elif leaf == "running_var":
+            new = 0.5 + rng.random(value.shape)
+        elif value.ndim == 1:
+            new = (1.0 if leaf == "scale" else 0.0) + 0.2 * rng.standard_normal(value.shape)
+        else:
+            continue
+        var.set_value(jnp.asarray(new, dtype=value.dtype))
+    nnx.update(model, state)
+
+
+@dataclass
+class ModelPair:
+    """The same U-Net in both frameworks (float32, CPU/default device, training mode)."""
+
+    cfg: ModelConfig
+    torch_model: TorchUNet
+    jax_model: JaxUNet
+    direction: str
+    weight_file: Path
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The shared weights, canonical names and torch layout."""
+        return state_dict_to_numpy(self.torch_model.state_dict())
+
+
+def transfer_pair(cfg: ModelConfig, direction: str, work_dir: Path, seed: int = 0) -> ModelPair:
+    """Initialize in the source framework, export its portable file, import it in the other."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    path = work_dir / f"{direction.replace('->', '_to_')}-{seed}.safetensors"
+    if direction == "torch->jax":
+        torch.manual_seed(seed)
+        torch_model = TorchUNet(cfg)
+        perturb_torch(torch_model, seed)
+        save_weights(path, torch_model, cfg)
+        jax_model, _ = import_portable(path)
+    elif direction == "jax->torch":
+        jax_model = build_model(cfg, seed=seed)
+        perturb_jax(jax_model, seed)
+        export_portable(jax_model, cfg, path)
+        torch_model, _, _ = load_weights(path)
+    else:
+        raise ValueError(f"unknown direction {direction!r}")
+    return ModelPair(cfg, torch_model.train(), jax_model, direction, path)
+
+
+def round_trip_check(pair: ModelPair, work_dir: Path) -> CheckResult:
+    """Destination exports again; the source's tensors must come back bit for bit."""
+    back = work_dir / f"back-{pair.weight_file.name}"
+    if pair.direction == "torch->jax":
+        export_portable(pair.jax_model, pair.cfg, back)
+    else:
+        save_weights(back, pair.torch_model, pair.cfg)
+    original, _, _ = load_portable(pair.weight_file)
+    returned, _, _ = load_portable(back)
+    worst = max((float(np.max(np.abs(returned[k].astype(np.float64) - original[k])))
+                 if k in returned else float("inf")) for k in original)
+    if returned.keys() != original.keys():
+        worst = float("inf")
+    return CheckResult("weights", f"{pair.direction} round trip", "max |diff|", worst,
+                       tolerance("round_trip", "float32"), note=f"{len(original)} tensors")
+
+
+# --- models at a precision ------------------------------------------------------------------
+def torch_model_at(pair: ModelPair, precision: str) -> TorchUNet:
+    """A copy of the torch model on the parity device, float64 for ``float64``."""
+    model = copy.deepcopy(pair.torch_model).to(torch_device())
+    return model.double() if precision == "float64" else model
+
+
+def jax_model_at(pair: ModelPair, precision: str) -> JaxUNet:
+    """A JAX model with the pair's weights and the precision's compute dtype (float64: all state).
+
+    Must be called inside ``precision_context(precision)`` for float64.
+    """
+    if precision == "float32" or precision == "tf32":
+        return pair.jax_model
+    compute = {"float64": "float64", "bf16": "bfloat16"}[precision]
+    model = build_model(pair.cfg, compute_dtype=compute)
+    load_torch_into(model, model_to_torch(pair.jax_model), pair.weight_file)
+    if precision == "float64":
+        state = nnx.state(model)
+        state = jax.tree.map(lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a,
+                             state)
+        nnx.update(model, state)
+    return model
+
+
+def set_mode(torch_model: TorchUNet, jax_model: JaxUNet, mode: str) -> None:
+    """train: batch statistics, dropout off (its masks are framework RNG); eval: both off."""
+    if mode == "eval":
+        torch_model.eval()
+        jax_model.eval()
+        return
+    torch_model.train()
+    for module in torch_model.modules():
+        if isinstance(module, TorchDropout):
+            module.eval()
+    jax_model.train()
+    jax_model.set_attributes(deterministic=True, raise_if_not_found=False)
+
+
+def to_torch(x: np.ndarray, precision: str) -> torch.Tensor:
+    """Channels-last numpy -> channels-first tensor on the parity device."""
+    t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 1)))
+    return t.to(torch_device(), torch.float64 if precision == "float64" else torch.float32)
+
+
+def from_torch(t: torch.Tensor) -> np.ndarray:
+    return np.moveaxis(t.detach().to("cpu", torch.float64).numpy(), 1, -1)
+
+
+def _autocast(precision: str) -> contextlib.AbstractContextManager:
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(torch_device().type, dtype=torch.bfloat16)
+
+
+def jax_input(x: np.ndarray, precision: str) -> jax.Array:
+    return jnp.asarray(x, jnp.float64 if precision == "float64" else jnp.float32)
+
+
+def _jax_forward(model: JaxUNet, x: jax.Array) -> tuple[jax.Array, dict[str, np.ndarray]]:
+    """Output and the model's state afterwards, without mutating ``model``."""
+    graphdef, state = nnx.split(model)
+    y, new_state = _jit_forward(graphdef, state, x)
+    return y, state_to_torch(new_state)
+
+
+def _forward_pure(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array):
+    model = nnx.merge(graphdef, state)
+    y = model(x)
+    return y, nnx.state(model)
+
+
+_jit_forward = jax.jit(_forward_pure, static_argnums=0)
+
+
+# --- forward ----------------------------------------------------------------------------------
+def forward_check(pair: ModelPair, x: np.ndarray, mode: str, precision: str) -> list[CheckResult]:
+    """Outputs (and, in train mode with BatchNorm, the updated running statistics) agree."""
+    with precision_context(precision):
+        torch_model = torch_model_at(pair, precision)
+        jax_model = jax_model_at(pair, precision)
+        set_mode(torch_model, jax_model, mode)
+        with torch.no_grad(), _autocast(precision):
+            y_torch = from_torch(torch_model(to_torch(x, precision)))
+        y_jax, jax_state = _jax_forward(jax_model, jax_input(x, precision))
+        y_jax = np.asarray(y_jax, np.float64)
+    case = f"{pair.direction} {mode} {precision}"
+    rows = [CheckResult("forward", case, "rel_l2(output)", rel_l2(y_jax, y_torch),
+                        tolerance("forward", precision), note=precision_note(precision))]
+    if mode == "train" and pair.cfg.norm == "batch":
+        torch_stats = {k: v for k, v in state_dict_to_numpy(torch_model.state_dict()).items()
+                       if "running_" in k or "num_batches" in k}
+        jax_stats = {k: jax_state[k] for k in torch_stats}
+        err, name = worst_rel_l2(jax_stats, torch_stats)
+        rows.append(CheckResult("bn_stats", case + " (1 forward)", "max rel_l2(running stats)", err,
+                                tolerance("bn_stats", precision), note=f"worst: {name}"))
+    return rows
+
+
+# --- gradients --------------------------------------------------------------------------------
+def _l1_any_dtype(pred, target):
+    """Plain L1 in the inputs' dtype: the backends' losses compute in float32 by design, which
+    would cap a float64 comparison at float32 accuracy."""
+    return (abs(pred - target)).mean()
+
+
+def _loss_key(train: TrainConfig, precision: str) -> tuple:
+    """A hashable description of the loss (jit cache key): plain L1 for float64, else the backend's."""
+    if precision == "float64":
+        return ("plain_l1",)
+    return ("training_loss", train.loss, train.ssim_weight, train.ssim_data_range)
+
+
+def _torch_loss(train: TrainConfig, precision: str):
+    if precision == "float64":
+        return _l1_any_dtype
+    return lambda pred, target: torch_losses.training_loss(pred, target, train)
+
+
+@dataclass
+class Gradients:
+    loss: float
+    input: np.ndarray               # channels-last, like the batch
+    params: dict[str, np.ndarray]   # canonical names, torch layout
+
+
+def jax_gradients(model: JaxUNet, batch: dict[str, np.ndarray], train: TrainConfig,
+                  precision: str) -> Gradients:
+    """d loss / d (input, every parameter) of the JAX model (inside ``precision_context``)."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+    loss, (g_params, g_x) = _jit_value_and_grad(graphdef, _loss_key(train, precision), params, rest,
+                                                jax_input(batch["t1"], precision),
+                                                jax_input(batch["t2"], precision))
+    return Gradients(float(loss), np.asarray(g_x, np.float64),
+                     {k: v.astype(np.float64) for k, v in state_to_torch(nnx.State(g_params)).items()})
+
+
+def _loss_and_grads_pure(graphdef: nnx.GraphDef, loss_key: tuple, params: dict, rest: dict,
+                         x: jax.Array, t2: jax.Array):
+    if loss_key[0] == "plain_l1":
+        loss_fn = _l1_any_dtype
+    else:
+        train = TrainConfig(loss=loss_key[1], ssim_weight=loss_key[2], ssim_data_range=loss_key[3])
+        loss_fn = lambda pred, target: jax_losses.training_loss(pred, target, train)  # noqa: E731
+
+    def loss_of(params, x):
+        return loss_fn(nnx.merge(graphdef, nnx.State(params), nnx.State(rest))(x), t2)
+
+    return jax.value_and_grad(loss_of, argnums=(0, 1))(params, x)
+
+
+# Cached on the (hashable) graphdef: both directions and every seed of one architecture compile once.
+_jit_value_and_grad = jax.jit(_loss_and_grads_pure, static_argnums=(0, 1))
+
+
+def torch_gradients(model: TorchUNet, batch: dict[str, np.ndarray], train: TrainConfig,
+                    precision: str) -> Gradients:
+    """d loss / d (input, every parameter) of the torch model (inside ``precision_context``)."""
+    model.zero_grad(set_to_none=True)
+    x = to_torch(batch["t1"], precision).requires_grad_(True)
+    with _autocast(precision):
+        pred = model(x)
+    loss = _torch_loss(train, precision)(pred, to_torch(batch["t2"], precision))
+    loss.backward()
+    params = {n: p.grad.detach().to("cpu", torch.float64).numpy() for n, p in model.named_parameters()}
+    return Gradients(float(loss.detach()), from_torch(x.grad), params)
+
+
+def gradients_at(pair: ModelPair, batch: dict[str, np.ndarray], train: TrainConfig, precision: str,
+                 mode: str = "train") -> tuple[Gradients, Gradients]:
+    """(jax, torch) gradients of the pair at one precision."""
+    with precision_context(precision):
+        torch_model = torch_model_at(pair, precision)
+        jax_model = jax_model_at(pair, precision)
+        set_mode(torch_model, jax_model, mode)
+        return (jax_gradients(jax_model, batch, train, precision),
+                torch_gradients(torch_model, batch, train, precision))
+
+
+def _gradient_rows(check: str, case: str, got: Gradients, ref: Gradients, tol: float,
+                   note: str) -> list[CheckResult]:
+    err_params, name = worst_rel_l2(got.params, ref.params)
+    return [
+        CheckResult(check, case, "rel_l2(d loss/d input)", rel_l2(got.input, ref.input), tol, note=note),
+        CheckResult(check, case, "max rel_l2(d loss/d param)", err_params, tol,
+                    note=f"worst: {name}; {len(ref.params)} params"),
+    ]
+
+
+def gradient_check(pair: ModelPair, batch: dict[str, np.ndarray], train: TrainConfig,
+                   precision: str) -> list[CheckResult]:
+    """Gradients w.r.t. input and every parameter (by canonical name) agree.
+
+    float64: JAX against torch directly. Lower precisions: both frameworks' gradients against
+    the float64 torch reference (a ReLU pre-activation within rounding of zero may flip between
+    two float32 runs; against the exact reference both errors stay small), plus JAX against
+    torch directly.
+    """
+    g_jax, g_torch = gradients_at(pair, batch, train, precision)
+    case = f"{pair.direction} {precision}"
+    tol = tolerance("grad", precision)
+    note = precision_note(precision)
+    if precision == "float64":
+        return _gradient_rows("grad", case, g_jax, g_torch, tol, note)
+    _, ref = gradients_at(pair, batch, train, "float64")
+    rows = _gradient_rows("grad", case + " jax vs f64 ref", g_jax, ref, tol, note)
+    rows += _gradient_rows("grad", case + " torch vs f64 ref", g_torch, ref, tol, note)
+    rows += _gradient_rows("grad", case + " jax vs torch", g_jax, g_torch, tol, note)
+    return rows
+
+
+# --- training steps (the backends' real step functions) ---------------------------------------
+@dataclass
+class TrainTrace:
+    """Per-step host metrics and canonical tensors after selected numbers of updates."""
+
+    metrics: list[dict[str, float]]
+    snapshots: dict[int, dict[str, np.ndarray]]
+
+
+def jax_training(tensors: dict[str, np.ndarray], cfg: Config, batches: Sequence[dict[str, np.ndarray]],
+                 snapshot_at: Sequence[int]) -> TrainTrace:
+    """The JAX engine's jitted step (``make_train_step`` + ``make_optimizer``) from ``tensors``."""
+    model = build_model(cfg.model, compute_dtype=cfg.train.compute_dtype)
+    load_torch_into(model, tensors, "parity initial weights")
+    tx = jax_train.make_optimizer(cfg.train)
+    graphdef, state = jax_train.init_train_state(model, tx, cfg.train.seed)
+    step = jax.jit(jax_train.make_train_step(graphdef, tx, cfg.train))
+    handles, snapshots = [], {}
+    for i, batch in enumerate(batches, 1):
+        state, metrics = step(state, {k: jnp.asarray(v) for k, v in batch.items()})
+        handles.append(metrics)
+        if i in snapshot_at:
+            model = jax_train.merge_model(graphdef, state["params"], state["batch_stats"])
+            snapshots[i] = model_to_torch(model)
+    metrics = [{k: float(v) for k, v in m.items()} for m in jax.device_get(handles)]
+    return TrainTrace(metrics, snapshots)
+
+
+def torch_training(tensors: dict[str, np.ndarray], cfg: Config, batches: Sequence[dict[str, np.ndarray]],
+                   snapshot_at: Sequence[int], run_dir: Path) -> TrainTrace:
+    """The torch engine (:class:`TorchEngine`, its ``train_step``) from ``tensors``."""
+    engine = TorchEngine(cfg, run_dir)
+    try:
+        load_state_into(engine.model, tensors, "parity initial weights")
+        handles, snapshots = [], {}
+        for i, batch in enumerate(batches, 1):
+            handles.append(engine.train_step(batch))
+            if i in snapshot_at:
+                snapshots[i] = state_dict_to_numpy(engine.model.state_dict())
+        return TrainTrace(engine.fetch_metrics(handles), snapshots)
+    finally:
+        engine.close()
+
+
+def train_both(tensors: dict[str, np.ndarray], cfg: Config, batches: Sequence[dict[str, np.ndarray]],
+               snapshot_at: Sequence[int], work_dir: Path, precision: str = "float32"
+               ) -> tuple[TrainTrace, TrainTrace]:
+    """(jax, torch) traces of the same training from the same weights on the same batches."""
+    if cfg.model.dropout > 0:
+        raise ValueError("training parity needs model.dropout = 0 (dropout masks are framework RNG)")
+    with precision_context(precision):
+        return (jax_training(tensors, cfg, batches, snapshot_at),
+                torch_training(tensors, cfg, batches, snapshot_at, work_dir / "torch-run"))
+
+
+def _params_only(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: v for k, v in tensors.items() if "running_" not in k and "num_batches" not in k}
+
+
+def _stats_only(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: v for k, v in tensors.items() if "running_" in k or "num_batches" in k}
+
+
+def optimizer_step_check(tensors: dict[str, np.ndarray], cfg: Config, batch: dict[str, np.ndarray],
+                         work_dir: Path, case: str) -> list[CheckResult]:
+    """One AdamW update (schedule, clipping, decay mask): updates and new parameters agree."""
+    jax_trace, torch_trace = train_both(tensors, cfg, [batch], [1], work_dir)
+    initial = _params_only(tensors)
+    new_jax, new_torch = _params_only(jax_trace.snapshots[1]), _params_only(torch_trace.snapshots[1])
+    upd_jax = {k: new_jax[k] - initial[k] for k in initial}
+    upd_torch = {k: new_torch[k] - initial[k] for k in initial}
+    err_upd, name_upd = worst_rel_l2(upd_jax, upd_torch)
+    err_new, name_new = worst_rel_l2(new_jax, new_torch)
+    mj, mt = jax_trace.metrics[0], torch_trace.metrics[0]
+    clipped = mt["grad_norm"] > cfg.train.clip_norm
+    return [
+        CheckResult("adamw_step", case, "max rel_l2(update)", err_upd, tolerance("adamw_update", "float32"),
+                    note=f"worst: {name_upd}; clipping {'active' if clipped else 'INACTIVE'} "
+                         f"(|g| {mt['grad_norm']:.3g} vs clip {cfg.train.clip_norm:g})"),
+        CheckResult("adamw_step", case, "max rel_l2(new params)", err_new, tolerance("adamw_params", "float32"),
+                    note=f"worst: {name_new}"),
+        CheckResult("adamw_step", case, "rel diff(grad_norm)", _rel(mj["grad_norm"], mt["grad_norm"]),
+                    tolerance("grad_norm", "float32")),
+        CheckResult("adamw_step", case, "rel diff(lr)", _rel(mj["lr"], mt["lr"]), tolerance("lr", "float32"),
+                    note=f"lr(0) = {mt['lr']:.6g}"),
+    ]
+
+
+def _rel(value: float, reference: float) -> float:
+    return abs(value - reference) / max(abs(reference), 1e-30)
+
+
+def batchnorm_stats_check(tensors: dict[str, np.ndarray], cfg: Config,
+                          batches: Sequence[dict[str, np.ndarray]], work_dir: Path, case: str
+                          ) -> list[CheckResult]:
+    """Running mean / unbiased running variance / counters after a few training steps."""
+    k = len(batches)
+    jax_trace, torch_trace = train_both(tensors, cfg, batches, [k], work_dir)
+    stats_jax, stats_torch = _stats_only(jax_trace.snapshots[k]), _stats_only(torch_trace.snapshots[k])
+    err, name = worst_rel_l2(stats_jax, stats_torch)
+    return [CheckResult("bn_stats", f"{case} after {k} steps", "max rel_l2(running stats)", err,
+                        tolerance("bn_stats", "float32"), note=f"worst: {name}")]
+
+
+def trajectory_check(tensors: dict[str, np.ndarray], cfg: Config, batches: Sequence[dict[str, np.ndarray]],
+                     work_dir: Path, case: str, precision: str = "float32"
+                     ) -> tuple[list[CheckResult], TrainTrace, TrainTrace]:
+    """Loss curves at every step and the final parameters of an n-step training agree."""
+    n = len(batches)
+    jax_trace, torch_trace = train_both(tensors, cfg, batches, [n], work_dir, precision)
+    loss_errs = [_rel(j["loss"], t["loss"]) for j, t in zip(jax_trace.metrics, torch_trace.metrics)]
+    worst_step = int(np.argmax(loss_errs))
+    err_final, name = worst_rel_l2(_params_only(jax_trace.snapshots[n]), _params_only(torch_trace.snapshots[n]))
+    first, last = torch_trace.metrics[0]["loss"], torch_trace.metrics[-1]["loss"]
+    case = f"{case} {n} steps {precision}"
+    rows = [
+        CheckResult("trajectory", case, "max rel diff(loss) over steps", max(loss_errs),
+                    tolerance("traj_loss", precision),
+                    note=f"worst at step {worst_step + 1}; torch loss {first:.4g} -> {last:.4g}"),
+        CheckResult("trajectory", case, "max rel_l2(final params)", err_final,
+                    tolerance("traj_params", precision), note=f"worst: {name}"),
+    ]
+    return rows, jax_trace, torch_trace
+
+
+# --- whole-volume synthesis through the shared inference --------------------------------------
+def synthesis_check(weight_file: Path, t1: np.ndarray, cfg: Config, case: str) -> CheckResult:
+    """Both backends load one portable file (their user path) and synthesize the same volume."""
+    with precision_context("float32"):
+        jax_out = synthesize_volume(t1, JaxBackend().load_predictor(weight_file), cfg.data, cfg.eval)
+        torch_out = synthesize_volume(t1, TorchBackend().load_predictor(weight_file), cfg.data, cfg.eval)
+    return CheckResult("synthesis", case, "PSNR(jax vs torch) dB", psnr(jax_out, torch_out),
+                       tolerance("synth_psnr", "float32"), higher_is_better=True,
+                       note=f"volume {tuple(t1.shape)}, dims {cfg.model.dims}")
+
+
+def export_trained(trace: TrainTrace, cfg: ModelConfig, source: str, path: Path) -> Path:
+    """A trained state as a portable file written by the framework that trained it."""
+    tensors = trace.snapshots[max(trace.snapshots)]
+    if source == "jax":
+        model = build_model(cfg)
+        load_torch_into(model, tensors, "trained state")
+        export_portable(model, cfg, path)
+    else:
+        model = TorchUNet(cfg)
+        load_state_into(model, tensors, "trained state")
+        save_weights(path, model, cfg)
+    return path
+
+
+# --- weight-file mismatches -------------------------------------------------------------------
+def _write_variant(path: Path, tensors: dict[str, np.ndarray], meta: dict[str, str]) -> Path:
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=meta)
+    return path
+
+
+def mismatch_variants(valid: Path, work_dir: Path) -> list[tuple[str, Path, str]]:
+    """(case, broken file, text the error must contain) derived from a valid portable file."""
+    import json
+
+    tensors, model_cfg, meta = load_portable(valid)
+    names = sorted(tensors)
+    dropped, reshaped = names[0], "head.weight"
+    bigger = dataclasses.asdict(replace(model_cfg, base_channels=model_cfg.base_channels * 2))
+    variants = [
+        ("missing key", {k: v for k, v in tensors.items() if k != dropped}, meta, f"'{dropped}'"),
+        ("extra key", {**tensors, "encoders.0.conv9.weight": tensors[names[0]]}, meta, "'encoders.0.conv9.weight'"),
+        ("wrong shape", {**tensors, reshaped: np.zeros((1, 1) + tensors[reshaped].shape, np.float32)}, meta,
+         f"'{reshaped}'"),
+        ("wrong config", tensors, {**meta, "model_config": json.dumps(bigger)}, "parameter '"),
+        ("wrong format version", tensors, {**meta, "format_version": "99"}, "version 99"),
+    ]
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return [(case, _write_variant(work_dir / f"{case.replace(' ', '_')}.safetensors", t, m), expect)
+            for case, t, m, expect in variants]
+
+
+def mismatch_checks(valid: Path, work_dir: Path) -> list[CheckResult]:
+    """Every broken variant fails to load in both backends with a message naming the culprit."""
+    rows = []
+    for case, path, expect in mismatch_variants(valid, work_dir):
+        for name, backend in (("jax", JaxBackend()), ("torch", TorchBackend())):
+            try:
+                backend.load_predictor(path)
+                message, ok = "loaded without error", False
+            except CheckpointError as exc:
+                message = str(exc)
+                ok = expect in message
+            rows.append(CheckResult("weight_mismatch", f"{name}: {case}", "fails naming it", float(ok), 1.0,
+                                    higher_is_better=True, note=message.replace(str(path.parent) + "/", "")))
+    return rows

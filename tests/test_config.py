@@ -1,0 +1,84 @@
+"""Config loading, overrides and validation errors (each names the key)."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mrsynth.config import Config, load_config, save_config
+from mrsynth.errors import ConfigError
+from mrsynth.schedule import lr_at, warmup_cosine
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_demo_yaml_equals_builtin_defaults():
+    assert load_config(REPO / "configs" / "demo.yaml") == load_config(None)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_every_shipped_config_loads(name):
+    assert isinstance(load_config(REPO / "configs" / name), Config)
+
+
+def test_overrides_are_typed():
+    cfg = load_config(None, ["train.lr=1e-3", "model.residual=true", "data.patch_size=[64,64]",
+                             "train.steps=10", "train.warmup_steps=2"])
+    assert cfg.train.lr == pytest.approx(1e-3)
+    assert cfg.model.residual is True
+    assert cfg.data.patch_size == (64, 64)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.foo=1", "unknown config key 'model.foo'"),
+    ("train.steps=abc", "train.steps: expected an integer"),
+    ("model.norm=layer", "model.norm: 'layer' is not one of"),
+    ("data.patch_size=[100,96]", "not a multiple of 2**depth"),
+    ("data.patch_size=[128,112]", "larger than the phantom volume"),
+    ("model.channel_mults=[1,2]", "needs depth + 1 = 4 entries"),
+    ("model.groups=3", "3 groups do not divide 16 channels"),
+    ("data.split_fractions=[0.5,0.5,0.5]", "sum to 1"),
+    ("train.warmup_steps=600", "train.warmup_steps"),
+    ("nosection", "expected section.key=value"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=None) as info:
+        load_config(None, [override])
+    assert message in str(info.value)
+
+
+def test_3d_patch_needs_three_sizes():
+    with pytest.raises(ConfigError, match="needs 3 numbers"):
+        load_config(None, ["model.dims=3"])
+
+
+def test_bad_yaml_file_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match=str(bad)):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config(None, ["model.dims=3", "data.patch_size=[16,32,32]", "model.depth=2",
+                             "model.channel_mults=[1,2,4]"])
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+    assert yaml.safe_load((tmp_path / "c.yaml").read_text())["model"]["dims"] == 3
+
+
+def test_schedule_warmup_then_cosine():
+    cfg = load_config(None, ["train.steps=100", "train.warmup_steps=10", "train.lr=1.0",
+                             "train.end_lr_factor=0.0"])
+    t = cfg.train
+    assert lr_at(0, t) == pytest.approx(0.1)
+    assert lr_at(9, t) == pytest.approx(1.0)
+    assert lr_at(10, t) == pytest.approx(1.0)
+    assert lr_at(55, t) == pytest.approx(0.5)
+    assert lr_at(100, t) == pytest.approx(0.0, abs=1e-12)
+    # numpy-vectorized form agrees with the scalar form
+    steps = [0, 5, 10, 40, 99]
+    import numpy as np
+    np.testing.assert_allclose(warmup_cosine(np.array(steps), 1.0, 10, 100, 0.0),
+                               [lr_at(s, t) for s in steps])

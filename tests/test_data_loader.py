@@ -1,0 +1,138 @@
+"""Sampling, augmentation and the grain loader: purity, workers, resume, sharding."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mrsynth.config import Config, DataConfig, ModelConfig
+from mrsynth.data.discovery import discover_pairs
+from mrsynth.data.io import Geometry
+from mrsynth.data.loader import make_train_loader
+from mrsynth.data.preprocess import NormStats, Volume
+from mrsynth.data.sampling import build_epoch_index, draw_sample
+
+from data_fixtures import TINY_SHAPE, synthetic_head
+
+AUGMENT = dict(flip_prob=0.5, rotate_deg=10.0, scale_range=0.1, gamma_range=0.3, noise_std=0.05)
+
+
+def _volumes(n: int = 3) -> list[Volume]:
+    """In-memory volumes whose T2 is exactly 2 x T1 (so spatial alignment is checkable)."""
+    out = []
+    for i in range(n):
+        head = synthetic_head(seed=i)
+        t1 = head["t1"] / 100.0
+        out.append(Volume(f"S{i}", t1, 2.0 * t1, head["mask"], None, NormStats(0.0, 1.0), NormStats(0.0, 1.0),
+                          Geometry(np.eye(4), TINY_SHAPE, b"")))
+    return out
+
+
+def _config(dims: int = 2, **data) -> Config:
+    patch = (16, 16) if dims == 2 else (16, 16, 8)
+    return Config(data=DataConfig(patch_size=patch, **data), model=ModelConfig(dims=dims, depth=2, channel_mults=(1, 2, 4)))
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_slices_skip_background_and_3d_epoch_length():
+    volumes = _volumes(2)
+    cfg = _config(min_foreground=0.2, slice_axis=2).data
+    index = build_epoch_index([v.mask for v in volumes], 2, cfg)
+    for v, s in index.rows:
+        assert volumes[v].mask[:, :, s].mean() >= 0.2
+    assert 0 < len(index) < 2 * TINY_SHAPE[2]
+    index_3d = build_epoch_index([v.mask for v in volumes], 3, DataConfig(patches_per_volume=5))
+    assert len(index_3d) == 10 and (index_3d.rows[:, 1] == -1).all()
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_sample_is_a_pure_function_and_augmentation_keeps_the_pair_aligned(dims):
+    volumes = _volumes(1)
+    cfg = _config(dims, **{**AUGMENT, "gamma_range": 0.0, "noise_std": 0.0}).data
+    index = build_epoch_index([volumes[0].mask], dims, cfg)
+    arrays = {"t1": volumes[0].t1, "t2": volumes[0].t2, "mask": volumes[0].mask}
+    samples = [draw_sample(arrays, index.rows[i % len(index)], index.bboxes[0], dims, cfg, seed=1, epoch=0, index=i)
+               for i in range(6)]
+    again = draw_sample(arrays, index.rows[0], index.bboxes[0], dims, cfg, seed=1, epoch=0, index=0)
+    other_epoch = draw_sample(arrays, index.rows[0], index.bboxes[0], dims, cfg, seed=1, epoch=1, index=0)
+    assert _same(samples[0], again) and not _same(samples[0], other_epoch)
+    for s in samples:
+        assert s["t1"].shape == tuple(cfg.patch_size) and s["t1"].dtype == np.float32
+        assert np.allclose(s["t2"], 2.0 * s["t1"], atol=1e-5)  # identical spatial transform (linear)
+        assert set(np.unique(s["mask"])) <= {0.0, 1.0}  # nearest for the mask
+
+
+def test_intensity_augmentation_touches_t1_only_inside_the_mask():
+    volume = _volumes(1)[0]
+    cfg = _config(2, **AUGMENT).data
+    index = build_epoch_index([volume.mask], 2, cfg)
+    arrays = {"t1": volume.t1, "t2": volume.t2, "mask": volume.mask}
+    plain_cfg = _config(2, **{**AUGMENT, "gamma_range": 0.0, "noise_std": 0.0}).data
+    row = index.rows[len(index) // 2]
+    augmented = draw_sample(arrays, row, index.bboxes[0], 2, cfg, seed=0, epoch=0, index=3)
+    plain = draw_sample(arrays, row, index.bboxes[0], 2, plain_cfg, seed=0, epoch=0, index=3)
+    assert np.array_equal(augmented["t2"], plain["t2"]) and np.array_equal(augmented["mask"], plain["mask"])
+    inside = plain["mask"] > 0
+    assert not np.allclose(augmented["t1"][inside], plain["t1"][inside])
+    assert np.array_equal(augmented["t1"][~inside], plain["t1"][~inside])
+
+
+def test_batches_are_channels_last_float32_and_epochs_reshuffle():
+    cfg = _config(2)
+    loader = make_train_loader(_volumes(2), cfg, batch_size=4, seed=0)
+    batch = next(loader)
+    assert {k: (v.shape, v.dtype) for k, v in batch.items()} == {
+        k: ((4, 16, 16, 1), np.float32) for k in ("t1", "t2", "mask")
+    }
+    n = loader.samples_per_epoch
+    first_epoch = loader._make_batch.permutation(0)
+    assert sorted(first_epoch) == list(range(n))
+    assert not np.array_equal(first_epoch, loader._make_batch.permutation(1))
+
+
+def test_resume_continues_the_exact_sequence():
+    cfg = _config(2, **AUGMENT)
+    loader = make_train_loader(_volumes(2), cfg, batch_size=8, seed=5)
+    reference = [next(loader) for _ in range(12)]  # crosses an epoch boundary
+    assert loader.samples_per_epoch < 12 * 8
+    partial = make_train_loader(_volumes(2), cfg, batch_size=8, seed=5)
+    for _ in range(7):
+        next(partial)
+    state = json.loads(json.dumps(partial.get_state()))
+    resumed = make_train_loader(_volumes(2), cfg, batch_size=8, seed=5)
+    resumed.set_state(state)
+    for expected in reference[7:]:
+        assert _same(next(resumed), expected)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_shards_partition_the_global_batch(dims):
+    cfg = _config(dims, **AUGMENT)
+    volumes = _volumes(2)
+    single = make_train_loader(volumes, cfg, batch_size=6, seed=2)
+    shards = [make_train_loader(volumes, cfg, batch_size=2, seed=2, shard_index=s, shard_count=3) for s in range(3)]
+    for k in range(3):
+        global_batch = next(single)
+        local = [next(sh) for sh in shards]
+        union = {key: np.concatenate([b[key] for b in local]) for key in global_batch}
+        as_set = lambda arr: sorted(x.tobytes() for x in arr)  # noqa: E731
+        for key in global_batch:
+            assert as_set(union[key]) == as_set(global_batch[key])
+
+
+def test_worker_count_does_not_change_batches(tmp_path, ixi_head_dir):
+    data = DataConfig(source="ixi", root=str(ixi_head_dir(2)), cache_dir=str(tmp_path / "cache"),
+                      patch_size=(16, 16), **AUGMENT)
+    cfg = Config(data=data, model=ModelConfig(dims=2, depth=2, channel_mults=(1, 2, 4)))
+    pairs = discover_pairs(data)
+    produced = {}
+    for workers in (0, 2):
+        cfg.data.workers = workers
+        with make_train_loader(pairs, cfg, batch_size=4, seed=9) as loader:
+            assert all(ref.paths is not None for ref in loader._make_batch.refs)  # workers get mmap paths
+            produced[workers] = [next(loader) for _ in range(4)]
+    assert all(_same(a, b) for a, b in zip(produced[0], produced[2]))

@@ -1,0 +1,81 @@
+"""Baselines recover known intensity maps; summaries and paired tests match scipy by hand."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from mrsynth.data.io import Geometry
+from mrsynth.data.preprocess import NormStats, Volume
+from mrsynth.evaluation.baselines import HistogramBaseline, IdentityBaseline, LinearBaseline, fit_baselines
+from mrsynth.evaluation.stats import paired_test, summarize
+
+
+def _volume(seed: int, t2_of_t1, shape=(12, 14, 10)) -> Volume:
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(shape, np.uint8)
+    mask[2:-2, 3:-3, 2:-2] = 1
+    t1 = (rng.normal(size=shape) * mask).astype(np.float32)
+    t2 = (t2_of_t1(t1) * mask).astype(np.float32)
+    geometry = Geometry(affine=np.eye(4), shape=shape, header=b"")
+    return Volume(f"S{seed}", t1, t2, mask, None, NormStats(0, 1), NormStats(0, 1), geometry)
+
+
+def test_linear_baseline_recovers_an_inverting_map():
+    train = [_volume(s, lambda x: -x + 3.0) for s in range(3)]
+    model = LinearBaseline().fit(train)
+    assert model.slope == pytest.approx(-1.0) and model.intercept == pytest.approx(3.0)
+    test = _volume(7, lambda x: -x + 3.0)
+    np.testing.assert_allclose(model.predict(test), test.t2, atol=1e-5)  # background 0 = training background
+
+
+def test_histogram_baseline_inverts_ranks_when_training_contrast_is_inverted():
+    train = [_volume(s, lambda x: -2.0 * x + 1.0) for s in range(3)]
+    model = HistogramBaseline().fit(train)
+    assert model.inverted
+    test = _volume(9, lambda x: -2.0 * x + 1.0)
+    pred = model.predict(test)
+    inside = test.mask > 0
+    # monotone decreasing in T1 inside the mask, exactly the training background outside
+    assert sps.spearmanr(pred[inside], test.t1[inside]).statistic == pytest.approx(-1.0)
+    assert np.all(pred[~inside] == 0)
+    # same distribution (up to sampling noise of ~1000 voxels) -> close values
+    assert np.abs(pred[inside] - test.t2[inside]).mean() < 0.1 * test.t2[inside].std()
+    straight = HistogramBaseline().fit([_volume(s, lambda x: np.exp(x)) for s in range(3)])
+    assert not straight.inverted
+
+
+def test_identity_and_registry():
+    vol = _volume(1, lambda x: -x)
+    np.testing.assert_array_equal(IdentityBaseline().predict(vol), vol.t1)
+    fitted = fit_baselines([vol])
+    assert list(fitted) == ["identity", "linear", "histmatch"]
+    assert all(fitted[k].predict(vol).shape == vol.t1.shape for k in fitted)
+
+
+def test_summary_matches_t_interval():
+    values = [1.0, 2.0, 4.0, 7.0]
+    s = summarize(values + [math.inf, math.nan])
+    assert s["n"] == 4 and s["mean"] == pytest.approx(3.5)
+    assert s["sd"] == pytest.approx(np.std(values, ddof=1))
+    lo, hi = sps.t.interval(0.95, 3, loc=3.5, scale=sps.sem(values))
+    assert (s["ci_low"], s["ci_high"]) == (pytest.approx(lo), pytest.approx(hi))
+    one = summarize([2.0])
+    assert one["mean"] == 2.0 and math.isnan(one["sd"]) and math.isnan(one["ci_low"])
+
+
+def test_paired_tests_and_degenerate_cases():
+    a = [0.9, 0.8, 0.85, 0.95, 0.7]
+    b = [0.7, 0.75, 0.6, 0.9, 0.65]
+    r = paired_test(a, b)
+    assert r["n"] == 5 and r["mean_diff"] == pytest.approx(np.mean(np.subtract(a, b)))
+    assert r["p_t"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    assert r["p_w"] == pytest.approx(sps.wilcoxon(np.subtract(a, b)).pvalue)
+    single = paired_test([1.0], [0.5])
+    assert math.isnan(single["p_t"]) and "n < 2" in single["note"] and single["mean_diff"] == 0.5
+    same = paired_test(a, a)
+    assert math.isnan(same["p_w"]) and same["note"]
+    with pytest.raises(ValueError):
+        paired_test([1.0], [1.0, 2.0])

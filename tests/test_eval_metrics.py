@@ -1,0 +1,115 @@
+"""Metrics against scikit-image and hand-computed values."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from mrsynth.data.phantom import TISSUES
+from mrsynth.evaluation.metrics import literature_slice_metrics, ssim_map, volume_metrics
+
+
+def _pair(shape=(24, 26, 22), seed=0):
+    rng = np.random.default_rng(seed)
+    target = rng.normal(size=shape)
+    target = ndimage.gaussian_filter(target, 2.0) * 10
+    pred = target + 0.3 * rng.normal(size=shape)
+    mask = np.zeros(shape, np.uint8)
+    mask[4:-4, 5:-5, 3:-3] = 1
+    return pred, target, mask
+
+
+def _skimage_ssim(a, b, data_range, full=False):
+    return structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                 data_range=data_range, full=full)
+
+
+def test_ssim_map_equals_skimage_3d_and_2d():
+    pred, target, _ = _pair()
+    _, ref_map = _skimage_ssim(pred, target, 5.0, full=True)
+    np.testing.assert_allclose(ssim_map(pred, target, 5.0), ref_map, rtol=1e-10, atol=1e-12)
+    _, ref_2d = _skimage_ssim(pred[:, :, 7], target[:, :, 7], 5.0, full=True)
+    np.testing.assert_allclose(ssim_map(pred[:, :, 7], target[:, :, 7], 5.0), ref_2d, rtol=1e-10, atol=1e-12)
+
+
+def test_volume_metrics_match_references():
+    pred, target, mask = _pair()
+    m = volume_metrics(pred, target, mask, data_range=None)
+    inside = mask.astype(bool)
+    r = target[inside].max() - target[inside].min()
+    assert m["data_range"] == pytest.approx(r)
+    assert m["psnr"] == pytest.approx(peak_signal_noise_ratio(target[inside], pred[inside], data_range=r))
+    assert m["psnr_full"] == pytest.approx(peak_signal_noise_ratio(target, pred, data_range=r))
+    assert m["ssim_full"] == pytest.approx(_skimage_ssim(pred, target, r))
+    _, smap = _skimage_ssim(pred, target, r, full=True)
+    assert m["ssim"] == pytest.approx(smap[inside].mean())
+    per_slice = []
+    for k in range(target.shape[2]):
+        if inside[:, :, k].any():
+            _, s2 = _skimage_ssim(pred[:, :, k], target[:, :, k], r, full=True)
+            per_slice.append(s2[inside[:, :, k]].mean())
+    assert m["ssim2d"] == pytest.approx(np.mean(per_slice))
+    assert m["mae"] == pytest.approx(np.abs(pred - target)[inside].mean())
+    assert m["mae_full"] == pytest.approx(np.abs(pred - target).mean())
+    assert m["nrmse"] == pytest.approx(np.sqrt(((pred - target)[inside] ** 2).mean()) / r)
+    assert m["pearson"] == pytest.approx(np.corrcoef(pred[inside], target[inside])[0, 1])
+
+
+def test_identical_volumes_give_inf_psnr_and_unit_ssim():
+    _, target, mask = _pair()
+    m = volume_metrics(target.copy(), target, mask, data_range=4.0)
+    assert m["psnr"] == math.inf and m["psnr_full"] == math.inf
+    assert m["ssim"] == pytest.approx(1.0) and m["ssim2d"] == pytest.approx(1.0)
+    assert m["mae"] == 0 and m["nrmse"] == 0 and m["pearson"] == pytest.approx(1.0)
+
+
+def test_constant_offset_known_values():
+    _, target, mask = _pair()
+    m = volume_metrics(target + 0.5, target, mask, data_range=4.0)
+    assert m["data_range"] == 4.0
+    assert m["mae"] == pytest.approx(0.5) and m["mae_full"] == pytest.approx(0.5)
+    assert m["psnr"] == pytest.approx(10 * math.log10(16 / 0.25))
+    assert m["nrmse"] == pytest.approx(0.5 / 4.0)
+    assert m["pearson"] == pytest.approx(1.0)
+
+
+def test_per_tissue_mae_named_by_phantom_tissues():
+    assert TISSUES[3] == "csf" and TISSUES[5] == "white_matter"
+    _, target, mask = _pair()
+    labels = np.zeros(target.shape, np.int16)
+    labels[5:10] = 3
+    labels[10:15] = 5
+    labels[15:17] = 7
+    pred = target + np.where(labels == 3, 2.0, 0.0) + np.where(labels == 5, -1.0, 0.0)
+    m = volume_metrics(pred, target, mask, data_range=4.0, labels=labels)
+    assert m["mae_csf"] == pytest.approx(2.0)
+    assert m["mae_white_matter"] == pytest.approx(1.0)
+    assert m["mae_label7"] == 0.0
+    assert "mae_background" not in m
+
+
+def test_literature_protocol_scales_each_slice_by_its_own_range():
+    rng = np.random.default_rng(3)
+    target = rng.uniform(0, 1, size=(20, 22, 6))
+    target[..., 0] = 0  # an empty slice is skipped
+    pred = 3.0 * target  # same up to per-slice scaling -> perfect under this protocol
+    lit = literature_slice_metrics(pred, target)
+    assert lit["n_slices_lit"] == 5 and lit["psnr_lit"] > 250 and lit["ssim_lit"] == pytest.approx(1.0)
+    noisy = target + 0.05 * rng.normal(size=target.shape)
+    lit = literature_slice_metrics(noisy, target)
+    expected_psnr, expected_ssim = [], []
+    for k in range(1, 6):
+        t = (target[..., k] - target[..., k].min()) / np.ptp(target[..., k])
+        p = (noisy[..., k] - noisy[..., k].min()) / np.ptp(noisy[..., k])
+        expected_psnr.append(peak_signal_noise_ratio(t, p, data_range=1.0))
+        expected_ssim.append(_skimage_ssim(p, t, 1.0))
+    assert lit["psnr_lit"] == pytest.approx(np.mean(expected_psnr))
+    assert lit["ssim_lit"] == pytest.approx(np.mean(expected_ssim))
+
+
+def test_shape_mismatch_is_rejected():
+    with pytest.raises(ValueError):
+        volume_metrics(np.zeros((4, 4, 4)), np.zeros((4, 4, 5)), np.ones((4, 4, 5)))

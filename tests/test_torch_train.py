@@ -1,0 +1,145 @@
+"""The torch training engine: optax-style clipping, AdamW semantics, losses, exact resume, bf16."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from mrsynth.config import Config, config_from_dict
+from mrsynth.schedule import lr_at
+from torch_ref.losses import ssim, training_loss
+from torch_ref.model import decayed_parameter_names
+from torch_ref.train import TorchEngine, clip_grad_global_norm_
+
+
+def tiny_config(**train) -> Config:
+    return config_from_dict({
+        "model": {"depth": 2, "base_channels": 4, "channel_mults": [1, 2, 2], "groups": 2},
+        "data": {"patch_size": [16, 16]},
+        "train": {"steps": 20, "warmup_steps": 3, "lr": 3e-3, **train},
+    })
+
+
+def batches(n: int, size: int = 4, shape=(16, 16), seed: int = 0) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        t1 = rng.standard_normal((size, *shape, 1)).astype(np.float32)
+        out.append({"t1": t1, "t2": (0.5 * t1 + 0.2).astype(np.float32), "mask": np.ones_like(t1)})
+    return out
+
+
+def test_clipping_is_the_optax_formula():
+    a, b = torch.tensor([3.0, 4.0]), torch.tensor([[12.0]])
+    norm = clip_grad_global_norm_([a, b], 1.0)
+    assert norm.item() == pytest.approx(13.0)
+    np.testing.assert_allclose(a.numpy(), [3 / 13, 4 / 13], rtol=1e-6)
+    np.testing.assert_allclose(b.numpy(), [[12 / 13]], rtol=1e-6)
+    c = torch.tensor([0.3, 0.4])
+    assert clip_grad_global_norm_([c], 1.0).item() == pytest.approx(0.5)
+    np.testing.assert_array_equal(c.numpy(), np.float32([0.3, 0.4]))  # min(1, .) leaves it alone
+
+
+def test_first_step_is_adamw_with_decay_mask_and_clipping(tmp_path):
+    cfg = tiny_config(clip_norm=0.05, weight_decay=0.1)
+    engine = TorchEngine(cfg, tmp_path)
+    before = {n: p.detach().clone() for n, p in engine.model.named_parameters()}
+    reference = copy.deepcopy(engine.model)
+    batch = batches(1)[0]
+    metrics = engine.train_step(batch)
+
+    t1 = torch.from_numpy(np.moveaxis(batch["t1"], -1, 1))
+    t2 = torch.from_numpy(np.moveaxis(batch["t2"], -1, 1))
+    (reference(t1) - t2).abs().mean().backward()
+    grads = {n: p.grad.double() for n, p in reference.named_parameters()}
+    norm = torch.sqrt(sum((g**2).sum() for g in grads.values()))
+    assert metrics["grad_norm"].item() == pytest.approx(norm.item(), rel=1e-5)
+    scale = min(1.0, cfg.train.clip_norm / norm.item())
+    lr, eps = lr_at(0, cfg.train), cfg.train.eps
+    decayed = decayed_parameter_names(engine.model)
+    assert metrics["lr"] == lr
+    for name, p in engine.model.named_parameters():
+        g = grads[name] * scale  # Adam's first step: m_hat = g, v_hat = g^2
+        update = g / (g.abs() + eps)
+        wd = cfg.train.weight_decay if name in decayed else 0.0
+        expected = before[name].double() - lr * (update + wd * before[name].double())
+        np.testing.assert_allclose(p.detach().double().numpy(), expected.numpy(), rtol=1e-5, atol=1e-7,
+                                   err_msg=name)
+
+
+def test_ssim_is_one_for_identical_images_and_lower_otherwise():
+    x = torch.randn(2, 1, 16, 16)
+    assert ssim(x, x, 4.0).item() == pytest.approx(1.0, abs=1e-5)
+    assert ssim(x, torch.randn(2, 1, 16, 16), 4.0).item() < 0.5
+    v = torch.randn(1, 1, 9, 9, 9)
+    assert ssim(v, v, 4.0).item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_ssim_matches_a_direct_windowed_computation():
+    """The separable valid-mode filter equals the explicit 7x7 Gaussian window at one position."""
+    x, y = torch.rand(1, 1, 7, 7, dtype=torch.float64), torch.rand(1, 1, 7, 7, dtype=torch.float64)
+    g = torch.exp(-((torch.arange(7.0, dtype=torch.float64) - 3) ** 2) / (2 * 1.5**2))
+    w = torch.outer(g, g) / torch.outer(g, g).sum()
+    mx, my = (w * x).sum(), (w * y).sum()
+    vx, vy, cxy = (w * x * x).sum() - mx**2, (w * y * y).sum() - my**2, (w * x * y).sum() - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    expected = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    assert ssim(x.float(), y.float(), 1.0).item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_l1_ssim_loss_adds_weighted_ssim_term():
+    cfg = tiny_config(loss="l1_ssim", ssim_weight=0.3).train
+    x, y = torch.randn(2, 1, 16, 16), torch.randn(2, 1, 16, 16)
+    expected = (x - y).abs().mean() + 0.3 * (1 - ssim(x, y, cfg.ssim_data_range))
+    assert training_loss(x, y, cfg).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"loss": "l1_ssim"}, {"compute_dtype": "bfloat16"}])
+def test_loss_decreases(tmp_path, overrides):
+    engine = TorchEngine(tiny_config(**overrides), tmp_path)
+    batch = batches(1)[0]
+    values = engine.fetch_metrics([engine.train_step(batch) for _ in range(12)])
+    losses = [v["loss"] for v in values]
+    assert all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
+
+
+@pytest.fixture
+def restore_determinism():
+    """Deterministic mode is process-wide in torch; give the rest of the session its setting back."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.use_deterministic_algorithms(previous)
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, restore_determinism):
+    """Deterministic mode with dropout and BatchNorm: save, restore in a fresh engine, continue."""
+    cfg = tiny_config(deterministic=True, keep_checkpoints=1)
+    cfg.model.dropout = 0.2
+    cfg.model.norm = "batch"
+    data = batches(6, seed=3)
+
+    straight = TorchEngine(cfg, tmp_path / "straight")
+    straight_metrics = straight.fetch_metrics([straight.train_step(b) for b in data])
+
+    first = TorchEngine(cfg, tmp_path / "resumed")
+    for b in data[:3]:
+        first.train_step(b)
+    first.save_checkpoint(3, {"loader": {"epoch": 1, "index": 7}}, is_best=False)
+    del first
+    second = TorchEngine(cfg, tmp_path / "resumed")
+    torch.manual_seed(12345)  # resume must not depend on the global RNG at restore time
+    assert second.restore_checkpoint() == (3, {"loader": {"epoch": 1, "index": 7}})
+    resumed_metrics = second.fetch_metrics([second.train_step(b) for b in data[3:]])
+
+    assert resumed_metrics == straight_metrics[3:]
+    for (name, a), b in zip(straight.model.state_dict().items(), second.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    for a, b in zip(straight.optimizer.state.values(), second.optimizer.state.values()):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_restore_without_checkpoint_returns_none(tmp_path):
+    assert TorchEngine(tiny_config(), tmp_path).restore_checkpoint() is None

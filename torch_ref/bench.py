@@ -1,0 +1,177 @@
+"""The PyTorch half of ``run.py benchmark``: timing sessions over :class:`torch_ref.train.TorchEngine`.
+
+The engine builds the model, AdamW and step exactly as training does (autocast for bf16,
+``torch.compile`` and channels_last from the config, cuDNN autotuning on CUDA); this module
+adds one batch converted onto the device once, ``torch.cuda.synchronize`` after every timed
+step, the TF32 switches of the variant and the CUDA memory figures.
+
+TF32 uses the legacy ``allow_tf32`` flags, like ``parity_tests`` (torch refuses a mix of the
+legacy and the newer ``fp32_precision`` API in one process).
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mrsynth.backend import Batch, Predictor
+from mrsynth.config import Config
+
+from mrsynth.bench.variants import Variant
+from torch_ref.backend import default_device
+from torch_ref.train import TorchEngine
+
+ALLOW_TF32 = {"fp32": False, "tf32": True, "bf16": True}
+
+
+@contextlib.contextmanager
+def tf32_flags(precision: str) -> Iterator[None]:
+    """TF32 for cuBLAS matmuls and cuDNN convs on (tf32, bf16) or off (fp32), restored after."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = ALLOW_TF32[precision]
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _ScopedPredictor:
+    """A predictor whose calls run with the variant's TF32 switches."""
+
+    def __init__(self, inner: Predictor, precision: str) -> None:
+        self._inner = inner
+        self._precision = precision
+        self.model_config = inner.model_config
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        with tf32_flags(self._precision):
+            return self._inner(batch)
+
+
+class TorchSession:
+    """A :class:`mrsynth.bench.backends.TrainSession` on this process's device."""
+
+    def __init__(self, cfg: Config, variant: Variant, batch: dict[str, np.ndarray]) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="mrsynth-bench-torch-")
+        self.precision = variant.precision
+        self.engine = TorchEngine(cfg, Path(self._tmp.name))
+        self.device = self.engine.device
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self._placed = self.engine.device_batch(batch)
+        self.settings = {
+            "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
+            "devices": 1,
+            "platform": self.device.type,
+            "allow_tf32": ALLOW_TF32[self.precision],
+            "compute_dtype": cfg.train.compute_dtype,
+            "torch_compile": cfg.train.torch_compile,
+            "channels_last": self.engine.channels_last,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "threads": torch.get_num_threads(),
+        }
+
+    def _step(self) -> None:
+        self.engine.train_step_on_device(self._placed)
+        _sync(self.device)
+
+    def first_step(self) -> float:
+        with tf32_flags(self.precision):
+            start = time.perf_counter()
+            self._step()
+            return time.perf_counter() - start
+
+    def timed_steps(self, n: int) -> list[float]:
+        times = []
+        with tf32_flags(self.precision):
+            for _ in range(n):
+                start = time.perf_counter()
+                self._step()
+                times.append(time.perf_counter() - start)
+        return times
+
+    def pipeline_seconds(self, batches: Iterator[Batch], n: int) -> float:
+        with tf32_flags(self.precision):
+            start = time.perf_counter()
+            for _ in range(n):
+                self.engine.train_step(next(batches))
+            _sync(self.device)
+            return time.perf_counter() - start
+
+    def predictor(self) -> Predictor:
+        return _ScopedPredictor(self.engine.predictor(), self.precision)
+
+    def memory(self) -> dict[str, float | None]:
+        """CUDA allocator peak since this session opened; None on a CPU (see the host RSS)."""
+        if self.device.type != "cuda":
+            return {"device_peak_mib": None, "device_in_use_mib": None}
+        return {"device_peak_mib": torch.cuda.max_memory_allocated(self.device) / 2**20,
+                "device_in_use_mib": torch.cuda.memory_allocated(self.device) / 2**20}
+
+    def close(self) -> None:
+        self.engine.close()
+        del self.engine, self._placed
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self._tmp.cleanup()
+
+
+class TorchBench:
+    """:class:`mrsynth.bench.backends.BackendBench` for PyTorch."""
+
+    name = "torch"
+
+    def device_info(self) -> dict[str, Any]:
+        device = default_device()
+        info: dict[str, Any] = {
+            "platform": device.type,
+            "device_kind": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "device_count": torch.cuda.device_count() if device.type == "cuda" else 1,
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+            "threads": torch.get_num_threads(),
+        }
+        if device.type == "cuda":
+            props = torch.cuda.get_device_properties(device)
+            info["memory_gib"] = props.total_memory / 2**30
+            info["compute_capability"] = f"{props.major}.{props.minor}"
+        return info
+
+    def matmul_tflops(self, precision: str, size: int) -> float:
+        device = default_device()
+        size = size or (8192 if device.type == "cuda" else 1024)
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        a, b = (torch.randn(size, size, generator=generator).to(device, dtype) for _ in range(2))
+        times = []
+        with tf32_flags(precision), torch.inference_mode():
+            torch.matmul(a, b)
+            _sync(device)
+            for _ in range(10):
+                start = time.perf_counter()
+                torch.matmul(a, b)
+                _sync(device)
+                times.append(time.perf_counter() - start)
+        return 2 * size**3 / float(np.median(times)) / 1e12
+
+    def open_session(self, cfg: Config, variant: Variant, batch: dict[str, np.ndarray]) -> TorchSession:
+        return TorchSession(cfg, variant, batch)
+
+
+def create_bench() -> TorchBench:
+    return TorchBench()

@@ -1,0 +1,65 @@
+"""Eval-mode batch predictor: numpy channels-last T1 in, numpy channels-last T2 out.
+
+Spatial sizes that are not a multiple of ``2**depth`` are zero-padded at the high end and the
+output cropped back, so any volume or slice size works.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+from torch import nn
+
+from mrsynth.config import ModelConfig
+from mrsynth.evaluation.inference import crop_to, pad_to_multiple
+
+
+def to_channels_first(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(B, *spatial, C) numpy -> (B, C, *spatial) tensor on ``device`` (pinned, async copy on CUDA)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    tensor = tensor.permute(0, tensor.ndim - 1, *range(1, tensor.ndim - 1))
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
+
+
+def to_channels_last(tensor: torch.Tensor) -> np.ndarray:
+    """(B, C, *spatial) tensor -> (B, *spatial, C) float32 numpy."""
+    return tensor.permute(0, *range(2, tensor.ndim), 1).float().cpu().numpy()
+
+
+class TorchPredictor:
+    """Runs ``model`` in eval mode under ``torch.inference_mode`` (train mode is restored after)."""
+
+    def __init__(self, model: nn.Module, model_config: ModelConfig, device: torch.device,
+                 compute_dtype: str = "float32", channels_last: bool = False) -> None:
+        self.model = model
+        self.model_config = model_config
+        self.device = device
+        self.autocast_dtype = torch.bfloat16 if compute_dtype == "bfloat16" else None
+        self.channels_last = channels_last and model_config.dims == 2
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        dims = self.model_config.dims
+        if batch.ndim != dims + 2 or batch.shape[-1] != self.model_config.in_channels:
+            raise ValueError(
+                f"expected a (B, {'H, W' if dims == 2 else 'D, H, W'}, {self.model_config.in_channels}) "
+                f"batch, got shape {batch.shape}"
+            )
+        padded, crop = pad_to_multiple(np.asarray(batch, np.float32), 2**self.model_config.depth,
+                                       axes=range(1, dims + 1))
+        x = to_channels_first(padded, self.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        was_training = self.model.training
+        self.model.eval()
+        autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype)
+                    if self.autocast_dtype is not None else contextlib.nullcontext())
+        try:
+            with torch.inference_mode(), autocast:
+                y = self.model(x)
+        finally:
+            self.model.train(was_training)
+        out = to_channels_last(y)
+        return crop_to(out, crop[:-1] + (slice(None),))
