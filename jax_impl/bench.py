@@ -29,6 +29,8 @@ import numpy as np
 from mrsynth.backend import Batch, Predictor
 from mrsynth.config import Config, ModelConfig, config_from_dict
 
+from mrsynth.bench.backends import first_step_seconds, step_seconds
+from mrsynth.bench.settings import BenchSettings
 from mrsynth.bench.variants import Variant, parse_variant
 from jax_impl.train import JaxEngine
 
@@ -79,33 +81,18 @@ class JaxSession:
             "parallel": cfg.train.parallel,
         }
 
-    def _step(self) -> None:
+    def precision_scope(self) -> contextlib.AbstractContextManager[Any]:
+        return precision_scope(self.precision)
+
+    def synced_step(self) -> None:
         metrics = self.engine.train_step_placed(self._placed)
         _sync((metrics, self.engine.state))
 
-    def first_step(self) -> float:
-        with precision_scope(self.precision):
-            start = time.perf_counter()
-            self._step()
-            return time.perf_counter() - start
-
-    def timed_steps(self, n: int) -> list[float]:
-        times = []
-        with precision_scope(self.precision):
-            for _ in range(n):
-                start = time.perf_counter()
-                self._step()
-                times.append(time.perf_counter() - start)
-        return times
-
-    def pipeline_seconds(self, batches: Iterator[Batch], n: int) -> float:
-        with precision_scope(self.precision):
-            start = time.perf_counter()
-            metrics = None
-            for _ in range(n):
-                metrics = self.engine.train_step(next(batches))
-            _sync((metrics, self.engine.state))
-            return time.perf_counter() - start
+    def run_steps(self, batches: Iterator[Batch], n: int) -> None:
+        metrics = None
+        for _ in range(n):
+            metrics = self.engine.train_step(next(batches))
+        _sync((metrics, self.engine.state))
 
     def predictor(self) -> Predictor:
         return _ScopedPredictor(self.engine.predictor(), self.precision)
@@ -130,6 +117,9 @@ class JaxBench:
     """:class:`mrsynth.bench.backends.BackendBench` for JAX."""
 
     name = "jax"
+
+    def configure(self, settings: BenchSettings) -> None:
+        """Nothing process-wide to set: XLA sizes its CPU thread pool itself."""
 
     def device_info(self) -> dict[str, Any]:
         device = jax.local_devices()[0]
@@ -193,9 +183,9 @@ def run_scaling(spec: dict[str, Any]) -> list[dict[str, Any]]:
             batch = {"t1": t1, "t2": (0.5 * t1 + 0.1).astype(np.float32), "mask": np.ones_like(t1)}
             session = JaxSession(cfg, variant, batch, devices=available[:n])
             try:
-                row["first_step_s"] = session.first_step()
-                session.timed_steps(spec["warmup"])
-                row["step_s"] = session.timed_steps(spec["steps"])
+                row["first_step_s"] = first_step_seconds(session)
+                step_seconds(session, spec["warmup"])
+                row["step_s"] = step_seconds(session, spec["steps"])
             finally:
                 session.close()
             rows.append(row)

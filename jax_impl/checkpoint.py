@@ -26,7 +26,8 @@ def _manager(directory: Path, max_to_keep: int | None, for_reading: bool) -> ocp
         enable_async_checkpointing=not for_reading,
         create=not for_reading,
     )
-    return ocp.CheckpointManager(directory, options=options, item_names=("state", "extra"))
+    # orbax needs an absolute path (tensorstore rejects relative ones: runs/... fails on save).
+    return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_names=("state", "extra"))
 
 
 def _restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> tuple[Any, dict]:

@@ -23,12 +23,51 @@ def _padding(dims: int, pad: int) -> tuple[tuple[int, int], ...]:
     return ((pad, pad),) * dims
 
 
+CONV3D_FORMULATIONS = ("stacked2d", "native")
+
+
 def conv(dims: int, cin: int, cout: int, kernel: int, *, stride: int = 1, dtype: jnp.dtype,
-         rngs: nnx.Rngs) -> nnx.Conv:
-    """A torch-style convolution: explicit symmetric padding ``kernel // 2``, bias, float32 params."""
+         rngs: nnx.Rngs, conv3d: str = "stacked2d") -> nnx.Module:
+    """A torch-style convolution: explicit symmetric padding ``kernel // 2``, bias, float32 params.
+
+    3x3x3 stride-1 convolutions use :class:`DepthStackedConv3d` unless ``conv3d="native"``.
+    """
+    if dims == 3 and kernel == 3 and stride == 1 and conv3d == "stacked2d":
+        return DepthStackedConv3d(cin, cout, dtype=dtype, rngs=rngs)
     return nnx.Conv(cin, cout, (kernel,) * dims, strides=(stride,) * dims,
                     padding=_padding(dims, kernel // 2), use_bias=True, dtype=dtype,
                     param_dtype=jnp.float32, rngs=rngs)
+
+
+class DepthStackedConv3d(nnx.Module):
+    """A 3x3x3 convolution (stride 1, padding 1) computed as one 2D convolution.
+
+    The three depth-shifted copies of the input are stacked on the channel axis and convolved
+    with the kernel reshaped to (3, 3, 3*in, out), depth slices folded into the batch:
+    ``out[d] = sum_a conv2d(x[d + a - 1], kernel[a])``. Same parameters and layout as
+    ``nnx.Conv`` (kernel (3, 3, 3, in, out), bias), same function; XLA lowers 3D convolutions
+    poorly (~12x slower than PyTorch on CPU, ~3x on an H100, openxla/xla#34273) while its 2D
+    convolutions reach the fast library kernels.
+    """
+
+    def __init__(self, cin: int, cout: int, *, dtype: jnp.dtype, rngs: nnx.Rngs) -> None:
+        reference = nnx.Conv(cin, cout, (3, 3, 3), use_bias=True, param_dtype=jnp.float32, rngs=rngs)
+        self.kernel = nnx.Param(reference.kernel.get_value())
+        self.bias = nnx.Param(reference.bias.get_value())
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.kernel.get_value().astype(self.dtype)
+        x = x.astype(self.dtype)
+        batch, depth, height, width, cin = x.shape
+        padded = jnp.pad(x, ((0, 0), (1, 1), (0, 0), (0, 0), (0, 0)))
+        stacked = jnp.concatenate([padded[:, a:a + depth] for a in range(3)], axis=-1)  # (.., (a, in))
+        kernel2d = kernel.transpose(1, 2, 0, 3, 4).reshape(3, 3, 3 * cin, -1)  # (h, w, (a, in), out)
+        y = jax.lax.conv_general_dilated(
+            stacked.reshape(batch * depth, height, width, 3 * cin), kernel2d, (1, 1), ((1, 1), (1, 1)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        return y.reshape(batch, depth, height, width, -1) + self.bias.get_value().astype(self.dtype)
 
 
 class BatchNorm(nnx.Module):
@@ -75,6 +114,56 @@ class BatchNorm(nnx.Module):
         return y.astype(self.dtype)
 
 
+STATS_CHUNK = 512  # longest run of values one float32 reduction adds up in sequence
+
+
+def _chunked_sum(x: jax.Array) -> jax.Array:
+    """Sum (B, N, C) over N, as sums of chunks of at most ``STATS_CHUNK`` values, then of chunks.
+
+    XLA CPU adds a reduction's values one after another; over the 10^4-10^6 values of a norm
+    group the float32 rounding error grows with the count. Zero padding makes N divisible.
+    """
+    batch, count, channels = x.shape
+    chunks = -(-count // STATS_CHUNK)
+    x = jnp.pad(x, ((0, 0), (0, chunks * STATS_CHUNK - count), (0, 0)))
+    return jnp.sum(jnp.sum(x.reshape(batch, chunks, STATS_CHUNK, channels), axis=2), axis=1)
+
+
+class GroupNorm(nnx.Module):
+    """torch.nn.GroupNorm over channels-last input, with float32-accurate group statistics.
+
+    Same parameters as ``nnx.GroupNorm`` (``scale``, ``bias``), but the mean and the two-pass
+    variance are reduced per channel in chunks (:func:`_chunked_sum`), then over chunks and the
+    group's channels: ``nnx.GroupNorm``'s single long float32 reduction drifts from torch, whose
+    CPU kernels accumulate in double. Statistics are at least float32 (bfloat16 inputs are
+    upcast; float64 stays float64); the output is in ``dtype``. groups == channels is InstanceNorm.
+    """
+
+    def __init__(self, num_features: int, *, num_groups: int, epsilon: float, dtype: jnp.dtype) -> None:
+        if num_features % num_groups:
+            raise ValueError(f"{num_features} channels do not split into {num_groups} groups")
+        self.scale = nnx.Param(jnp.ones((num_features,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((num_features,), jnp.float32))
+        self.num_groups = num_groups
+        self.epsilon = epsilon
+        self.dtype = dtype
+
+    def _group_mean(self, x: jax.Array) -> jax.Array:
+        """(B, N, C) -> per-group mean broadcast back to (B, 1, C)."""
+        batch, count, channels = x.shape
+        per_group = _chunked_sum(x).reshape(batch, self.num_groups, -1).sum(axis=-1, keepdims=True)
+        mean = per_group / (count * (channels // self.num_groups))
+        return jnp.broadcast_to(mean, (batch, self.num_groups, channels // self.num_groups)).reshape(batch, 1, channels)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        xf = x.astype(jnp.promote_types(x.dtype, jnp.float32)).reshape(x.shape[0], -1, x.shape[-1])
+        mean = self._group_mean(xf)
+        centered = xf - mean
+        var = self._group_mean(jnp.square(centered))
+        y = centered * jax.lax.rsqrt(var + self.epsilon) * self.scale[...] + self.bias[...]
+        return y.reshape(x.shape).astype(self.dtype)
+
+
 class Dropout(nnx.Module):
     """Elementwise dropout whose mask depends only on (step key, sample index, layer).
 
@@ -98,13 +187,12 @@ class Dropout(nnx.Module):
         return jnp.where(keep, x / (1.0 - self.rate), 0).astype(x.dtype)
 
 
-def make_norm(cfg: ModelConfig, channels: int, dtype: jnp.dtype, axis_name: str | None,
-              rngs: nnx.Rngs) -> nnx.Module | None:
+def make_norm(cfg: ModelConfig, channels: int, dtype: jnp.dtype,
+              axis_name: str | None) -> nnx.Module | None:
     """The configured normalization for ``channels`` features (None for ``norm: none``)."""
     if cfg.norm in ("group", "instance"):
         groups = min(cfg.groups, channels) if cfg.norm == "group" else channels
-        return nnx.GroupNorm(channels, num_groups=groups, epsilon=cfg.norm_eps,
-                             use_fast_variance=False, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+        return GroupNorm(channels, num_groups=groups, epsilon=cfg.norm_eps, dtype=dtype)
     if cfg.norm == "batch":
         return BatchNorm(channels, epsilon=cfg.norm_eps, dtype=dtype, axis_name=axis_name)
     return None
@@ -122,11 +210,11 @@ class ConvBlock(nnx.Module):
     """conv-norm-act-dropout-conv-norm(+skip)-act; attributes conv1/norm1/conv2/norm2/skip."""
 
     def __init__(self, cfg: ModelConfig, cin: int, cout: int, *, dtype: jnp.dtype,
-                 axis_name: str | None, dropout_id: int, rngs: nnx.Rngs) -> None:
-        self.conv1 = conv(cfg.dims, cin, cout, 3, dtype=dtype, rngs=rngs)
-        self.norm1 = make_norm(cfg, cout, dtype, axis_name, rngs)
-        self.conv2 = conv(cfg.dims, cout, cout, 3, dtype=dtype, rngs=rngs)
-        self.norm2 = make_norm(cfg, cout, dtype, axis_name, rngs)
+                 axis_name: str | None, dropout_id: int, rngs: nnx.Rngs, conv3d: str) -> None:
+        self.conv1 = conv(cfg.dims, cin, cout, 3, dtype=dtype, rngs=rngs, conv3d=conv3d)
+        self.norm1 = make_norm(cfg, cout, dtype, axis_name)
+        self.conv2 = conv(cfg.dims, cout, cout, 3, dtype=dtype, rngs=rngs, conv3d=conv3d)
+        self.norm2 = make_norm(cfg, cout, dtype, axis_name)
         self.dropout = Dropout(cfg.dropout, dropout_id) if cfg.dropout > 0 else None
         self.residual = cfg.residual
         self.skip = conv(cfg.dims, cin, cout, 1, dtype=dtype, rngs=rngs) if cfg.residual and cin != cout else None
@@ -158,20 +246,44 @@ def upsample_nearest(x: jax.Array, dims: int) -> jax.Array:
 class ResizeConv(nnx.Module):
     """Nearest x2 then a 3x3 conv (attribute ``conv``, canonical ``ups.{i}.conv.*``)."""
 
-    def __init__(self, dims: int, cin: int, cout: int, *, dtype: jnp.dtype, rngs: nnx.Rngs) -> None:
+    def __init__(self, dims: int, cin: int, cout: int, *, dtype: jnp.dtype, rngs: nnx.Rngs,
+                 conv3d: str) -> None:
         self.dims = dims
-        self.conv = conv(dims, cin, cout, 3, dtype=dtype, rngs=rngs)
+        self.conv = conv(dims, cin, cout, 3, dtype=dtype, rngs=rngs, conv3d=conv3d)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.conv(upsample_nearest(x, self.dims))
 
 
-def conv_transpose(dims: int, cin: int, cout: int, *, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.ConvTranspose:
-    """torch ConvTranspose(k=2, s=2): ``transpose_kernel=True`` makes the kernel (k..., out, in),
-    the torch (in, out, k...) weight permuted, with torch's (flipped) spatial convention."""
-    return nnx.ConvTranspose(cin, cout, (2,) * dims, strides=(2,) * dims, padding="VALID",
-                             transpose_kernel=True, use_bias=True, dtype=dtype,
-                             param_dtype=jnp.float32, rngs=rngs)
+class ConvTranspose2x(nnx.Module):
+    """torch ConvTranspose(k=2, s=2, no padding) computed as one matmul plus depth-to-space.
+
+    With kernel = stride = 2 the output windows never overlap, so every input voxel writes its
+    own 2x2(x2) block: ``out[2i+a, 2j+c, o] = sum_in x[i, j, in] * kernel[a, c, o, in] + bias[o]``.
+    That is exactly the transposed convolution (same parameters, same layout as
+    ``nnx.ConvTranspose(..., transpose_kernel=True)``: kernel (k..., out, in)), but XLA runs it
+    as a dense matmul instead of its slow transposed-convolution lowering (jax#23783).
+    """
+
+    def __init__(self, dims: int, cin: int, cout: int, *, dtype: jnp.dtype, rngs: nnx.Rngs) -> None:
+        self.dims = dims
+        self.dtype = dtype
+        fan_in = cin * 2**dims
+        init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+        self.kernel = nnx.Param(init(rngs.params(), (2,) * dims + (cout, cin), jnp.float32)
+                                * math.sqrt(cin / fan_in))
+        self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.kernel.get_value().astype(self.dtype)
+        x = x.astype(self.dtype)
+        if self.dims == 2:
+            y = jnp.einsum("bhwi,acoi->bhawco", x, kernel)
+        else:
+            y = jnp.einsum("bdhwi,aceoi->bdahcweo", x, kernel)
+        batch, *spatial, _ = x.shape
+        y = y.reshape(batch, *(2 * s for s in spatial), kernel.shape[-2])
+        return y + self.bias.get_value().astype(self.dtype)
 
 
 class UNet(nnx.Module):
@@ -179,37 +291,41 @@ class UNet(nnx.Module):
 
     Input and output are channels-last: (B, *spatial, C). Spatial sizes must be multiples of
     ``2**depth`` (predictors pad). ``sample_keys`` (B, 2) uint32 are needed only for dropout
-    in training mode.
+    in training mode. ``conv3d`` picks how 3x3x3 convolutions are computed (same function).
     """
 
     def __init__(self, cfg: ModelConfig, *, compute_dtype: jnp.dtype = jnp.float32,
-                 axis_name: str | None = None, rngs: nnx.Rngs) -> None:
+                 axis_name: str | None = None, conv3d: str = "stacked2d", rngs: nnx.Rngs) -> None:
+        if conv3d not in CONV3D_FORMULATIONS:
+            raise ValueError(f"conv3d must be one of {CONV3D_FORMULATIONS}, got {conv3d!r}")
         self.dims = cfg.dims
         self.depth = cfg.depth
         ch = cfg.level_channels()
         L, dt = cfg.depth, compute_dtype
         self.encoders = nnx.List([
             ConvBlock(cfg, cfg.in_channels if i == 0 else ch[i - 1], ch[i], dtype=dt,
-                      axis_name=axis_name, dropout_id=i, rngs=rngs)
+                      axis_name=axis_name, dropout_id=i, rngs=rngs, conv3d=conv3d)
             for i in range(L)
         ])
         self.downs = nnx.List([
             conv(cfg.dims, ch[i], ch[i], 3, stride=2, dtype=dt, rngs=rngs) for i in range(L)
         ]) if cfg.downsample == "conv" else None
         self.bottleneck = ConvBlock(cfg, ch[L - 1], ch[L], dtype=dt, axis_name=axis_name,
-                                    dropout_id=L, rngs=rngs)
+                                    dropout_id=L, rngs=rngs, conv3d=conv3d)
         if cfg.upsample == "transpose":
-            self.ups = nnx.List([conv_transpose(cfg.dims, ch[i + 1], ch[i], dtype=dt, rngs=rngs)
+            self.ups = nnx.List([ConvTranspose2x(cfg.dims, ch[i + 1], ch[i], dtype=dt, rngs=rngs)
                                  for i in range(L)])
         else:
-            self.ups = nnx.List([ResizeConv(cfg.dims, ch[i + 1], ch[i], dtype=dt, rngs=rngs)
+            self.ups = nnx.List([ResizeConv(cfg.dims, ch[i + 1], ch[i], dtype=dt, rngs=rngs, conv3d=conv3d)
                                  for i in range(L)])
         self.decoders = nnx.List([
             ConvBlock(cfg, 2 * ch[i], ch[i], dtype=dt, axis_name=axis_name,
-                      dropout_id=L + 1 + i, rngs=rngs)
+                      dropout_id=L + 1 + i, rngs=rngs, conv3d=conv3d)
             for i in range(L)
         ])
-        self.head = conv(cfg.dims, ch[0], cfg.out_channels, 1, dtype=dt, rngs=rngs)
+        # float32 (float64 under x64) head: in bfloat16 its bias gradient, a sum over every output
+        # voxel, would be accumulated in bfloat16 (-0.0625 for an exact -0.655).
+        self.head = conv(cfg.dims, ch[0], cfg.out_channels, 1, dtype=jnp.promote_types(dt, jnp.float32), rngs=rngs)
 
     def _down(self, i: int, x: jax.Array) -> jax.Array:
         if self.downs is not None:
@@ -227,11 +343,11 @@ class UNet(nnx.Module):
         for i in reversed(range(self.depth)):
             x = self.ups[i](x)
             x = self.decoders[i](jnp.concatenate([skips[i], x.astype(skips[i].dtype)], axis=-1), sample_keys)
-        return self.head(x).astype(jnp.promote_types(x.dtype, jnp.float32))  # bf16 -> f32; f64 kept
+        return self.head(x.astype(jnp.promote_types(x.dtype, jnp.float32)))  # bf16 -> f32; f64 kept
 
 
 def build_model(cfg: ModelConfig, *, seed: int = 0, compute_dtype: str = "float32",
-                axis_name: str | None = None) -> UNet:
+                axis_name: str | None = None, conv3d: str = "stacked2d") -> UNet:
     """A freshly initialized U-Net in training mode."""
-    return UNet(cfg, compute_dtype=jnp.dtype(compute_dtype), axis_name=axis_name,
+    return UNet(cfg, compute_dtype=jnp.dtype(compute_dtype), axis_name=axis_name, conv3d=conv3d,
                 rngs=nnx.Rngs(params=seed))

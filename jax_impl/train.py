@@ -137,7 +137,8 @@ class JaxEngine:
         self._local_devices = [d for d in self.mesh.devices.flat if d.process_index == self.process_index]
 
         model = build_model(cfg.model, seed=cfg.train.seed, compute_dtype=cfg.train.compute_dtype,
-                            axis_name=parallel.DATA_AXIS if self.pmap else None)
+                            axis_name=parallel.DATA_AXIS if self.pmap else None,
+                            conv3d=cfg.train.jax_conv3d)
         self.tx = make_optimizer(cfg.train)
         self.graphdef, state = init_train_state(model, self.tx, cfg.train.seed)
         self._template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)

@@ -91,21 +91,28 @@ class Backend(Protocol):
         ...
 
 
-def get_backend(name: str) -> Backend:
-    """Import and instantiate a backend by name; a clear error if its framework is missing."""
-    if name not in BACKENDS:
-        raise MrsynthError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
+FRAMEWORK_MODULES = {"jax", "jaxlib", "flax", "optax", "orbax", "torch"}
+
+
+def import_backend_module(name: str, modules: dict[str, str]) -> Any:
+    """Import ``modules[name]`` (a backend-side module); a clear error if its framework is missing."""
+    if name not in modules:
+        raise MrsynthError(f"unknown backend {name!r} (choose from {', '.join(modules)})")
     try:
-        module = importlib.import_module(BACKENDS[name])
+        return importlib.import_module(modules[name])
     except ModuleNotFoundError as exc:
         missing = exc.name or "?"
-        if missing.split(".")[0] in {"jax", "jaxlib", "flax", "optax", "orbax", "torch"}:
+        if missing.split(".")[0] in FRAMEWORK_MODULES:
             raise MrsynthError(
                 f"backend {name!r} needs {FRAMEWORK_PACKAGE[name]}, which is not installed "
                 f"(missing module {missing!r})"
             ) from None
         raise
-    return module.create_backend()
+
+
+def get_backend(name: str) -> Backend:
+    """Import and instantiate a backend by name (lazily: only its framework is imported)."""
+    return import_backend_module(name, BACKENDS).create_backend()
 
 
 def library_versions() -> dict[str, str | None]:

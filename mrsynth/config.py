@@ -109,6 +109,7 @@ class TrainConfig:
     ckpt_every: int = 200
     keep_checkpoints: int = 2
     parallel: str = "sharded"  # jax: sharded | pmap
+    jax_conv3d: str = "stacked2d"  # jax: how 3x3x3 convs are computed (same function): stacked2d | native
     torch_compile: bool = False
     channels_last: bool = True
     deterministic: bool = False
@@ -155,6 +156,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.loss": ("l1", "l1_ssim"),
     "train.compute_dtype": ("float32", "bfloat16"),
     "train.parallel": ("sharded", "pmap"),
+    "train.jax_conv3d": ("stacked2d", "native"),
     "eval.blend": ("gaussian", "constant"),
 }
 
@@ -235,11 +237,12 @@ def build_dataclass(cls: type, raw: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def merge_mappings(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Nested dict update: mappings merge key by key, anything else replaces."""
     out = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_mappings(out[key], value)
         else:
             out[key] = value
     return out
@@ -260,33 +263,42 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return path, value
 
 
-def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> Config:
-    """Build and validate a Config from a plain mapping plus ``--set`` overrides."""
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """The raw mapping with each ``section.key=value`` override merged in."""
     merged = dict(raw or {})
     for text in overrides or []:
         path, value = parse_override(text)
         nested: Any = value
         for part in reversed(path):
             nested = {part: nested}
-        merged = _merge(merged, nested)
-    cfg = build_dataclass(Config, merged, "")
+        merged = merge_mappings(merged, nested)
+    return merged
+
+
+def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> Config:
+    """Build and validate a Config from a plain mapping plus ``--set`` overrides."""
+    cfg = build_dataclass(Config, apply_overrides(raw, overrides), "")
     validate(cfg)
     return cfg
 
 
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML config file's top-level mapping, with one-line errors naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return raw
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (None: built-in defaults, which equal configs/demo.yaml)."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: top level must be a mapping of sections")
+    raw = read_yaml_mapping(path) if path is not None else {}
     try:
         return config_from_dict(raw, overrides)
     except ConfigError as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,7 +32,7 @@ from mrsynth.errors import CheckpointError
 from mrsynth.evaluation.inference import synthesize_volume
 from mrsynth.parity.metrics import psnr, rel_l2, worst_rel_l2
 from mrsynth.parity.report import CheckResult
-from mrsynth.parity.tolerances import tolerance
+from mrsynth.parity.tolerances import tolerance, trajectory_regime
 from mrsynth.weights import load_portable
 
 from jax_impl import losses as jax_losses
@@ -182,21 +183,25 @@ def torch_model_at(pair: ModelPair, precision: str) -> TorchUNet:
 
 
 def jax_model_at(pair: ModelPair, precision: str) -> JaxUNet:
-    """A JAX model with the pair's weights and the precision's compute dtype (float64: all state).
+    """A JAX model with the pair's weights and the precision's compute dtype.
 
-    Must be called inside ``precision_context(precision)`` for float64.
+    Build it outside ``precision_context("float64")``: under x64 every eager initializer op
+    would compile anew. Its float32 state becomes float64 only where it enters a jitted
+    function (:func:`_at_precision`).
     """
-    if precision == "float32" or precision == "tf32":
+    if precision in ("float32", "tf32"):
         return pair.jax_model
-    compute = {"float64": "float64", "bf16": "bfloat16"}[precision]
-    model = build_model(pair.cfg, compute_dtype=compute)
+    model = build_model(pair.cfg, compute_dtype={"float64": "float64", "bf16": "bfloat16"}[precision])
     load_torch_into(model, model_to_torch(pair.jax_model), pair.weight_file)
-    if precision == "float64":
-        state = nnx.state(model)
-        state = jax.tree.map(lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a,
-                             state)
-        nnx.update(model, state)
     return model
+
+
+def _at_precision(tree, precision: str):
+    """float64: every floating leaf as a float64 host array (jit converts it under x64)."""
+    if precision != "float64":
+        return tree
+    return jax.tree.map(lambda a: np.asarray(a, np.float64) if jnp.issubdtype(a.dtype, jnp.floating)
+                        else np.asarray(a), tree)
 
 
 def set_mode(torch_model: TorchUNet, jax_model: JaxUNet, mode: str) -> None:
@@ -233,47 +238,33 @@ def jax_input(x: np.ndarray, precision: str) -> jax.Array:
     return jnp.asarray(x, jnp.float64 if precision == "float64" else jnp.float32)
 
 
-def _jax_forward(model: JaxUNet, x: jax.Array) -> tuple[jax.Array, dict[str, np.ndarray]]:
-    """Output and the model's state afterwards, without mutating ``model``."""
-    graphdef, state = nnx.split(model)
-    y, new_state = _jit_forward(graphdef, state, x)
-    return y, state_to_torch(new_state)
+def torch_tensors(model: TorchUNet) -> dict[str, np.ndarray]:
+    """Canonical tensors as float64 numpy (``state_dict_to_numpy`` rounds to float32)."""
+    return {k: t.detach().to("cpu", torch.float64).numpy() for k, t in model.state_dict().items()}
 
 
-def _forward_pure(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array):
-    model = nnx.merge(graphdef, state)
-    y = model(x)
-    return y, nnx.state(model)
+def _stats_only(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: v for k, v in tensors.items() if "running_" in k or "num_batches" in k}
 
 
-_jit_forward = jax.jit(_forward_pure, static_argnums=0)
+def _params_only(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: v for k, v in tensors.items() if "running_" not in k and "num_batches" not in k}
 
 
-# --- forward ----------------------------------------------------------------------------------
-def forward_check(pair: ModelPair, x: np.ndarray, mode: str, precision: str) -> list[CheckResult]:
-    """Outputs (and, in train mode with BatchNorm, the updated running statistics) agree."""
-    with precision_context(precision):
-        torch_model = torch_model_at(pair, precision)
-        jax_model = jax_model_at(pair, precision)
-        set_mode(torch_model, jax_model, mode)
-        with torch.no_grad(), _autocast(precision):
-            y_torch = from_torch(torch_model(to_torch(x, precision)))
-        y_jax, jax_state = _jax_forward(jax_model, jax_input(x, precision))
-        y_jax = np.asarray(y_jax, np.float64)
-    case = f"{pair.direction} {mode} {precision}"
-    rows = [CheckResult("forward", case, "rel_l2(output)", rel_l2(y_jax, y_torch),
-                        tolerance("forward", precision), note=precision_note(precision))]
-    if mode == "train" and pair.cfg.norm == "batch":
-        torch_stats = {k: v for k, v in state_dict_to_numpy(torch_model.state_dict()).items()
-                       if "running_" in k or "num_batches" in k}
-        jax_stats = {k: jax_state[k] for k in torch_stats}
-        err, name = worst_rel_l2(jax_stats, torch_stats)
-        rows.append(CheckResult("bn_stats", case + " (1 forward)", "max rel_l2(running stats)", err,
-                                tolerance("bn_stats", precision), note=f"worst: {name}"))
-    return rows
+def inert_parameters(model: ModelConfig, names: Sequence[str]) -> set[str]:
+    """Conv biases that feed a per-channel norm (batch, instance) directly.
+
+    The norm subtracts each channel's mean, so their exact gradient is zero and AdamW turns the
+    rounding noise of their computed gradient into +-lr steps: a random walk with no effect on
+    the function, different in every run. Excluded from the update and parameter comparisons.
+    """
+    if model.norm not in ("batch", "instance"):
+        return set()
+    pattern = re.compile(r"^(encoders\.\d+|bottleneck|decoders\.\d+)\.conv[12]\.bias$")
+    return {n for n in names if pattern.match(n)}
 
 
-# --- gradients --------------------------------------------------------------------------------
+# --- forward and backward on one batch ----------------------------------------------------------
 def _l1_any_dtype(pred, target):
     """Plain L1 in the inputs' dtype: the backends' losses compute in float32 by design, which
     would cap a float64 comparison at float32 accuracy."""
@@ -287,33 +278,19 @@ def _loss_key(train: TrainConfig, precision: str) -> tuple:
     return ("training_loss", train.loss, train.ssim_weight, train.ssim_data_range)
 
 
-def _torch_loss(train: TrainConfig, precision: str):
-    if precision == "float64":
-        return _l1_any_dtype
-    return lambda pred, target: torch_losses.training_loss(pred, target, train)
-
-
 @dataclass
-class Gradients:
+class Evaluation:
+    """One framework's forward + backward on a batch, on the host in float64, torch layout names."""
+
+    output: np.ndarray                 # channels-last
     loss: float
-    input: np.ndarray               # channels-last, like the batch
-    params: dict[str, np.ndarray]   # canonical names, torch layout
+    input_grad: np.ndarray             # channels-last
+    param_grads: dict[str, np.ndarray]
+    stats: dict[str, np.ndarray]       # BatchNorm running statistics after the forward
 
 
-def jax_gradients(model: JaxUNet, batch: dict[str, np.ndarray], train: TrainConfig,
-                  precision: str) -> Gradients:
-    """d loss / d (input, every parameter) of the JAX model (inside ``precision_context``)."""
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
-    loss, (g_params, g_x) = _jit_value_and_grad(graphdef, _loss_key(train, precision), params, rest,
-                                                jax_input(batch["t1"], precision),
-                                                jax_input(batch["t2"], precision))
-    return Gradients(float(loss), np.asarray(g_x, np.float64),
-                     {k: v.astype(np.float64) for k, v in state_to_torch(nnx.State(g_params)).items()})
-
-
-def _loss_and_grads_pure(graphdef: nnx.GraphDef, loss_key: tuple, params: dict, rest: dict,
-                         x: jax.Array, t2: jax.Array):
+def _jax_evaluate_pure(graphdef: nnx.GraphDef, loss_key: tuple, params: dict, rest: dict,
+                       x: jax.Array, t2: jax.Array):
     if loss_key[0] == "plain_l1":
         loss_fn = _l1_any_dtype
     else:
@@ -321,69 +298,132 @@ def _loss_and_grads_pure(graphdef: nnx.GraphDef, loss_key: tuple, params: dict, 
         loss_fn = lambda pred, target: jax_losses.training_loss(pred, target, train)  # noqa: E731
 
     def loss_of(params, x):
-        return loss_fn(nnx.merge(graphdef, nnx.State(params), nnx.State(rest))(x), t2)
+        model = nnx.merge(graphdef, nnx.State(params), nnx.State(rest))
+        pred = model(x)
+        return loss_fn(pred, t2), (pred, nnx.state(model, nnx.BatchStat))
 
-    return jax.value_and_grad(loss_of, argnums=(0, 1))(params, x)
+    return jax.value_and_grad(loss_of, argnums=(0, 1), has_aux=True)(params, x)
 
 
 # Cached on the (hashable) graphdef: both directions and every seed of one architecture compile once.
-_jit_value_and_grad = jax.jit(_loss_and_grads_pure, static_argnums=(0, 1))
+_jit_evaluate = jax.jit(_jax_evaluate_pure, static_argnums=(0, 1))
 
 
-def torch_gradients(model: TorchUNet, batch: dict[str, np.ndarray], train: TrainConfig,
-                    precision: str) -> Gradients:
-    """d loss / d (input, every parameter) of the torch model (inside ``precision_context``)."""
+def jax_evaluate(model: JaxUNet, batch: dict[str, np.ndarray], train: TrainConfig, precision: str
+                 ) -> Evaluation:
+    """Output, loss and d loss / d (input, every parameter) of the JAX model (in its current mode)."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    (loss, (pred, stats)), (g_params, g_x) = _jit_evaluate(
+        graphdef, _loss_key(train, precision), _at_precision(nnx.to_pure_dict(params), precision),
+        _at_precision(nnx.to_pure_dict(rest), precision),
+        jax_input(batch["t1"], precision), jax_input(batch["t2"], precision))
+    f64 = lambda tree: {k: np.asarray(v, np.float64) for k, v in state_to_torch(tree).items()}  # noqa: E731
+    return Evaluation(np.asarray(pred, np.float64), float(loss), np.asarray(g_x, np.float64),
+                      f64(nnx.State(g_params)), _stats_only(f64(stats)))
+
+
+def torch_evaluate(model: TorchUNet, batch: dict[str, np.ndarray], train: TrainConfig, precision: str
+                   ) -> Evaluation:
+    """The torch twin of :func:`jax_evaluate` (the model's running statistics are updated)."""
     model.zero_grad(set_to_none=True)
     x = to_torch(batch["t1"], precision).requires_grad_(True)
     with _autocast(precision):
         pred = model(x)
-    loss = _torch_loss(train, precision)(pred, to_torch(batch["t2"], precision))
+    target = to_torch(batch["t2"], precision)
+    loss = _l1_any_dtype(pred, target) if precision == "float64" else \
+        torch_losses.training_loss(pred, target, train)
     loss.backward()
-    params = {n: p.grad.detach().to("cpu", torch.float64).numpy() for n, p in model.named_parameters()}
-    return Gradients(float(loss.detach()), from_torch(x.grad), params)
+    grads = {n: p.grad.detach().to("cpu", torch.float64).numpy() for n, p in model.named_parameters()}
+    return Evaluation(from_torch(pred), float(loss.detach()), from_torch(x.grad), grads,
+                      _stats_only(torch_tensors(model)))
 
 
-def gradients_at(pair: ModelPair, batch: dict[str, np.ndarray], train: TrainConfig, precision: str,
-                 mode: str = "train") -> tuple[Gradients, Gradients]:
-    """(jax, torch) gradients of the pair at one precision."""
+def evaluate_pair(pair: ModelPair, batch: dict[str, np.ndarray], train: TrainConfig, precision: str,
+                  mode: str = "train") -> tuple[Evaluation, Evaluation]:
+    """(jax, torch) evaluations of the pair at one precision, in ``mode`` (train | eval)."""
+    torch_model = torch_model_at(pair, precision)
+    jax_model = jax_model_at(pair, precision)
+    set_mode(torch_model, jax_model, mode)
     with precision_context(precision):
-        torch_model = torch_model_at(pair, precision)
-        jax_model = jax_model_at(pair, precision)
-        set_mode(torch_model, jax_model, mode)
-        return (jax_gradients(jax_model, batch, train, precision),
-                torch_gradients(torch_model, batch, train, precision))
+        return (jax_evaluate(jax_model, batch, train, precision),
+                torch_evaluate(torch_model, batch, train, precision))
 
 
-def _gradient_rows(check: str, case: str, got: Gradients, ref: Gradients, tol: float,
-                   note: str) -> list[CheckResult]:
-    err_params, name = worst_rel_l2(got.params, ref.params)
+def _gradient_rows(case: str, got: Evaluation, ref: Evaluation, tol: float, note: str,
+                   inert: set[str]) -> list[CheckResult]:
+    err, name = worst_rel_l2({k: v for k, v in got.param_grads.items() if k not in inert},
+                             {k: v for k, v in ref.param_grads.items() if k not in inert})
+    excluded = f"; {len(inert)} inert biases apart" if inert else ""
     return [
-        CheckResult(check, case, "rel_l2(d loss/d input)", rel_l2(got.input, ref.input), tol, note=note),
-        CheckResult(check, case, "max rel_l2(d loss/d param)", err_params, tol,
-                    note=f"worst: {name}; {len(ref.params)} params"),
+        CheckResult("grad", case, "rel_l2(d loss/d input)", rel_l2(got.input_grad, ref.input_grad), tol,
+                    note=note),
+        CheckResult("grad", case, "max rel_l2(d loss/d param)", err, tol,
+                    note=f"worst: {name}; {len(ref.param_grads) - len(inert)} params{excluded}"),
     ]
 
 
-def gradient_check(pair: ModelPair, batch: dict[str, np.ndarray], train: TrainConfig,
-                   precision: str) -> list[CheckResult]:
-    """Gradients w.r.t. input and every parameter (by canonical name) agree.
+def _inert_gradient_row(case: str, framework: str, got: Evaluation, inert: set[str], precision: str
+                        ) -> CheckResult:
+    """Inert biases (see :func:`inert_parameters`) must get a zero gradient up to rounding."""
+    total = np.sqrt(sum(float(np.sum(g**2)) for g in got.param_grads.values()))
+    worst = max(float(np.linalg.norm(got.param_grads[n])) for n in inert) / max(total, 1e-300)
+    return CheckResult("grad", f"{case} {framework}", "max |d loss/d inert bias| / |d loss/d params|", worst,
+                       tolerance("grad_inert", precision), note=f"{len(inert)} conv biases before a per-channel norm")
 
-    float64: JAX against torch directly. Lower precisions: both frameworks' gradients against
-    the float64 torch reference (a ReLU pre-activation within rounding of zero may flip between
-    two float32 runs; against the exact reference both errors stay small), plus JAX against
-    torch directly.
+
+def train_mode_check(pair: ModelPair, batch: dict[str, np.ndarray], train: TrainConfig,
+                     precision: str) -> list[CheckResult]:
+    """Training-mode forward (batch statistics; dropout off: its masks are framework RNG), the
+    BatchNorm running statistics it updates, and the gradients w.r.t. input and every parameter.
+
+    float64: JAX against torch directly. Lower precisions: JAX against torch, and (L1 loss) both
+    against the float64 torch reference (one ReLU pre-activation within rounding of zero can
+    flip between two float32 runs; against the exact reference both errors stay small).
     """
-    g_jax, g_torch = gradients_at(pair, batch, train, precision)
-    case = f"{pair.direction} {precision}"
-    tol = tolerance("grad", precision)
+    got_jax, got_torch = evaluate_pair(pair, batch, train, precision)
+    case = f"{pair.direction} train-mode {precision}"
     note = precision_note(precision)
+    rows = [CheckResult("forward", case, "rel_l2(output)", rel_l2(got_jax.output, got_torch.output),
+                        tolerance("forward", precision), note=note)]
+    if got_torch.stats:
+        err, name = worst_rel_l2(got_jax.stats, got_torch.stats)
+        rows.append(CheckResult("bn_stats", case + " (1 forward)", "max rel_l2(running stats)", err,
+                                tolerance("bn_stats", precision), note=f"worst: {name}"))
+    tol = tolerance("grad", precision)
+    inert = inert_parameters(pair.cfg, list(got_torch.param_grads))
+    rows += [_inert_gradient_row(case, name, got, inert, precision)
+             for name, got in (("jax", got_jax), ("torch", got_torch)) if inert]
     if precision == "float64":
-        return _gradient_rows("grad", case, g_jax, g_torch, tol, note)
-    _, ref = gradients_at(pair, batch, train, "float64")
-    rows = _gradient_rows("grad", case + " jax vs f64 ref", g_jax, ref, tol, note)
-    rows += _gradient_rows("grad", case + " torch vs f64 ref", g_torch, ref, tol, note)
-    rows += _gradient_rows("grad", case + " jax vs torch", g_jax, g_torch, tol, note)
+        return rows + _gradient_rows(case, got_jax, got_torch, tol, note, inert)
+    rows += _gradient_rows(case + " jax vs torch", got_jax, got_torch, tol, note, inert)
+    if train.loss != "l1":  # the float64 reference is plain L1 (the backends' SSIM is float32)
+        return rows
+    _, ref = evaluate_pair(pair, batch, train, "float64")
+    rows += _gradient_rows(case + " jax vs f64 ref", got_jax, ref, tol, note, inert)
+    rows += _gradient_rows(case + " torch vs f64 ref", got_torch, ref, tol, note, inert)
     return rows
+
+
+def _jax_forward_pure(graphdef: nnx.GraphDef, state: dict, x: jax.Array) -> jax.Array:
+    return nnx.merge(graphdef, nnx.State(state))(x)
+
+
+_jit_forward = jax.jit(_jax_forward_pure, static_argnums=0)
+
+
+def eval_mode_check(pair: ModelPair, x: np.ndarray, precision: str) -> CheckResult:
+    """Inference-mode forward: BatchNorm on its (perturbed) running statistics, dropout identity."""
+    torch_model = torch_model_at(pair, precision)
+    jax_model = jax_model_at(pair, precision)
+    set_mode(torch_model, jax_model, "eval")
+    graphdef, state = nnx.split(jax_model)
+    with precision_context(precision):
+        with torch.no_grad(), _autocast(precision):
+            y_torch = from_torch(torch_model(to_torch(x, precision)))
+        y_jax = _jit_forward(graphdef, _at_precision(nnx.to_pure_dict(state), precision), jax_input(x, precision))
+        y_jax = np.asarray(y_jax, np.float64)
+    return CheckResult("forward", f"{pair.direction} eval-mode {precision}", "rel_l2(output)",
+                       rel_l2(y_jax, y_torch), tolerance("forward", precision), note=precision_note(precision))
 
 
 # --- training steps (the backends' real step functions) ---------------------------------------
@@ -424,7 +464,7 @@ def torch_training(tensors: dict[str, np.ndarray], cfg: Config, batches: Sequenc
         for i, batch in enumerate(batches, 1):
             handles.append(engine.train_step(batch))
             if i in snapshot_at:
-                snapshots[i] = state_dict_to_numpy(engine.model.state_dict())
+                snapshots[i] = torch_tensors(engine.model)  # a copy: the engine updates in place
         return TrainTrace(engine.fetch_metrics(handles), snapshots)
     finally:
         engine.close()
@@ -441,74 +481,96 @@ def train_both(tensors: dict[str, np.ndarray], cfg: Config, batches: Sequence[di
                 torch_training(tensors, cfg, batches, snapshot_at, work_dir / "torch-run"))
 
 
-def _params_only(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: v for k, v in tensors.items() if "running_" not in k and "num_batches" not in k}
-
-
-def _stats_only(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: v for k, v in tensors.items() if "running_" in k or "num_batches" in k}
-
-
-def optimizer_step_check(tensors: dict[str, np.ndarray], cfg: Config, batch: dict[str, np.ndarray],
-                         work_dir: Path, case: str) -> list[CheckResult]:
-    """One AdamW update (schedule, clipping, decay mask): updates and new parameters agree."""
-    jax_trace, torch_trace = train_both(tensors, cfg, [batch], [1], work_dir)
-    initial = _params_only(tensors)
-    new_jax, new_torch = _params_only(jax_trace.snapshots[1]), _params_only(torch_trace.snapshots[1])
-    upd_jax = {k: new_jax[k] - initial[k] for k in initial}
-    upd_torch = {k: new_torch[k] - initial[k] for k in initial}
-    err_upd, name_upd = worst_rel_l2(upd_jax, upd_torch)
-    err_new, name_new = worst_rel_l2(new_jax, new_torch)
-    mj, mt = jax_trace.metrics[0], torch_trace.metrics[0]
-    clipped = mt["grad_norm"] > cfg.train.clip_norm
-    return [
-        CheckResult("adamw_step", case, "max rel_l2(update)", err_upd, tolerance("adamw_update", "float32"),
-                    note=f"worst: {name_upd}; clipping {'active' if clipped else 'INACTIVE'} "
-                         f"(|g| {mt['grad_norm']:.3g} vs clip {cfg.train.clip_norm:g})"),
-        CheckResult("adamw_step", case, "max rel_l2(new params)", err_new, tolerance("adamw_params", "float32"),
-                    note=f"worst: {name_new}"),
-        CheckResult("adamw_step", case, "rel diff(grad_norm)", _rel(mj["grad_norm"], mt["grad_norm"]),
-                    tolerance("grad_norm", "float32")),
-        CheckResult("adamw_step", case, "rel diff(lr)", _rel(mj["lr"], mt["lr"]), tolerance("lr", "float32"),
-                    note=f"lr(0) = {mt['lr']:.6g}"),
-    ]
+def _functional(tensors: dict[str, np.ndarray], inert: set[str]) -> dict[str, np.ndarray]:
+    return {k: v for k, v in _params_only(tensors).items() if k not in inert}
 
 
 def _rel(value: float, reference: float) -> float:
     return abs(value - reference) / max(abs(reference), 1e-30)
 
 
-def batchnorm_stats_check(tensors: dict[str, np.ndarray], cfg: Config,
-                          batches: Sequence[dict[str, np.ndarray]], work_dir: Path, case: str
-                          ) -> list[CheckResult]:
-    """Running mean / unbiased running variance / counters after a few training steps."""
-    k = len(batches)
-    jax_trace, torch_trace = train_both(tensors, cfg, batches, [k], work_dir)
-    stats_jax, stats_torch = _stats_only(jax_trace.snapshots[k]), _stats_only(torch_trace.snapshots[k])
-    err, name = worst_rel_l2(stats_jax, stats_torch)
-    return [CheckResult("bn_stats", f"{case} after {k} steps", "max rel_l2(running stats)", err,
-                        tolerance("bn_stats", "float32"), note=f"worst: {name}")]
+BN_STATS_STEPS = 3  # "a few training steps" for the BatchNorm running-statistics comparison
 
 
-def trajectory_check(tensors: dict[str, np.ndarray], cfg: Config, batches: Sequence[dict[str, np.ndarray]],
-                     work_dir: Path, case: str, precision: str = "float32"
-                     ) -> tuple[list[CheckResult], TrainTrace, TrainTrace]:
-    """Loss curves at every step and the final parameters of an n-step training agree."""
+def training_checks(tensors: dict[str, np.ndarray], cfg: Config, batches: Sequence[dict[str, np.ndarray]],
+                    work_dir: Path, case: str, precision: str = "float32"
+                    ) -> tuple[list[CheckResult], TrainTrace, TrainTrace]:
+    """Both engines train from the same weights on the same batches; compare, after update 1,
+    the AdamW update (schedule, clipping, decay mask), grad norm and learning rate; after
+    ``BN_STATS_STEPS`` updates the BatchNorm running statistics; at every step the loss; at the
+    end the parameters. Returns the rows and both traces (for synthesis from the result)."""
     n = len(batches)
-    jax_trace, torch_trace = train_both(tensors, cfg, batches, [n], work_dir, precision)
+    k = min(BN_STATS_STEPS, n)
+    jax_trace, torch_trace = train_both(tensors, cfg, batches, sorted({1, k, n}), work_dir, precision)
+    case = f"{case} {precision}"
+    rows = _first_update_rows(tensors, cfg, jax_trace, torch_trace, case, precision)
+    if cfg.model.norm == "batch":
+        rows += _batchnorm_rows(jax_trace, torch_trace, k, case, precision)
     loss_errs = [_rel(j["loss"], t["loss"]) for j, t in zip(jax_trace.metrics, torch_trace.metrics)]
     worst_step = int(np.argmax(loss_errs))
-    err_final, name = worst_rel_l2(_params_only(jax_trace.snapshots[n]), _params_only(torch_trace.snapshots[n]))
+    inert = inert_parameters(cfg.model, list(tensors))
+    err_final, name = worst_rel_l2(_functional(jax_trace.snapshots[n], inert),
+                                   _functional(torch_trace.snapshots[n], inert))
+    excluded = f"; {len(inert)} inert biases excluded" if inert else ""
     first, last = torch_trace.metrics[0]["loss"], torch_trace.metrics[-1]["loss"]
-    case = f"{case} {n} steps {precision}"
-    rows = [
-        CheckResult("trajectory", case, "max rel diff(loss) over steps", max(loss_errs),
-                    tolerance("traj_loss", precision),
-                    note=f"worst at step {worst_step + 1}; torch loss {first:.4g} -> {last:.4g}"),
-        CheckResult("trajectory", case, "max rel_l2(final params)", err_final,
-                    tolerance("traj_params", precision), note=f"worst: {name}"),
+    regime = trajectory_regime(cfg.model, cfg.train)
+    suffix = "_smooth" if regime == "smooth" else ""
+    lr_err = max(_rel(j["lr"], t["lr"]) for j, t in zip(jax_trace.metrics, torch_trace.metrics))
+    rows += [
+        CheckResult("trajectory", f"{case} {n} steps", "max rel diff(loss) over steps", max(loss_errs),
+                    tolerance("traj_loss" + suffix, precision),
+                    note=f"{regime}; worst at step {worst_step + 1}; torch loss {first:.4g} -> {last:.4g}"),
+        CheckResult("trajectory", f"{case} {n} steps", "max rel_l2(final params)", err_final,
+                    tolerance("traj_params" + suffix, precision), note=f"{regime}; worst: {name}{excluded}"),
+        CheckResult("trajectory", f"{case} {n} steps", "max rel diff(lr) over steps", lr_err,
+                    tolerance("lr", precision), note="warmup-cosine, one shared formula"),
     ]
     return rows, jax_trace, torch_trace
+
+
+def _batchnorm_rows(jax_trace: TrainTrace, torch_trace: TrainTrace, k: int, case: str, precision: str
+                    ) -> list[CheckResult]:
+    """Running statistics after update 1 (all of them) and after ``k`` updates (variances and
+    counters: from update 2 on, a running mean also accumulates its inert conv bias, whose
+    noise-driven AdamW walk differs between frameworks; a variance is blind to that shift)."""
+    stats_1 = [_stats_only(trace.snapshots[1]) for trace in (jax_trace, torch_trace)]
+    err_1, name_1 = worst_rel_l2(*stats_1)
+    stats_k = [{n: v for n, v in _stats_only(trace.snapshots[k]).items() if "running_mean" not in n}
+               for trace in (jax_trace, torch_trace)]
+    err_k, name_k = worst_rel_l2(*stats_k)
+    return [
+        CheckResult("bn_stats", f"{case} after 1 step", "max rel_l2(running stats)", err_1,
+                    tolerance("bn_stats", precision), note=f"worst: {name_1}"),
+        CheckResult("bn_stats", f"{case} after {k} steps", "max rel_l2(running var, count)", err_k,
+                    tolerance("bn_stats_trained", precision), note=f"worst: {name_k}"),
+    ]
+
+
+def _first_update_rows(tensors: dict[str, np.ndarray], cfg: Config, jax_trace: TrainTrace,
+                       torch_trace: TrainTrace, case: str, precision: str) -> list[CheckResult]:
+    """Update 1 and the gradient norm. Not in bf16: AdamW's first update is ~lr * sign(g), and
+    bf16 gradients flip the sign of small elements, so only the gradient norm is compared."""
+    mj, mt = jax_trace.metrics[0], torch_trace.metrics[0]
+    norm_row = CheckResult("adamw_step", case, "rel diff(grad_norm)", _rel(mj["grad_norm"], mt["grad_norm"]),
+                           tolerance("grad_norm", precision))
+    if precision == "bf16":
+        return [norm_row]
+    inert = inert_parameters(cfg.model, list(tensors))
+    initial = _functional(tensors, inert)
+    new_jax, new_torch = _functional(jax_trace.snapshots[1], inert), _functional(torch_trace.snapshots[1], inert)
+    err_upd, name_upd = worst_rel_l2({k: new_jax[k] - initial[k] for k in initial},
+                                     {k: new_torch[k] - initial[k] for k in initial})
+    err_new, name_new = worst_rel_l2(new_jax, new_torch)
+    clip = cfg.train.clip_norm
+    clipping = "active" if mt["grad_norm"] > clip else "inactive"
+    return [
+        CheckResult("adamw_step", case, "max rel_l2(update 1)", err_upd, tolerance("adamw_update", precision),
+                    note=f"worst: {name_upd}; clipping {clipping} (|g| {mt['grad_norm']:.3g}, clip {clip:g})"
+                         + (f"; {len(inert)} inert biases excluded" if inert else "")),
+        CheckResult("adamw_step", case, "max rel_l2(params after update 1)", err_new,
+                    tolerance("adamw_params", precision), note=f"worst: {name_new}"),
+        norm_row,
+    ]
 
 
 # --- whole-volume synthesis through the shared inference --------------------------------------
@@ -577,3 +639,14 @@ def mismatch_checks(valid: Path, work_dir: Path) -> list[CheckResult]:
             rows.append(CheckResult("weight_mismatch", f"{name}: {case}", "fails naming it", float(ok), 1.0,
                                     higher_is_better=True, note=message.replace(str(path.parent) + "/", "")))
     return rows
+
+
+def loader_batches(volumes: Sequence, cfg: Config, steps: int) -> list[dict[str, np.ndarray]]:
+    """The first ``steps`` batches of the shared training pipeline (fed to both backends)."""
+    from mrsynth.data.loader import make_train_loader
+
+    loader = make_train_loader(list(volumes), cfg, batch_size=cfg.train.batch_size, seed=cfg.train.seed)
+    try:
+        return [next(loader) for _ in range(steps)]
+    finally:
+        loader.close()

@@ -9,7 +9,7 @@ import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from mrsynth.config import ModelConfig  # noqa: E402
-from jax_impl.model import BatchNorm, Dropout, build_model, conv_transpose  # noqa: E402
+from jax_impl.model import BatchNorm, ConvTranspose2x, DepthStackedConv3d, Dropout, GroupNorm, build_model  # noqa: E402
 from jax_impl.predict import JaxPredictor  # noqa: E402
 from jax_impl.weights import model_to_torch  # noqa: E402
 
@@ -74,14 +74,22 @@ def _torch_conv_transpose_k2s2(x: np.ndarray, weight: np.ndarray, bias: np.ndarr
 
 
 @pytest.mark.parametrize("dims", [2, 3])
-def test_conv_transpose_matches_torch_semantics_after_conversion(dims):
-    layer = conv_transpose(dims, 3, 5, dtype=jnp.float32, rngs=nnx.Rngs(0))
+def test_conv_transpose_matches_torch_semantics_and_xla_transposed_conv(dims):
+    layer = ConvTranspose2x(dims, 3, 5, dtype=jnp.float32, rngs=nnx.Rngs(0))
     rng = np.random.default_rng(1)
+    layer.bias.set_value(jnp.asarray(rng.normal(size=5), jnp.float32))
     x = rng.normal(size=(2, *([3] * dims), 3)).astype(np.float32)
     torch_weight = model_to_torch(layer)["weight"]
     assert torch_weight.shape == (3, 5, *([2] * dims))  # (in, out, k...)
     expected = _torch_conv_transpose_k2s2(x, torch_weight, np.asarray(layer.bias[...]))
-    np.testing.assert_allclose(np.asarray(layer(jnp.asarray(x))), expected, rtol=1e-5, atol=1e-5)
+    got = np.asarray(layer(jnp.asarray(x)))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    # The matmul formulation is the same function as XLA's transposed convolution.
+    reference = nnx.ConvTranspose(3, 5, (2,) * dims, strides=(2,) * dims, padding="VALID",
+                                  transpose_kernel=True, rngs=nnx.Rngs(0))
+    reference.kernel.set_value(layer.kernel.get_value())
+    reference.bias.set_value(layer.bias.get_value())
+    np.testing.assert_allclose(got, np.asarray(reference(jnp.asarray(x))), rtol=1e-5, atol=1e-5)
 
 
 def test_conv_weight_conversion_matches_cross_correlation():
@@ -136,3 +144,73 @@ def test_bfloat16_compute_keeps_float32_params_and_output():
     assert out.dtype == jnp.float32
     reference = forward(build_model(cfg), x)  # same seed, float32 compute
     assert float(jnp.max(jnp.abs(out - reference))) < 0.1 * float(jnp.max(jnp.abs(reference))) + 0.05
+
+
+def test_depth_stacked_conv3d_equals_native_3d_conv_with_gradients():
+    rngs = nnx.Rngs(0)
+    layer = DepthStackedConv3d(3, 5, dtype=jnp.float32, rngs=rngs)
+    native = nnx.Conv(3, 5, (3, 3, 3), padding=((1, 1),) * 3, rngs=nnx.Rngs(1))
+    native.kernel.set_value(layer.kernel.get_value())
+    layer.bias.set_value(jnp.arange(5, dtype=jnp.float32))
+    native.bias.set_value(layer.bias.get_value())
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 5, 6, 7, 3)), jnp.float32)
+    np.testing.assert_allclose(np.asarray(layer(x)), np.asarray(native(x)), rtol=1e-5, atol=1e-5)
+
+    def grads(module):
+        graphdef, state = nnx.split(module)
+        loss = lambda st, xx: jnp.sum(jnp.sin(nnx.merge(graphdef, st)(xx)))  # noqa: E731
+        g_state, g_x = jax.grad(loss, argnums=(0, 1))(state, x)
+        return g_state["kernel"].get_value(), g_x
+
+    (gk_a, gx_a), (gk_b, gx_b) = grads(layer), grads(native)
+    np.testing.assert_allclose(np.asarray(gk_a), np.asarray(gk_b), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(gx_a), np.asarray(gx_b), rtol=1e-4, atol=1e-4)
+
+
+def test_whole_3d_model_is_the_same_function_with_either_conv3d_formulation():
+    cfg = tiny(dims=3)
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(1, 8, 8, 8, 1)), jnp.float32)
+    outputs = []
+    for formulation in ("stacked2d", "native"):
+        model = build_model(cfg, conv3d=formulation)
+        model.eval()
+        outputs.append((np.asarray(model(x)), model_to_torch(model)))
+    (a, wa), (b, wb) = outputs
+    assert wa.keys() == wb.keys() and all(wa[k].shape == wb[k].shape for k in wa)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)  # same seed -> same weights -> same output
+
+
+def _group_norm_float64(x: np.ndarray, groups: int, eps: float) -> np.ndarray:
+    g = x.astype(np.float64).reshape(x.shape[0], -1, groups, x.shape[-1] // groups)
+    mean = g.mean(axis=(1, 3), keepdims=True)
+    var = np.square(g - mean).mean(axis=(1, 3), keepdims=True)
+    return ((g - mean) / np.sqrt(var + eps)).reshape(x.shape)
+
+
+def test_group_norm_statistics_are_float32_accurate_on_large_groups():
+    # 2 groups of 2 channels x 192 x 224 = 86016 values with an offset mean: nnx.GroupNorm's
+    # single float32 reduction lands ~1e-5 from float64 here, the chunked one ~6e-8.
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(2, 192, 224, 4)) * rng.uniform(0.5, 2, size=4) + 1.0).astype(np.float32)
+    expected = _group_norm_float64(x, 2, 1e-5)
+    norm = GroupNorm(4, num_groups=2, epsilon=1e-5, dtype=jnp.float32)
+    y = np.asarray(nnx.jit(lambda m, v: m(v))(norm, jnp.asarray(x)), np.float64)
+    assert np.linalg.norm(y - expected) / np.linalg.norm(expected) <= 2e-6
+    half = nnx.jit(lambda m, v: m(v))(GroupNorm(4, num_groups=2, epsilon=1e-5, dtype=jnp.bfloat16),
+                                      jnp.asarray(x, jnp.bfloat16))
+    assert half.dtype == jnp.bfloat16
+
+
+def test_bfloat16_head_bias_gradient_matches_float32():
+    cfg = tiny(base_channels=8)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, 64, 64, 1)), jnp.float32)
+    target = jnp.asarray(rng.normal(size=(2, 64, 64, 1)) + 0.5, jnp.float32)
+
+    def head_bias_grad(dtype: str) -> float:
+        model = build_model(cfg, seed=0, compute_dtype=dtype)
+        grads = nnx.jit(nnx.grad(lambda m: jnp.mean(jnp.abs(m(x) - target))))(model)
+        return float(grads.head.bias.get_value()[0])
+
+    exact, half = head_bias_grad("float32"), head_bias_grad("bfloat16")
+    assert abs(half - exact) <= 0.01 * abs(exact)

@@ -128,3 +128,14 @@ def test_predictor_rejects_wrong_rank():
     cfg = tiny()
     with pytest.raises(ValueError, match="expected"):
         TorchPredictor(UNet(cfg), cfg, torch.device("cpu"))(np.zeros((2, 8, 8, 8, 1), np.float32))
+
+
+def test_state_dict_to_numpy_returns_copies():
+    from torch_ref.weights import state_dict_to_numpy
+    model = UNet(tiny())
+    arrays = state_dict_to_numpy(model.state_dict())
+    before = {name: a.copy() for name, a in arrays.items()}
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            t.add_(1)
+    assert all(np.array_equal(arrays[name], before[name]) for name in arrays)

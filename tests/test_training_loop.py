@@ -115,10 +115,11 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(backend, tmp
 
 
 @pytest.mark.slow
-def test_predict_writes_input_grid_and_crosses_backends(tmp_path, capsys):
+def test_predict_writes_input_grid_and_crosses_backends(tmp_path, monkeypatch):
     overrides = tiny_overrides(tmp_path)
     sets = [arg for o in overrides for arg in ("--set", o)]
-    assert main(["train", "--backend", "jax", "--run-dir", str(tmp_path / "run"), *sets]) == 0
+    monkeypatch.chdir(tmp_path)  # a relative --run-dir, as users type it (orbax needs absolute paths)
+    assert main(["train", "--backend", "jax", "--run-dir", "run", *sets]) == 0
     t1 = sorted((tmp_path / "phantom").glob("*-T1.nii.gz"))[0]
     src = nib.load(t1)
 

@@ -24,6 +24,7 @@ import torch
 from mrsynth.backend import Batch, Predictor
 from mrsynth.config import Config
 
+from mrsynth.bench.settings import BenchSettings
 from mrsynth.bench.variants import Variant
 from torch_ref.backend import default_device
 from torch_ref.train import TorchEngine
@@ -84,32 +85,17 @@ class TorchSession:
             "threads": torch.get_num_threads(),
         }
 
-    def _step(self) -> None:
+    def precision_scope(self) -> contextlib.AbstractContextManager[Any]:
+        return tf32_flags(self.precision)
+
+    def synced_step(self) -> None:
         self.engine.train_step_on_device(self._placed)
         _sync(self.device)
 
-    def first_step(self) -> float:
-        with tf32_flags(self.precision):
-            start = time.perf_counter()
-            self._step()
-            return time.perf_counter() - start
-
-    def timed_steps(self, n: int) -> list[float]:
-        times = []
-        with tf32_flags(self.precision):
-            for _ in range(n):
-                start = time.perf_counter()
-                self._step()
-                times.append(time.perf_counter() - start)
-        return times
-
-    def pipeline_seconds(self, batches: Iterator[Batch], n: int) -> float:
-        with tf32_flags(self.precision):
-            start = time.perf_counter()
-            for _ in range(n):
-                self.engine.train_step(next(batches))
-            _sync(self.device)
-            return time.perf_counter() - start
+    def run_steps(self, batches: Iterator[Batch], n: int) -> None:
+        for _ in range(n):
+            self.engine.train_step(next(batches))
+        _sync(self.device)
 
     def predictor(self) -> Predictor:
         return _ScopedPredictor(self.engine.predictor(), self.precision)
@@ -134,6 +120,10 @@ class TorchBench:
     """:class:`mrsynth.bench.backends.BackendBench` for PyTorch."""
 
     name = "torch"
+
+    def configure(self, settings: BenchSettings) -> None:
+        if settings.torch_cpu_threads > 0 and default_device().type == "cpu":
+            torch.set_num_threads(settings.torch_cpu_threads)
 
     def device_info(self) -> dict[str, Any]:
         device = default_device()

@@ -21,7 +21,7 @@ FRAMEWORK = "torch"
 
 def state_dict_to_numpy(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """Canonical name -> float32 numpy array (a host copy)."""
-    return {name: t.detach().to("cpu", torch.float32).numpy() for name, t in state.items()}
+    return {name: t.detach().to("cpu", torch.float32).clone().numpy() for name, t in state.items()}
 
 
 def save_weights(path: Path, model: nn.Module, model_cfg: ModelConfig,

@@ -6,16 +6,18 @@ timing-specific parts: device-resident batches, synchronization, precision switc
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
+
+import time
 
 import numpy as np
 
-from mrsynth.backend import Batch, Predictor
+from mrsynth.backend import Batch, Predictor, import_backend_module
 from mrsynth.config import Config
-from mrsynth.errors import MrsynthError
 
+from mrsynth.bench.settings import BenchSettings
 from mrsynth.bench.variants import Variant
 
 BENCH_MODULES = {"jax": "jax_impl.bench", "torch": "torch_ref.bench"}
@@ -26,16 +28,16 @@ class TrainSession(Protocol):
 
     settings: dict[str, Any]  # what actually ran (device, precision, compile, channels_last, ...)
 
-    def first_step(self) -> float:
-        """Seconds of the first step on the synthetic batch (compile / autotune included), synced."""
+    def precision_scope(self) -> AbstractContextManager[Any]:
+        """The variant's precision switches (JAX matmul precision, torch TF32 flags)."""
         ...
 
-    def timed_steps(self, n: int) -> list[float]:
-        """Seconds of each of ``n`` steps on the device-resident synthetic batch, synced per step."""
+    def synced_step(self) -> None:
+        """One step on the device-resident synthetic batch; returns when the device is done."""
         ...
 
-    def pipeline_seconds(self, batches: Iterator[Batch], n: int) -> float:
-        """Wall seconds of ``n`` normal ``train_step`` calls fed from ``batches``; one sync at the end."""
+    def run_steps(self, batches: Iterator[Batch], n: int) -> None:
+        """``n`` normal ``train_step`` calls fed from ``batches``; one device sync at the end."""
         ...
 
     def predictor(self) -> Predictor:
@@ -52,6 +54,10 @@ class TrainSession(Protocol):
 class BackendBench(Protocol):
     name: str
 
+    def configure(self, settings: BenchSettings) -> None:
+        """Apply process-wide settings this backend reads (e.g. torch CPU threads)."""
+        ...
+
     def device_info(self) -> dict[str, Any]:
         """Device kind/name, count, platform, CUDA/cuDNN/driver versions where available."""
         ...
@@ -67,13 +73,31 @@ class BackendBench(Protocol):
 
 def load_bench(name: str) -> BackendBench:
     """Import ``<backend>.bench`` and instantiate it; a clear error when the framework is missing."""
-    if name not in BENCH_MODULES:
-        raise MrsynthError(f"unknown backend {name!r} (choose from {', '.join(BENCH_MODULES)})")
-    try:
-        module = importlib.import_module(BENCH_MODULES[name])
-    except ModuleNotFoundError as exc:
-        root = (exc.name or "").split(".")[0]
-        if root in {"jax", "jaxlib", "flax", "optax", "orbax", "torch"}:
-            raise MrsynthError(f"backend {name!r} needs {root}, which is not installed") from None
-        raise
-    return module.create_bench()
+    return import_backend_module(name, BENCH_MODULES).create_bench()
+
+
+def first_step_seconds(session: TrainSession) -> float:
+    """Seconds of the first step (compile / autotune included)."""
+    with session.precision_scope():
+        start = time.perf_counter()
+        session.synced_step()
+        return time.perf_counter() - start
+
+
+def step_seconds(session: TrainSession, n: int) -> list[float]:
+    """Seconds of each of ``n`` synced steps on the device-resident batch."""
+    times = []
+    with session.precision_scope():
+        for _ in range(n):
+            start = time.perf_counter()
+            session.synced_step()
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def pipeline_seconds(session: TrainSession, batches: Iterator[Batch], n: int) -> float:
+    """Wall seconds of ``n`` training steps fed by the real loader (the end-to-end rate)."""
+    with session.precision_scope():
+        start = time.perf_counter()
+        session.run_steps(batches, n)
+        return time.perf_counter() - start

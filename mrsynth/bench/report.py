@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -96,13 +97,17 @@ def terminal_summary(results: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+def _loads(values: list[float] | None) -> str:
+    return "-" if not values else ", ".join(f"{v:.2f}" for v in values)
+
+
 def _machine_lines(results: dict[str, Any]) -> list[str]:
     m = results["machine"]
     lines = [
         f"- host: `{m['hostname']}`, {m['os']}, Python {m['python']}",
         f"- CPU: {m['cpu_model']}, {m['cpu_count']} cores ({m['cpu_usable']} usable), "
         f"{_fmt(m['memory_gib'], '.1f')} GiB RAM",
-        f"- load average at start {m['load_average']}, at end {m.get('load_average_end')} "
+        f"- load average (1, 5, 15 min) at start {_loads(m['load_average'])}, at end {_loads(m.get('load_average_end'))} "
         "(a load above the core count means other processes shared the CPU: timings are noisy)",
     ]
     for gpu in m.get("gpus", []):
@@ -187,19 +192,20 @@ def _plot(results: dict[str, Any], directory: Path) -> list[str]:
         plt.close(fig)
         written.append(PLOTS[0])
 
-        fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
-        width = 0.38
-        synthetic = [r["samples_per_s"] for r in rows]
-        pipeline = [r.get("pipeline", {}).get("samples_per_s", 0.0) for r in rows]
-        x = list(range(len(rows)))
-        ax.bar([i - width / 2 for i in x], synthetic, width, label="synthetic batch", color=colors)
-        ax.bar([i + width / 2 for i in x], pipeline, width, label="grain pipeline", color=colors, alpha=0.45)
-        for c in results["cases"]:
-            if "loader" in c:
-                ax.axhline(c["loader"]["samples_per_s"], ls="--", lw=1, color="gray")
-        ax.set_xticks(x, labels, fontsize=7)
-        ax.set_ylabel("samples / s")
-        ax.set_title("Throughput: synthetic (solid), pipeline (light), loader alone (dashed)")
+        fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(rows)), 4))
+        width = 0.27
+        loader_rate = {c["id"]: c["loader"]["samples_per_s"] for c in results["cases"] if "loader" in c}
+        series = [("synthetic batch", [r["samples_per_s"] for r in rows], 1.0),
+                  ("grain pipeline", [r.get("pipeline", {}).get("samples_per_s", 0.0) for r in rows], 0.5),
+                  ("loader alone", [loader_rate.get(r["case"], 0.0) for r in rows], 0.2)]
+        for k, (label, values, alpha) in enumerate(series):
+            ax.bar([i + (k - 1) * width for i in range(len(rows))], values, width, color=colors, alpha=alpha,
+                   edgecolor="black", linewidth=0.4, label=label)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(rows)), labels, fontsize=7)
+        ax.set_ylabel("samples / s (log)")
+        ax.set_title("Throughput: synthetic | pipeline | loader alone", fontsize=10)
+        ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(directory / PLOTS[1], dpi=110)
         plt.close(fig)
@@ -226,6 +232,9 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
     """results.json + README.md + plots in ``out_dir`` (replaced atomically)."""
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a report is meant to be shared
         (tmp / RESULTS_FILE).write_text(json.dumps(results, indent=2, default=str) + "\n")
         plots = _plot(results, tmp)
         (tmp / MARKDOWN_FILE).write_text(markdown(results, plots))

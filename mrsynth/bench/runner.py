@@ -33,7 +33,8 @@ from mrsynth.errors import ConfigError
 from mrsynth.evaluation.inference import synthesize_volume
 
 from mrsynth.bench import flops, scaling
-from mrsynth.bench.backends import BackendBench, TrainSession, load_bench
+from mrsynth.bench.backends import (BackendBench, TrainSession, first_step_seconds, load_bench, pipeline_seconds,
+                                    step_seconds)
 from mrsynth.bench.machine import host_info, host_memory
 from mrsynth.bench.settings import BenchSettings, case_config
 from mrsynth.bench.stats import summarize, tflops, throughput
@@ -130,6 +131,8 @@ class Benchmark:
                 for variant in self.variants:
                     case_config(raw_config, dims, settings.cases[f"{dims}d"], batch, variant)
         self.benches: dict[str, BackendBench] = {name: load_bench(name) for name in settings.backends}
+        for bench in self.benches.values():
+            bench.configure(settings)
 
     # --- peaks ----------------------------------------------------------------------------
     def peaks(self) -> dict[str, dict[str, float]]:
@@ -170,18 +173,18 @@ class Benchmark:
             first: dict[str, float] = {}
             for name in names:
                 sessions[name] = self.benches[name].open_session(cfg, variant, data)
-                first[name] = sessions[name].first_step()
-                sessions[name].timed_steps(s.warmup)
+                first[name] = first_step_seconds(sessions[name])
+                step_seconds(sessions[name], s.warmup)
                 self.log(f"[{name} {case['id']} {variant.name}] first step {first[name]:.2f} s")
             times: dict[str, list[float]] = {name: [] for name in names}
             for chunk in _chunks(s.steps, s.rounds):
                 for name in names:  # alternate: drift hits every backend alike
-                    times[name] += sessions[name].timed_steps(chunk)
+                    times[name] += step_seconds(sessions[name], chunk)
             for name in names:
                 peak = peaks.get(name, {}).get(variant.precision)
                 row = _train_row(case, name, variant, sessions[name], first[name], times[name], peak)
                 if loader is not None:
-                    seconds = sessions[name].pipeline_seconds(loader, s.pipeline_steps)
+                    seconds = pipeline_seconds(sessions[name], loader, s.pipeline_steps)
                     row["pipeline"] = {"seconds": seconds, "steps": s.pipeline_steps,
                                        "samples_per_s": s.pipeline_steps * batch / seconds}
                 if volumes and s.inference:
@@ -198,7 +201,7 @@ class Benchmark:
     def _scaling(self, dims: int, batch: int) -> dict[str, Any] | None:
         s = self.settings
         jax_variants = [v for v in self.variants if v.applies_to("jax") and "pmap" not in v.switches]
-        if not (s.scaling and "jax" in self.benches and jax_variants):
+        if not (s.scaling and dims in s.scaling_dims and "jax" in self.benches and jax_variants):
             return None
         variant = jax_variants[0]
         cfg = case_config(self.raw_config, dims, s.cases[f"{dims}d"], batch, variant)

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from mrsynth.config import Config, build_dataclass, config_from_dict, parse_override
+from mrsynth.config import (Config, apply_overrides, build_dataclass, config_from_dict, merge_mappings,
+                            read_yaml_mapping)
 from mrsynth.errors import ConfigError
 
 from mrsynth.bench.variants import Variant, parse_variant
@@ -51,22 +51,20 @@ class BenchSettings:
     inference: bool = True  # whole-volume synthesis through mrsynth.evaluation.inference
     inference_subjects: int = 1
     scaling: bool = True  # JAX 1..N devices (forced host devices on a CPU), in a subprocess
+    scaling_dims: list[int] = field(default_factory=lambda: [2, 3])  # which cases get a scaling run
     scaling_devices: list[int] = field(default_factory=lambda: [1, 2, 4])
     scaling_modes: list[str] = field(default_factory=lambda: ["sharded", "pmap"])
     scaling_steps: int = 10
     peak_tflops: float | None = None  # the device's peak; None: measured with a large matmul
+    # torch intra-op threads on a CPU (0: torch's default, one per core). On a shared, oversubscribed
+    # CPU, OpenMP's barriers wait for descheduled threads: measured here 2.7 s/step with 2 threads
+    # vs 38 ms with 1 for the CPU config's 2D model, so configs/bench_cpu.yaml pins 1.
+    torch_cpu_threads: int = 0
     matmul_size: int = 0  # side of the peak-measuring matmul; 0: backend default (GPU 8192, CPU 1024)
     cases: dict[str, CaseSettings] = field(default_factory=dict)
 
     def parsed_variants(self) -> list[Variant]:
         return [parse_variant(v) for v in self.variants]
-
-
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in update.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def _parse_settings(raw: dict[str, Any]) -> BenchSettings:
@@ -103,21 +101,7 @@ def _as_list(value: Any, key: str) -> list[Any]:
 
 def load_bench_config(path: str | Path, overrides: list[str] | None = None) -> tuple[BenchSettings, dict[str, Any]]:
     """(settings, the raw run-config mapping without the benchmark section)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections")
-    for text in overrides or []:
-        keys, value = parse_override(text)
-        nested: Any = value
-        for part in reversed(keys):
-            nested = {part: nested}
-        raw = _merge(raw, nested)
+    raw = apply_overrides(read_yaml_mapping(path), overrides)
     bench_raw = raw.pop(SECTION, {}) or {}
     try:
         settings = _parse_settings(bench_raw)
@@ -137,6 +121,6 @@ def case_config(raw: dict[str, Any], dims: int, case: CaseSettings, batch: int, 
         "train": {**variant.train_overrides(), "batch_size": batch},
     }
     try:
-        return config_from_dict(_merge(raw, update))
+        return config_from_dict(merge_mappings(raw, update))
     except ConfigError as exc:
         raise ConfigError(f"{SECTION}.cases.{key} (batch {batch}): {exc}") from None

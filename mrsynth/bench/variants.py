@@ -8,6 +8,7 @@
 | `compile` | ``torch.compile`` of the model | torch |
 | `cl`      | channels_last memory format (2D, CUDA) | torch |
 | `pmap`    | ``jax.pmap`` step instead of jit + sharding | jax |
+| `native3d` | XLA's own 3D convolution instead of the depth-stacked 2D formulation | jax |
 
 A variant that names a switch of one backend runs on that backend only.
 """
@@ -19,7 +20,7 @@ from typing import Any
 from mrsynth.errors import ConfigError
 
 PRECISIONS = ("fp32", "tf32", "bf16")
-SWITCH_BACKEND = {"compile": "torch", "cl": "torch", "pmap": "jax"}
+SWITCH_BACKEND = {"compile": "torch", "cl": "torch", "pmap": "jax", "native3d": "jax"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Variant:
             "torch_compile": "compile" in self.switches,
             "channels_last": "cl" in self.switches,
             "parallel": "pmap" if "pmap" in self.switches else "sharded",
+            "jax_conv3d": "native" if "native3d" in self.switches else "stacked2d",
         }
 
 

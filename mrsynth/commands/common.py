@@ -12,7 +12,8 @@ def add_backend_argument(parser: argparse.ArgumentParser, default: str | None = 
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="configs/demo.yaml",
-                        help="YAML config (default: configs/demo.yaml, the phantom demo)")
+    parser.add_argument("--config", default=None,
+                        help="YAML config (default: the built-in defaults, identical to configs/demo.yaml "
+                             "and usable from any directory)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value, e.g. --set train.steps=100 (repeatable)")

@@ -20,15 +20,27 @@ def rel_l2(value: np.ndarray, reference: np.ndarray) -> float:
     return diff / norm
 
 
-def worst_rel_l2(values: Mapping[str, np.ndarray], references: Mapping[str, np.ndarray]
-                 ) -> tuple[float, str]:
-    """The largest per-tensor relative L2 error over matching names, and that tensor's name."""
+def worst_rel_l2(values: Mapping[str, np.ndarray], references: Mapping[str, np.ndarray],
+                 floor_fraction: float = 0.0) -> tuple[float, str]:
+    """The largest per-tensor relative L2 error over matching names, and that tensor's name.
+
+    Each tensor's denominator is ``max(||reference||, floor_fraction * ||all references||)``, so
+    a tensor whose true value is zero (its computed value only rounding noise) is measured
+    against the scale of the whole set instead of against noise.
+    """
     if values.keys() != references.keys():
         only = sorted(set(values) ^ set(references))
         raise ValueError(f"tensor names differ (e.g. {only[0]!r})")
+    total = math.sqrt(sum(float(np.sum(np.asarray(r, np.float64) ** 2)) for r in references.values()))
     worst, worst_name = 0.0, ""
     for name in sorted(references):
-        err = rel_l2(values[name], references[name])
+        a = np.asarray(values[name], dtype=np.float64)
+        b = np.asarray(references[name], dtype=np.float64)
+        if a.shape != b.shape:
+            raise ValueError(f"{name}: shapes differ: {a.shape} vs {b.shape}")
+        diff = float(np.linalg.norm((a - b).ravel()))
+        norm = max(float(np.linalg.norm(b.ravel())), floor_fraction * total)
+        err = (0.0 if diff == 0.0 else math.inf) if norm == 0.0 else diff / norm
         if err > worst or not worst_name:
             worst, worst_name = err, name
     return worst, worst_name

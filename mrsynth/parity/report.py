@@ -27,6 +27,10 @@ class CheckResult:
     higher_is_better: bool = False
     note: str = ""
 
+    def __post_init__(self) -> None:  # numpy scalars in, plain floats out (JSON)
+        object.__setattr__(self, "value", float(self.value))
+        object.__setattr__(self, "tolerance", float(self.tolerance))
+
     @property
     def passed(self) -> bool:
         if math.isnan(self.value):

@@ -1,0 +1,1 @@
+"""Cross-framework parity suite (JAX backend vs PyTorch reference); ``checks`` is shared with ``run.py parity``."""

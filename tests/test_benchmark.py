@@ -1,0 +1,136 @@
+"""`run.py benchmark`: FLOP formula (DESIGN.md anchors, torch's own counter), variants, and one
+tiny end-to-end run of the command checking the report's content (not its speed)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mrsynth.bench import flops
+from mrsynth.bench.stats import summarize
+from mrsynth.bench.variants import parse_variant
+from mrsynth.cli import main
+from mrsynth.config import ModelConfig
+from mrsynth.errors import ConfigError
+
+
+def test_flops_reproduce_the_design_anchors():
+    unet2d = ModelConfig(dims=2, depth=4, base_channels=64, channel_mults=(1, 2, 4, 8, 16))
+    assert flops.train_step_flops(unet2d, (256, 256), 32) / 1e12 == pytest.approx(9.23, abs=0.005)
+    assert flops.parameter_count(unet2d) == pytest.approx(31e6, rel=0.01)
+    unet3d = ModelConfig(dims=3, depth=3, base_channels=32, channel_mults=(1, 2, 4, 8))
+    assert flops.train_step_flops(unet3d, (32, 128, 128), 16) / 1e12 == pytest.approx(10.7, abs=0.06)
+    assert flops.train_step_flops(unet3d, (32, 128, 128), 16) == 3 * flops.forward_flops(unet3d, (32, 128, 128), 16)
+
+
+@pytest.mark.parametrize("model", [
+    dict(dims=2, depth=2, base_channels=4, channel_mults=(1, 2, 4)),
+    dict(dims=2, depth=1, base_channels=4, channel_mults=(1, 3), upsample="resize_conv", downsample="conv",
+         residual=True, in_channels=2, out_channels=3, groups=1),
+    dict(dims=3, depth=1, base_channels=4, channel_mults=(1, 2), residual=True),
+])
+def test_forward_flops_and_parameters_match_torch(model):
+    """Independent check: torch's FlopCounterMode and parameter count of the reference U-Net."""
+    torch = pytest.importorskip("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from torch_ref.model import UNet
+
+    cfg = ModelConfig(**model)
+    spatial = (16,) * cfg.dims
+    net = UNet(cfg)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(torch.zeros(2, cfg.in_channels, *spatial))
+    assert flops.forward_flops(cfg, spatial, 2) == counter.get_total_flops()
+    assert flops.parameter_count(cfg) == sum(p.numel() for p in net.parameters())
+
+
+def test_variants_parse_and_select_backends():
+    v = parse_variant("BF16+compile+cl")
+    assert (v.name, v.precision) == ("bf16+cl+compile", "bf16")
+    assert v.applies_to("torch") and not v.applies_to("jax")
+    assert v.train_overrides() == {"compute_dtype": "bfloat16", "torch_compile": True, "channels_last": True,
+                                   "parallel": "sharded", "jax_conv3d": "stacked2d"}
+    assert parse_variant("fp32").applies_to("jax") and parse_variant("fp32").applies_to("torch")
+    assert parse_variant("tf32+pmap").train_overrides()["parallel"] == "pmap"
+    assert parse_variant("fp32+native3d").train_overrides()["jax_conv3d"] == "native"
+    assert not parse_variant("fp32+native3d").applies_to("torch")
+    for bad in ("fp16", "fp32+bf16", "compile", "bf16+pmap+compile"):
+        with pytest.raises(ConfigError):
+            parse_variant(bad)
+
+
+def test_summarize_reports_percentiles_in_ms():
+    s = summarize([0.001 * i for i in range(1, 11)])
+    assert s["median_ms"] == pytest.approx(5.5) and s["n"] == 10
+    assert s["p10_ms"] < s["median_ms"] < s["p90_ms"] and s["min_ms"] == pytest.approx(1.0)
+
+
+TINY = {
+    "benchmark": {
+        "backends": ["jax", "torch"], "dims": [2, 3], "variants": ["fp32"], "steps": 3, "warmup": 1,
+        "rounds": 2, "pipeline_steps": 2, "inference_subjects": 1, "scaling_dims": [2],
+        "scaling_devices": [1, 2], "scaling_modes": ["sharded", "pmap"], "scaling_steps": 2,
+        "torch_cpu_threads": 1, "matmul_size": 128,
+        "cases": {"2d": {"batch": [2], "size": [16, 16], "model": {"depth": 1, "base_channels": 4,
+                                                               "channel_mults": [1, 2]}},
+                  "3d": {"batch": [1], "size": [8, 16, 16], "model": {"depth": 1, "base_channels": 4,
+                                                                  "channel_mults": [1, 2]}}},
+    },
+    "data": {"source": "phantom", "phantom_subjects": 1, "phantom_shape": [24, 24, 16], "workers": 0},
+    "model": {"groups": 4},
+    "train": {"steps": 100, "warmup_steps": 1},
+    "eval": {"inference_batch": 8},
+}
+
+
+@pytest.mark.slow
+def test_benchmark_command_writes_a_complete_report(tmp_path: Path, capsys):
+    pytest.importorskip("jax")
+    pytest.importorskip("torch")
+    raw = json.loads(json.dumps(TINY))
+    raw["data"].update(root=str(tmp_path / "phantom"), cache_dir=str(tmp_path / "cache"))
+    config = tmp_path / "bench.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "report"
+
+    assert main(["benchmark", "--config", str(config), "--out", str(out)]) == 0
+
+    assert "median ms" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert {"cpu_model", "cpu_count", "libraries", "load_average"} <= set(results["machine"])
+    assert set(results["devices"]) == {"jax", "torch"} and results["peaks"]["jax"]["fp32"] > 0
+    cases = {c["id"]: c for c in results["cases"]}
+    assert set(cases) == {"2d-b2-16x16", "3d-b1-8x16x16"}
+    for case in cases.values():
+        model = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in case["model"].items()})
+        assert case["train_step_flops"] == flops.train_step_flops(model, case["size"], case["batch"])
+        assert case["loader"]["samples_per_s"] > 0
+    rows = {(r["case"], r["backend"]): r for r in results["train"]}
+    assert set(rows) == {(c, b) for c in cases for b in ("jax", "torch")}
+    for row in rows.values():
+        assert row["step"]["n"] == 3 and 0 < row["step"]["p10_ms"] <= row["step"]["median_ms"] <= row["step"]["p90_ms"]
+        assert row["first_step_s"] > 0 and row["tflops"] > 0 and 0 < row["peak_fraction"]
+        assert row["pipeline"]["samples_per_s"] > 0
+        assert row["inference"]["median_s"] > 0 and row["inference"]["volume_shape"] == [24, 24, 16]
+        assert row["memory"]["host_peak_rss_mib"] > 0
+    assert rows[("3d-b1-8x16x16", "jax")]["inference"]["mode"] == "3D patch-wise"
+    (scaling,) = results["scaling"]
+    measured = {(r["mode"], r["devices"]): r for r in scaling["rows"]}
+    assert set(measured) == {("sharded", 1), ("sharded", 2), ("pmap", 1), ("pmap", 2)}
+    assert all(r["step"]["median_ms"] > 0 and r["batch"] == 2 * r["devices"] for r in measured.values())
+    report = (out / "README.md").read_text()
+    assert "2d-b2-16x16" in report and "JAX data-parallel scaling" in report and "train step FLOPs" in report
+    assert (out / "step_time.png").stat().st_size > 0 and (out / "scaling.png").stat().st_size > 0
+
+
+def test_benchmark_rejects_a_bad_variant_in_one_line(tmp_path: Path, capsys):
+    config = tmp_path / "bench.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    assert main(["benchmark", "--config", str(config), "--variants", "fp16", "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "fp16" in err and "\n" not in err
+    assert not (tmp_path / "r").exists()
