@@ -157,6 +157,16 @@ def write_like(volume_ras: np.ndarray, geometry: Geometry, path: Path) -> None:
         nib.save(image, str(tmp))
 
 
+def save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    """A new NIfTI (mm units, qform = sform = ``affine``, scanner code), written atomically."""
+    image = nib.Nifti1Image(array, affine)
+    image.header.set_xyzt_units("mm")
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    with atomic_path(path) as tmp:
+        nib.save(image, str(tmp))
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text and text[0] else type(exc).__name__

@@ -30,6 +30,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from mrsynth.data import registration as reg
+from mrsynth.data.io import save_nifti
 from mrsynth.data.preprocess import otsu_foreground, white_matter_peak
 from mrsynth.data.registration import Grid, centred_grid, isotropic_grid
 from mrsynth.errors import DataError
@@ -200,15 +201,6 @@ def normalize_pair(t1: np.ndarray, t2: np.ndarray, mask: np.ndarray, how: str) -
     return t1n, (t2 / scale).astype(np.float32)
 
 
-def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    image = nib.Nifti1Image(array, affine)
-    image.header.set_xyzt_units("mm")
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
-    with atomic_path(path) as tmp:
-        nib.save(image, str(tmp))
-
-
 def _done_record(subject_dir: Path) -> dict | None:
     try:
         return json.loads((subject_dir / DONE_NAME).read_text())
@@ -267,9 +259,9 @@ def prepare_subject(pair: RawPair, out_dir: Path, settings: PrepareSettings, qc_
 
     subject_dir = out_dir / "subjects" / pair.subject
     names = {k: f"{pair.stem}-{suffix}.nii.gz" for k, suffix in (("t1", "T1"), ("t2", "T2"), ("mask", "mask"))}
-    _save_nifti(t1_out.astype(np.float32), grid.affine, subject_dir / names["t1"])
-    _save_nifti(t2_out.astype(np.float32), grid.affine, subject_dir / names["t2"])
-    _save_nifti(mask.astype(np.uint8), grid.affine, subject_dir / names["mask"])
+    save_nifti(t1_out.astype(np.float32), grid.affine, subject_dir / names["t1"])
+    save_nifti(t2_out.astype(np.float32), grid.affine, subject_dir / names["t2"])
+    save_nifti(mask.astype(np.uint8), grid.affine, subject_dir / names["mask"])
     with atomic_path(subject_dir / "t2_to_t1.tfm") as tmp:
         sitk.WriteTransform(result.transform, str(tmp))
     if qc_png:

@@ -21,9 +21,10 @@ from tqdm import tqdm
 
 from mrsynth.config import DataConfig
 from mrsynth.errors import ConfigError, DataError
-from mrsynth.fileio import atomic_dir, atomic_path, atomic_write_text
+from mrsynth.fileio import atomic_dir, atomic_write_text
 from mrsynth.data.phantom_anatomy import CSF, GRAY_MATTER, TISSUE_NAMES, WHITE_MATTER, head_fractions
 from mrsynth.data.phantom_mri import synthesize_contrasts
+from mrsynth.data.io import save_nifti
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +84,7 @@ def _write_stored(array_ras: np.ndarray, affine_ras: np.ndarray, path: Path) -> 
     )
     stored = np.ascontiguousarray(nib.orientations.apply_orientation(array_ras, transform))
     affine = affine_ras @ nib.orientations.inv_ornt_aff(transform, array_ras.shape)
-    image = nib.Nifti1Image(stored, affine)
-    image.header.set_xyzt_units("mm")
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
-    with atomic_path(path) as tmp:
-        nib.save(image, str(tmp))
+    save_nifti(stored, affine, path)
 
 
 def _marker(n_subjects: int, shape: tuple[int, int, int], seed: int) -> dict:

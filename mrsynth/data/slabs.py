@@ -14,6 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from mrsynth.data.io import save_nifti
 from mrsynth.errors import DataError
 from mrsynth.fileio import atomic_path
 
@@ -51,8 +52,7 @@ def write_slab_subjects(t1: Path, t2: Path, mask: Path | None, out_dir: Path, *,
         row = {"subject": f"slab{k:02d}", "split": cycle[k % len(cycle)]}
         for role, data in arrays.items():
             path = out_dir / f"slab{k:02d}-{role.upper()}.nii.gz"
-            with atomic_path(path) as tmp:
-                nib.save(nib.Nifti1Image(data[tuple(index)], affine), str(tmp))
+            save_nifti(data[tuple(index)], affine, path)
             row[role] = path.name
         rows.append(row)
     manifest = out_dir / "manifest.csv"
