@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import jax
 from flax import nnx
 
 from mrsynth.config import Config, load_config
-from mrsynth.errors import CheckpointError
 from mrsynth.training import rundir
+from mrsynth.weights import model_source_kind
 
 from jax_impl.checkpoint import restore_from_run
 from jax_impl.model import UNet, build_model
@@ -38,23 +37,16 @@ class JaxBackend:
 
     def load_predictor(self, source: Path, which: str = "best") -> JaxPredictor:
         """From a run directory (its best|last checkpoint) or a portable ``.safetensors`` file."""
-        source = Path(source)
-        if source.is_dir():
-            model, cfg, _ = load_run_model(source, which)
+        if model_source_kind(source) == "run":
+            model, cfg, _ = load_run_model(Path(source), which)
             return JaxPredictor(model, cfg.model)
-        if source.suffix == ".safetensors":
-            model, model_cfg = import_portable(source)
-            return JaxPredictor(model, model_cfg)
-        raise CheckpointError(f"{source}: expected a run directory or a .safetensors weight file")
+        model, model_cfg = import_portable(Path(source))
+        return JaxPredictor(model, model_cfg)
 
     def export_weights(self, run_dir: Path, out: Path, which: str = "best") -> None:
         """Write the portable weight file of a run's ``which`` checkpoint."""
-        run_dir = Path(run_dir)
-        model, cfg, step = load_run_model(run_dir, which)
-        metadata: dict[str, Any] = {"checkpoint": which, "step": step}
-        if (run_dir / rundir.RUN_FILE).is_file():
-            metadata = {**rundir.portable_metadata(run_dir, which), **metadata}
-        export_portable(model, cfg.model, Path(out), metadata)
+        model, cfg, step = load_run_model(Path(run_dir), which)
+        export_portable(model, cfg.model, Path(out), rundir.portable_metadata(run_dir, which, step=step))
 
 
 def create_backend() -> JaxBackend:

@@ -17,7 +17,6 @@ import gc
 import json
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import numpy as np
 from mrsynth.backend import Batch, Predictor
 from mrsynth.config import Config, ModelConfig, config_from_dict
 
-from mrsynth.bench.backends import first_step_seconds, step_seconds
+from mrsynth.bench.backends import first_step_seconds, step_seconds, time_matmul_tflops
 from mrsynth.bench.settings import BenchSettings
 from mrsynth.bench.variants import Variant, parse_variant
 from jax_impl.train import JaxEngine
@@ -142,15 +141,9 @@ class JaxBench:
         dtype = jnp.bfloat16 if precision == "bf16" else jnp.float32
         keys = jax.random.split(jax.random.PRNGKey(0))
         a, b = (jax.random.normal(k, (size, size), dtype) for k in keys)
+        matmul = jax.jit(jnp.matmul)
         with precision_scope(precision):
-            matmul = jax.jit(jnp.matmul)
-            _sync(matmul(a, b))
-            times = []
-            for _ in range(10):
-                start = time.perf_counter()
-                _sync(matmul(a, b))
-                times.append(time.perf_counter() - start)
-        return 2 * size**3 / float(np.median(times)) / 1e12
+            return time_matmul_tflops(lambda: _sync(matmul(a, b)), size)
 
     def open_session(self, cfg: Config, variant: Variant, batch: dict[str, np.ndarray]) -> JaxSession:
         return JaxSession(cfg, variant, batch)

@@ -39,6 +39,16 @@ def save_portable(path: Path, tensors: dict[str, np.ndarray], model: ModelConfig
         save_file(arrays, str(tmp), metadata=meta)
 
 
+def model_source_kind(source: Path) -> str:
+    """What a predictor is loaded from: "run" (a run directory) or "weights" (a portable file)."""
+    source = Path(source)
+    if source.is_dir():
+        return "run"
+    if source.suffix == ".safetensors":
+        return "weights"
+    raise CheckpointError(f"{source}: expected a run directory or a .safetensors weight file")
+
+
 def load_portable(path: Path) -> tuple[dict[str, np.ndarray], ModelConfig, dict[str, str]]:
     """Read a portable weight file; check the format and version; return (tensors, model, metadata)."""
     from safetensors import SafetensorError

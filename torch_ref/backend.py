@@ -9,6 +9,7 @@ import torch
 from mrsynth.config import Config, ModelConfig, load_config
 from mrsynth.errors import CheckpointError
 from mrsynth.training import rundir
+from mrsynth.weights import model_source_kind
 from torch_ref import checkpoint
 from torch_ref.model import UNet
 from torch_ref.predict import TorchPredictor
@@ -43,26 +44,19 @@ class TorchBackend:
 
     def load_predictor(self, source: Path, which: str = "best") -> TorchPredictor:
         """From a run directory (its best|last checkpoint) or a portable ``.safetensors`` file."""
-        source = Path(source)
         model_cfg: ModelConfig
-        if source.is_dir():
-            model, cfg, _ = load_run_model(source, which)
+        if model_source_kind(source) == "run":
+            model, cfg, _ = load_run_model(Path(source), which)
             model_cfg = cfg.model
-        elif source.suffix == ".safetensors":
-            model, model_cfg, _ = load_weights(source)
         else:
-            raise CheckpointError(f"{source}: expected a run directory or a .safetensors weight file")
+            model, model_cfg, _ = load_weights(Path(source))
         device = default_device()
         return TorchPredictor(model.to(device), model_cfg, device)
 
     def export_weights(self, run_dir: Path, out: Path, which: str = "best") -> None:
         """Write the portable weight file of a run's ``which`` checkpoint."""
-        run_dir = Path(run_dir)
-        model, cfg, source = load_run_model(run_dir, which)
-        metadata: dict[str, Any] = {"checkpoint": which, **source}
-        if (run_dir / rundir.RUN_FILE).is_file():
-            metadata = {**rundir.portable_metadata(run_dir, which), **metadata}
-        save_weights(Path(out), model, cfg.model, metadata)
+        model, cfg, source = load_run_model(Path(run_dir), which)
+        save_weights(Path(out), model, cfg.model, rundir.portable_metadata(run_dir, which, **source))
 
 
 def create_backend() -> TorchBackend:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import torch
 from mrsynth.backend import Batch, Predictor
 from mrsynth.config import Config
 
+from mrsynth.bench.backends import time_matmul_tflops
 from mrsynth.bench.settings import BenchSettings
 from mrsynth.bench.variants import Variant
 from torch_ref.backend import default_device
@@ -148,16 +148,14 @@ class TorchBench:
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         generator = torch.Generator(device="cpu").manual_seed(0)
         a, b = (torch.randn(size, size, generator=generator).to(device, dtype) for _ in range(2))
-        times = []
-        with tf32_flags(precision), torch.inference_mode():
+
+
+        def synced_matmul() -> None:
             torch.matmul(a, b)
             _sync(device)
-            for _ in range(10):
-                start = time.perf_counter()
-                torch.matmul(a, b)
-                _sync(device)
-                times.append(time.perf_counter() - start)
-        return 2 * size**3 / float(np.median(times)) / 1e12
+
+        with tf32_flags(precision), torch.inference_mode():
+            return time_matmul_tflops(synced_matmul, size)
 
     def open_session(self, cfg: Config, variant: Variant, batch: dict[str, np.ndarray]) -> TorchSession:
         return TorchSession(cfg, variant, batch)

@@ -6,7 +6,7 @@ timing-specific parts: device-resident batches, synchronization, precision switc
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -101,3 +101,14 @@ def pipeline_seconds(session: TrainSession, batches: Iterator[Batch], n: int) ->
         start = time.perf_counter()
         session.run_steps(batches, n)
         return time.perf_counter() - start
+
+
+def time_matmul_tflops(call: Callable[[], None], size: int, repeats: int = 10) -> float:
+    """TFLOP/s of a synced square ``size`` matmul ``call``: median of ``repeats`` after one warm-up."""
+    call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / float(np.median(times)) / 1e12

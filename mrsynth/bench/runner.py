@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from mrsynth.config import Config
-from mrsynth.data.discovery import discover_pairs
+from mrsynth.data.dataset import available_pairs
 from mrsynth.data.loader import make_train_loader
 from mrsynth.data.preprocess import Volume, load_volume
 from mrsynth.errors import ConfigError
@@ -61,11 +61,7 @@ def _chunks(total: int, parts: int) -> list[int]:
 
 def load_volumes(cfg: Config) -> list[Volume]:
     """The configured subjects (phantom generated on first use), preprocessed through the cache."""
-    if cfg.data.source == "phantom":
-        from mrsynth.data.phantom import ensure_phantom
-
-        ensure_phantom(cfg.data)
-    return [load_volume(files, cfg.data) for files in discover_pairs(cfg.data)]
+    return [load_volume(files, cfg.data) for files in available_pairs(cfg.data)]
 
 
 def measure_loader(loader: Any, steps: int, batch: int) -> dict[str, float]:

@@ -83,14 +83,9 @@ def _check_same_data(runs: list[RunSpec]) -> None:
 
 def split_files(cfg: Config) -> dict[str, list]:
     """Discover the subjects of a config and split them as training did."""
-    from mrsynth.data.discovery import discover_pairs
-    from mrsynth.data.splits import split_subjects
+    from mrsynth.data.dataset import subject_splits
 
-    if cfg.data.source == "phantom":
-        from mrsynth.data.phantom import ensure_phantom
-
-        ensure_phantom(cfg.data)
-    splits = split_subjects(discover_pairs(cfg.data), cfg.data)
+    splits = subject_splits(cfg.data)
     splits["all"] = sorted((f for k in ("train", "val", "test") for f in splits[k]), key=lambda f: f.subject)
     return splits
 

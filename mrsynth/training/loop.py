@@ -20,10 +20,9 @@ import numpy as np
 
 from mrsynth.backend import TrainEngine, get_backend
 from mrsynth.config import Config
-from mrsynth.data.discovery import discover_pairs
+from mrsynth.data.dataset import subject_splits
 from mrsynth.data.loader import make_train_loader
 from mrsynth.data.preprocess import Volume, load_volume
-from mrsynth.data.splits import split_subjects
 from mrsynth.errors import ConfigError, TrainingDiverged
 from mrsynth.evaluation.inference import synthesize_volume
 from mrsynth.evaluation.metrics import volume_metrics
@@ -44,11 +43,7 @@ class TrainData:
 
 def load_train_data(cfg: Config) -> TrainData:
     """Discover, split by subject and load (through the cache) the volumes a run needs."""
-    if cfg.data.source == "phantom":
-        from mrsynth.data.phantom import ensure_phantom
-
-        ensure_phantom(cfg.data)
-    splits = split_subjects(discover_pairs(cfg.data), cfg.data)
+    splits = subject_splits(cfg.data)
     if not splits["train"]:
         raise ConfigError("data: the split leaves no training subjects")
     train = [load_volume(f, cfg.data) for f in splits["train"]]

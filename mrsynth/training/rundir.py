@@ -74,17 +74,25 @@ def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> Config
     return load_config(Path(run_dir) / CONFIG_FILE, overrides)
 
 
-def portable_metadata(run_dir: Path, which: str) -> dict[str, Any]:
-    """What a portable weight file exported from a run carries besides tensors and model config."""
+def portable_metadata(run_dir: Path, which: str, **details: Any) -> dict[str, Any]:
+    """What a weight file exported from a run carries besides tensors and model config.
+
+    ``details`` are the backend's facts about the checkpoint (step, file). A folder without
+    run.json (an engine used outside the training loop) contributes only those.
+    """
+    run_dir = Path(run_dir)
+    metadata: dict[str, Any] = {"checkpoint": which, **details}
+    if not (run_dir / RUN_FILE).is_file():
+        return metadata
     info = read_run_info(run_dir)
     return {
         "framework": info.get("backend"),
-        "run": Path(run_dir).name,
-        "checkpoint": which,
+        "run": run_dir.name,
         "summary": info.get("summary", {}),
         "versions": info.get("versions", {}),
         "config": load_run_config(run_dir).to_dict(),
-        "normalization": json.loads((Path(run_dir) / NORMALIZATION_FILE).read_text()),
+        "normalization": json.loads((run_dir / NORMALIZATION_FILE).read_text()),
+        **metadata,
     }
 
 

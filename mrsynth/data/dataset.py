@@ -1,0 +1,23 @@
+"""The configured dataset as subject files: one entry point for training, evaluation and benchmarks.
+
+The built-in phantom is generated on first use, so every command works on a fresh checkout.
+"""
+from __future__ import annotations
+
+from mrsynth.config import DataConfig
+from mrsynth.data.discovery import SubjectFiles, discover_pairs
+from mrsynth.data.splits import split_subjects
+
+
+def available_pairs(cfg: DataConfig) -> list[SubjectFiles]:
+    """All paired subjects of the configured source (the phantom is generated if needed)."""
+    if cfg.source == "phantom":
+        from mrsynth.data.phantom import ensure_phantom
+
+        ensure_phantom(cfg)
+    return discover_pairs(cfg)
+
+
+def subject_splits(cfg: DataConfig) -> dict[str, list[SubjectFiles]]:
+    """``{"train", "val", "test"}`` subject files, split exactly as training splits them."""
+    return split_subjects(available_pairs(cfg), cfg)
