@@ -111,7 +111,11 @@ def import_backend_module(name: str, modules: dict[str, str]) -> Any:
 
 
 def get_backend(name: str) -> Backend:
-    """Import and instantiate a backend by name (lazily: only its framework is imported)."""
+    """Import and instantiate a backend by name (lazily: only its framework is imported).
+
+    Callers use ``mrsynth.backend.get_backend(...)`` through the module, not a name imported
+    from it, so the lookup happens at call time (and a test's substitute never outlives it).
+    """
     return import_backend_module(name, BACKENDS).create_backend()
 
 

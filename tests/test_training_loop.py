@@ -146,3 +146,22 @@ def test_predict_reports_bad_input_in_one_line(tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(run), "--input", str(bad), "--output", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not an mrsynth run directory" in err[0]
+
+
+def test_commands_look_the_backend_up_at_call_time(monkeypatch):
+    """A command module first imported while a test substitutes the backend must not keep it."""
+    import importlib
+    import sys
+
+    from mrsynth import backend
+
+    real = backend.get_backend
+    for name in ("mrsynth.commands.predict", "mrsynth.commands.export", "mrsynth.training.loop"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    with monkeypatch.context() as patched:
+        patched.setattr(backend, "get_backend", lambda name: "substitute")
+        modules = [importlib.import_module(n) for n in
+                   ("mrsynth.commands.predict", "mrsynth.commands.export", "mrsynth.training.loop")]
+    for module in modules:
+        assert getattr(module, "get_backend", real) is real, module.__name__
+        assert module.backends.get_backend is real, module.__name__

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mrsynth.backend import get_backend
+from mrsynth import backend as backends
 from mrsynth.training import rundir
 
 
@@ -16,6 +16,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     backend_name = rundir.read_run_info(args.checkpoint)["backend"]
-    get_backend(backend_name).export_weights(args.checkpoint, args.out, args.which)
+    backends.get_backend(backend_name).export_weights(args.checkpoint, args.out, args.which)
     print(f"wrote {args.out}")
     return 0

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mrsynth.backend import get_backend
+from mrsynth import backend as backends
 from mrsynth.commands.common import add_backend_argument
 from mrsynth.errors import MrsynthError
 from mrsynth.training import rundir
@@ -29,12 +29,12 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint is not None:
         backend_name = args.backend or rundir.read_run_info(args.checkpoint)["backend"]
         setup = setup_from_run(args.checkpoint)
-        predictor = get_backend(backend_name).load_predictor(args.checkpoint, args.which)
+        predictor = backends.get_backend(backend_name).load_predictor(args.checkpoint, args.which)
     else:
         if args.backend is None:
             raise MrsynthError("--weights needs --backend jax|torch (either framework reads the file)")
         setup = setup_from_weights(args.weights)
-        predictor = get_backend(args.backend).load_predictor(args.weights)
+        predictor = backends.get_backend(args.backend).load_predictor(args.weights)
     written, failures = synthesize_files(inputs, args.output, predictor, setup)
     for path in written:
         print(f"wrote {path}")

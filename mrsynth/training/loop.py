@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from mrsynth.backend import TrainEngine, get_backend
+from mrsynth import backend as backends
+from mrsynth.backend import TrainEngine
 from mrsynth.config import Config
 from mrsynth.data.dataset import subject_splits
 from mrsynth.data.loader import make_train_loader
@@ -94,7 +95,7 @@ def _check_finite(values: list[dict[str, float]], first_step: int, run_dir: Path
 
 def train(cfg: Config, backend_name: str, run_dir: Path | None = None, resume: bool = False) -> dict[str, Any]:
     """Train (or resume) a run; return its summary. ``run_dir`` is required with ``resume``."""
-    backend = get_backend(backend_name)
+    backend = backends.get_backend(backend_name)
     if run_dir is None and _launched_multiprocess():
         raise ConfigError("multi-process training (torchrun / jax.distributed) needs --run-dir, "
                           "so that every process writes to the same run directory")
