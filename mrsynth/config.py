@@ -39,7 +39,7 @@ class DataConfig:
     val_subjects: list[str] | None = None
     test_subjects: list[str] | None = None
     # Preprocessing (identical for train and test).
-    mask: str = "given_or_otsu"  # given_or_otsu | otsu | given | none
+    mask: str = "given_or_otsu"  # given_or_otsu | otsu | given | nonzero | none
     normalization: str = "zscore"  # zscore | percentile | wm_peak
     percentiles: tuple[float, float] = (1.0, 99.0)
     cache_dir: str = ".cache/mrsynth"
@@ -147,7 +147,7 @@ class Config:
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.source": ("phantom", "ixi", "course", "manifest", "glob"),
-    "data.mask": ("given_or_otsu", "otsu", "given", "none"),
+    "data.mask": ("given_or_otsu", "otsu", "given", "nonzero", "none"),
     "data.normalization": ("zscore", "percentile", "wm_peak"),
     "model.norm": ("group", "batch", "instance", "none"),
     "model.upsample": ("transpose", "resize_conv"),
@@ -306,6 +306,25 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         raise ConfigError(f"{where}{exc}") from None
 
 
+def with_absolute_paths(cfg: Config, base: Path | None = None) -> Config:
+    """``cfg`` with its folders made absolute (relative to ``base``, default the working directory).
+
+    A run directory's config.yaml is reloaded by evaluate/predict/--resume from anywhere; a
+    relative ``data.root`` would then point somewhere else (or regenerate the phantom there).
+    A relative ``data.manifest`` that does not exist from ``base`` stays relative: discovery
+    looks it up under ``data.root``.
+    """
+    base = Path(base or Path.cwd()).absolute()
+
+    def absolute(text: str) -> str:
+        return str(base / Path(text).expanduser()) if text and not Path(text).expanduser().is_absolute() else text
+
+    data = dataclasses.replace(cfg.data, root=absolute(cfg.data.root), cache_dir=absolute(cfg.data.cache_dir))
+    if data.manifest and (base / data.manifest).exists():
+        data = dataclasses.replace(data, manifest=absolute(data.manifest))
+    return dataclasses.replace(cfg, data=data, run=dataclasses.replace(cfg.run, root=absolute(cfg.run.root)))
+
+
 def save_config(cfg: Config, path: Path) -> None:
     """Write the resolved config as YAML, atomically."""
     from mrsynth.fileio import atomic_write_text
@@ -333,6 +352,10 @@ def validate(cfg: Config) -> None:
         for ch in m.level_channels():
             if ch % min(m.groups, ch):
                 raise ConfigError(f"model.groups: {m.groups} groups do not divide {ch} channels")
+    for name in ("in_channels", "out_channels"):
+        if getattr(m, name) != 1:
+            raise ConfigError(f"model.{name}: not a user key (one T1 channel in, one T2 channel out), "
+                              f"got {getattr(m, name)}")
     if not 0.0 <= m.dropout < 1.0:
         raise ConfigError(f"model.dropout: must be in [0, 1), got {m.dropout}")
     if len(d.patch_size) != m.dims:

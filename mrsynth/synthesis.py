@@ -1,50 +1,197 @@
 """Synthesize T2 NIfTI files from T1 files: the framework-free half of `run.py predict`.
 
-Each output lies on its input's grid with the input's affine and header, in the T2 intensity
-units of the training set (the mean T2 normalization statistics recorded by the run), zero
-outside the foreground mask, written atomically.
+Every input goes through the run's preprocessing contract (:mod:`mrsynth.data.contract`) and
+the same whole-volume synthesis as validation and ``evaluate``
+(:func:`mrsynth.evaluation.inference.synthesize_subject`). Each output lies on its input's
+grid with the input's affine and header, in the T2 intensity units of the training set,
+clipped to the training T2 range, zero outside the brain mask, marked as synthetic in its
+header, with a JSON sidecar holding its provenance; all files of one input appear together
+(temporary names, then renames).
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
-from dataclasses import dataclass
+import re
+import sys
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
+import mrsynth
 from mrsynth.backend import Predictor
 from mrsynth.config import Config, config_from_dict
-from mrsynth.data.io import write_like
-from mrsynth.data.preprocess import NormStats, load_t1_only
+from mrsynth.data.contract import PreprocessingContract
+from mrsynth.data.io import image_like
+from mrsynth.data.preprocess import MaskFn, load_t1_only
 from mrsynth.errors import DataError, MrsynthError
-from mrsynth.evaluation.inference import synthesize_volume
-from mrsynth.training import rundir
+from mrsynth.evaluation.inference import Synthesis, synthesize_subject
+from mrsynth.fileio import atomic_path, sha256_of
 from mrsynth.weights import load_portable
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+NOTICE = "synthetic image, not for diagnosis"
+CLIPPED_WARN_FRACTION = 0.01  # warn when more of the brain than this was clipped
+_T1_TOKEN = re.compile(r"[-_.](t1w?|t1_fcm)$", re.IGNORECASE)
+_MASK_TOKEN = re.compile(r"[-_.](mask|brainmask|brain[-_]mask)$", re.IGNORECASE)
 
 
 @dataclass
 class SynthesisSetup:
-    """What synthesis needs besides the predictor: the run's config and T2 output units."""
+    """What synthesis needs besides the predictor: the run's config, contract and weight provenance."""
 
     cfg: Config
-    t2_reference: NormStats
+    contract: PreprocessingContract
+    weights: dict[str, Any] = field(default_factory=dict)
 
 
-def setup_from_run(run_dir: Path) -> SynthesisSetup:
-    norm = json.loads((Path(run_dir) / rundir.NORMALIZATION_FILE).read_text())
-    return SynthesisSetup(rundir.load_run_config(run_dir), NormStats(**norm["t2_reference"]))
+def tensors_sha256(tensors: dict[str, np.ndarray]) -> str:
+    """A hash of the parameters alone (names, shapes, float32 bytes), independent of metadata.
+
+    The same checkpoint gives the same value whether it is read from the run's model.safetensors
+    or exported again, so an output can be traced to the exact weights.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        array = np.ascontiguousarray(tensors[name], dtype=np.float32)
+        digest.update(f"{name}:{array.shape};".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
-def setup_from_weights(path: Path) -> SynthesisSetup:
-    """A portable weight file carries the config and normalization of the run that made it."""
-    _, _, meta = load_portable(path)
-    if "config" not in meta or "normalization" not in meta:
-        raise MrsynthError(f"{path}: weight file has no training config/normalization metadata")
-    norm = json.loads(meta["normalization"])
-    return SynthesisSetup(config_from_dict(json.loads(meta["config"])), NormStats(**norm["t2_reference"]))
+def setup_from_weights(path: Path, **provenance: Any) -> SynthesisSetup:
+    """A portable weight file carries the config and preprocessing contract of the run that made it."""
+    tensors, _, meta = load_portable(path)
+    if "config" not in meta or "preprocessing" not in meta:
+        raise MrsynthError(f"{path}: weight file has no training config/preprocessing metadata "
+                           "(exported by an older mrsynth: export it again from its run)")
+    contract = PreprocessingContract.from_json(json.loads(meta["preprocessing"]), str(path))
+    weights = {
+        "file": str(Path(path).absolute()), "file_sha256": sha256_of(path),
+        "tensors_sha256": tensors_sha256(tensors), "framework": meta.get("framework"),
+        "run": meta.get("run"), "checkpoint": meta.get("checkpoint"),
+        "step": json.loads(meta["step"]) if "step" in meta else None,
+        "run_summary": json.loads(meta["summary"]) if "summary" in meta else None,
+        **provenance,
+    }
+    return SynthesisSetup(config_from_dict(json.loads(meta["config"])), contract, weights)
+
+
+@contextlib.contextmanager
+def exported_checkpoint(backend: Any, run_dir: Path, which: str):
+    """The portable weight file of a run's ``which`` checkpoint, in a temporary folder.
+
+    ``predict --checkpoint`` reads the run through this file, so a run and a weight file take
+    one path and the provenance hash names exactly the weights used.
+    """
+    with tempfile.TemporaryDirectory(prefix="mrsynth-predict-") as tmp:
+        path = Path(tmp) / "model.safetensors"
+        backend.export_weights(Path(run_dir), path, which=which)
+        yield path
+
+
+# ---------------------------------------------------------------- masks
+
+
+@dataclass(frozen=True)
+class MaskPolicy:
+    """How ``predict`` finds each input's brain mask.
+
+    ``kind``: ``file`` (one mask for one input), ``dir`` (paired by subject id), ``nonzero``,
+    ``skull-strip``, or the contract's own ``otsu`` / ``none``.
+    """
+
+    kind: str
+    path: Path | None = None
+
+    def describe(self, mask_file: Path | None) -> dict[str, Any]:
+        if mask_file is not None:
+            return {"source": "given", "file": str(mask_file.absolute()), "sha256": sha256_of(mask_file)}
+        if self.kind == "skull-strip":
+            from mrsynth.data.skullstrip import method_description
+
+            return {"source": "skull-strip", "method": method_description()}
+        return {"source": self.kind}
+
+
+def resolve_mask_policy(contract: PreprocessingContract, mask: str | None, skull_strip: bool,
+                        where: str) -> MaskPolicy:
+    """The mask policy for predict, or a one-line refusal where the run needs a brain mask."""
+    if mask is not None and skull_strip:
+        raise MrsynthError("--mask and --skull-strip: choose one")
+    if skull_strip:
+        return MaskPolicy("skull-strip")
+    if mask == "nonzero":
+        return MaskPolicy("nonzero")
+    if mask is not None:
+        path = Path(mask)
+        if path.is_dir():
+            return MaskPolicy("dir", path)
+        if not path.is_file():
+            raise DataError(f"{path}: mask file or folder not found")
+        return MaskPolicy("file", path)
+    if contract.mask == "given":
+        raise MrsynthError(
+            f"{where}: this model was trained on brain-masked data (given masks); pass --mask FILE|DIR "
+            "with brain masks, --mask nonzero for inputs that are already skull-stripped, or --skull-strip"
+        )
+    return MaskPolicy(contract.mask)
+
+
+def subject_id(path: Path) -> str:
+    """``IXI002-Guys-0828-T1.nii.gz`` -> ``IXI002-Guys-0828``: the name without suffix and T1 token."""
+    return _T1_TOKEN.sub("", strip_nifti_suffix(path.name))
+
+
+def strip_nifti_suffix(name: str) -> str:
+    suffix = next((s for s in NIFTI_SUFFIXES if name.endswith(s)), "")
+    return name[: len(name) - len(suffix)]
+
+
+def find_mask(mask_dir: Path, t1_path: Path) -> Path:
+    """The mask in ``mask_dir`` of the input's subject.
+
+    Named ``<id>-mask``, ``<id>_mask``, ``<id>_brainmask`` or ``<id>_brain_mask`` (``<id>``: the
+    input's name without its T1 token), or exactly like the input (a folder mirroring the inputs).
+    """
+    wanted = subject_id(t1_path)
+    mirrored = strip_nifti_suffix(t1_path.name)
+    matches = []
+    for p in sorted(mask_dir.iterdir()):
+        if not p.name.endswith(NIFTI_SUFFIXES) or p.resolve() == t1_path.resolve():
+            continue
+        stem = strip_nifti_suffix(p.name)
+        if stem == mirrored or (_MASK_TOKEN.search(stem) and _MASK_TOKEN.sub("", stem) == wanted):
+            matches.append(p)
+    if not matches:
+        raise DataError(f"{t1_path}: no mask for subject {wanted!r} in {mask_dir} "
+                        f"(expected e.g. {wanted}-mask.nii.gz)")
+    if len(matches) > 1:
+        raise DataError(f"{t1_path}: several masks for subject {wanted!r} in {mask_dir}: "
+                        + ", ".join(p.name for p in matches))
+    return matches[0]
+
+
+def _mask_inputs(policy: MaskPolicy, t1_path: Path) -> tuple[str, Path | None, MaskFn | None]:
+    """(data.mask setting, mask file, mask function) for one input."""
+    if policy.kind == "file":
+        return "given", policy.path, None
+    if policy.kind == "dir":
+        return "given", find_mask(policy.path, t1_path), None  # type: ignore[arg-type]
+    if policy.kind == "skull-strip":
+        from mrsynth.data.skullstrip import extract_brain
+
+        return "given", None, lambda t1, geometry: extract_brain(t1, geometry.voxel_size)
+    return policy.kind, None, None
+
+
+# ---------------------------------------------------------------- files
 
 
 def list_inputs(source: Path) -> list[Path]:
@@ -59,31 +206,106 @@ def list_inputs(source: Path) -> list[Path]:
     return [source]
 
 
-def output_name(t1_path: Path) -> str:
+def output_name(t1_path: Path, tag: str = "synthT2") -> str:
     """IXI302-HH-1904-T1.nii.gz -> IXI302-HH-1904-T1_synthT2.nii.gz (format kept)."""
     name = t1_path.name
     suffix = next((s for s in NIFTI_SUFFIXES if name.endswith(s)), "")
-    return f"{name[: len(name) - len(suffix)]}_synthT2{suffix or '.nii.gz'}"
+    return f"{name[: len(name) - len(suffix)]}_{tag}{suffix or '.nii.gz'}"
 
 
-def synthesize_file(t1_path: Path, out_path: Path, predictor: Predictor, setup: SynthesisSetup) -> None:
-    vol = load_t1_only(t1_path, setup.cfg.data)
-    pred = synthesize_volume(vol.t1, predictor, setup.cfg.data, setup.cfg.eval)
-    ref = setup.t2_reference
-    t2 = np.where(vol.mask > 0, pred * ref.scale + ref.offset, 0.0).astype(np.float32)
-    write_like(t2, vol.geometry, out_path)
+def sidecar_name(t1_path: Path) -> str:
+    return strip_nifti_suffix(output_name(t1_path)) + ".json"
 
 
-def synthesize_files(inputs: list[Path], out_dir: Path, predictor: Predictor,
-                     setup: SynthesisSetup) -> tuple[list[Path], list[str]]:
+@dataclass
+class FileResult:
+    """What predict wrote for one input."""
+
+    written: list[Path]
+    clipped_fraction: float
+    warning: str | None = None
+
+
+def synthesize_file(t1_path: Path, out_dir: Path, predictor: Predictor, setup: SynthesisSetup,
+                    policy: MaskPolicy, tta: str = "none", uncertainty: bool = False) -> FileResult:
+    """Synthesize one input and write its T2, optional spread map and JSON sidecar together."""
+    contract = setup.contract
+    mask_setting, mask_file, mask_fn = _mask_inputs(policy, t1_path)
+    data_cfg = contract.data_config(setup.cfg.data, mask=mask_setting)
+    volume = load_t1_only(t1_path, data_cfg, mask=mask_file, mask_fn=mask_fn)
+    synthesis = synthesize_subject(volume.t1, volume.mask, predictor, data_cfg, setup.cfg.eval,
+                                   contract.t2_range, tta=tta)
+    ref = contract.t2_reference
+    inside = volume.mask > 0
+    t2 = np.where(inside, synthesis.t2 * ref.scale + ref.offset, 0.0).astype(np.float32)
+    tag = f"mrsynth {mrsynth.__version__} synthetic T2w from T1w - {NOTICE}"
+    images = {out_dir / output_name(t1_path): image_like(
+        t2, volume.geometry, descrip=tag, intent_name=f"synthT2w {mrsynth.__version__}")}
+    if uncertainty:
+        if synthesis.spread is None:
+            raise MrsynthError("--uncertainty needs --tta flip (the spread over the TTA passes)")
+        spread = np.where(inside, synthesis.spread * ref.scale, 0.0).astype(np.float32)
+        images[out_dir / output_name(t1_path, "synthT2_std")] = image_like(
+            spread, volume.geometry, descrip=f"mrsynth {mrsynth.__version__} TTA spread (std) of the synthetic T2w",
+            intent_name="synthT2w std")
+    sidecar = _sidecar(t1_path, setup, policy.describe(mask_file), volume, synthesis, list(images), tta)
+    written = _write_together(images, out_dir / sidecar_name(t1_path), sidecar)
+    warning = None
+    if synthesis.clipped_fraction > CLIPPED_WARN_FRACTION:
+        lo, hi = contract.output_range()
+        warning = (f"{t1_path}: {100 * synthesis.clipped_fraction:.1f}% of the brain voxels were clipped to the "
+                   f"training T2 range [{lo:.4g}, {hi:.4g}]; the input may differ from the training data "
+                   "(contrast, mask, field of view)")
+    return FileResult(written, synthesis.clipped_fraction, warning)
+
+
+def _write_together(images: dict[Path, nib.Nifti1Image], sidecar_path: Path, sidecar: dict[str, Any]) -> list[Path]:
+    """All files of one input under temporary names first, renamed only when all are written."""
+    with contextlib.ExitStack() as stack:
+        for path, image in images.items():
+            nib.save(image, str(stack.enter_context(atomic_path(path))))
+        json_tmp = stack.enter_context(atomic_path(sidecar_path))
+        json_tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
+    return [*images, sidecar_path]
+
+
+def _sidecar(t1_path: Path, setup: SynthesisSetup, mask: dict[str, Any], volume: Any, synthesis: Synthesis,
+             outputs: list[Path], tta: str) -> dict[str, Any]:
+    """BIDS-style provenance: enough to know what this file is and to reproduce it."""
+    contract = setup.contract
+    lo, hi = contract.output_range()
+    return {
+        "Description": f"Synthetic T2-weighted image generated from a T1-weighted image by mrsynth: {NOTICE}.",
+        "Synthetic": True,
+        "Notice": NOTICE,
+        "Modality": "T2w",
+        "GeneratedBy": [{"Name": "mrsynth", "Version": mrsynth.__version__, "Command": " ".join(sys.argv)}],
+        "Sources": [str(t1_path.absolute())],
+        "SourceSHA256": sha256_of(t1_path),
+        "Outputs": [p.name for p in outputs],
+        "Weights": setup.weights,
+        "Mask": {**mask, "voxels": int((volume.mask > 0).sum())},
+        "Normalization": {
+            "method": contract.normalization,
+            "t1_stats": volume.t1_stats.to_json(),
+            "output_units": "training-set T2 intensities: normalized * scale + offset",
+            "t2_reference": contract.t2_reference.to_json(),
+        },
+        "Clipping": {"range": [lo, hi], "range_normalized": list(contract.t2_range),
+                     "clipped_fraction": synthesis.clipped_fraction},
+        "TestTimeAugmentation": {"method": tta, "passes": synthesis.passes},
+        "Contract": {k: v for k, v in contract.to_json().items() if k != "subjects"},
+    }
+
+
+def synthesize_files(inputs: list[Path], out_dir: Path, predictor: Predictor, setup: SynthesisSetup,
+                     policy: MaskPolicy, tta: str = "none",
+                     uncertainty: bool = False) -> tuple[list[FileResult], list[str]]:
     """Synthesize every input; a bad file is reported and skipped, the rest still run."""
-    written, failures = [], []
+    results, failures = [], []
     for path in tqdm(inputs, desc="synthesize", unit="volume", disable=len(inputs) < 2):
-        out = out_dir / output_name(path)
         try:
-            synthesize_file(path, out, predictor, setup)
+            results.append(synthesize_file(path, out_dir, predictor, setup, policy, tta, uncertainty))
         except DataError as exc:
             failures.append(str(exc))
-            continue
-        written.append(out)
-    return written, failures
+    return results, failures

@@ -8,6 +8,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+
+from mrsynth.data.contract import build_contract, read_contract, write_contract
+from mrsynth.data.contract import build_contract, read_contract, write_contract
+from mrsynth.data.discovery import discover_pairs
+from mrsynth.data.preprocess import load_volume
 from scipy import ndimage
 
 from mrsynth import backend as backend_module
@@ -76,6 +81,9 @@ def _make_run(tmp_path: Path, dataset: Path, backend: str, dims: int = 2) -> Pat
         "train": {"steps": 20, "warmup_steps": 2},
     })
     save_config(cfg, run_dir / "config.yaml")
+    train_files = [f for f in discover_pairs(cfg.data) if f.subject in SUBJECTS[:2]]
+    volumes = [load_volume(f, cfg.data) for f in train_files]
+    write_contract(run_dir, build_contract(cfg.data, train_files, volumes, {"train": SUBJECTS[:2]}))
     (run_dir / "run.json").write_text(json.dumps({"backend": backend, "status": "completed", "steps_done": 20}))
     lines = [{"kind": "train", "step": s, "loss": 1.0 / s, "grad_norm": 1.0, "lr": 1e-3} for s in (5, 10, 15, 20)]
     lines += [{"kind": "val", "step": 20, "mae": 0.3, "psnr": 20.0, "ssim": 0.7}]
@@ -119,13 +127,15 @@ def test_evaluate_command_writes_consistent_report(tmp_path, dataset, fake_backe
     data = json.loads((out / "summary.json").read_text())
     assert data["split"] == "test" and data["subjects"] == SUBJECTS[3:]
     assert (out / "report.md").read_text().count("![") >= 3
-    # synthesized NIfTI: normalized T2 units on the T1 grid, = the fake network's output
+    # synthesized NIfTI: normalized T2 units on the T1 grid, = the fake network's output as every
+    # command delivers it: clipped to the training T2 range, 0 outside the mask
     cfg = load_run(run_dir).cfg
     files = next(f for f in discover_pairs(cfg.data) if f.subject == SUBJECTS[3])
     volume = load_volume(files, cfg.data)
     written = nib.load(str(out / "nifti" / f"{SUBJECTS[3]}_jax_T2.nii.gz"))
     np.testing.assert_allclose(written.affine, np.diag([2.0, 2.0, 2.0, 1.0]))
-    np.testing.assert_allclose(np.asarray(written.dataobj), -0.9 * volume.t1, atol=1e-5)
+    expected = np.where(volume.mask > 0, np.clip(-0.9 * volume.t1, *read_contract(run_dir).t2_range), 0.0)
+    np.testing.assert_allclose(np.asarray(written.dataobj), expected, atol=1e-5)
     # the linear baseline learned the inversion: far better than the identity
     by_method = {r["method"]: r for r in summary if r["metric"] == "pearson"}
     assert float(by_method["linear"]["mean"]) > 0.9 and float(by_method["identity"]["mean"]) < -0.9

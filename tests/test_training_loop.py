@@ -74,7 +74,7 @@ def test_train_writes_a_complete_run_and_resume_equals_uninterrupted(backend, tm
     cfg = load_config(None, tiny_overrides(tmp_path))
     full = loop.train(cfg, backend, tmp_path / "full")
     run = Path(full["run_dir"])
-    for name in ("config.yaml", "run.json", "metrics.jsonl", "normalization.json", "model.safetensors"):
+    for name in ("config.yaml", "run.json", "metrics.jsonl", "preprocessing.json", "model.safetensors"):
         assert (run / name).is_file(), name
     assert any((run / "tb").iterdir())
     info = json.loads((run / "run.json").read_text())
@@ -121,9 +121,10 @@ def test_predict_writes_input_grid_and_crosses_backends(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a relative --run-dir, as users type it (orbax needs absolute paths)
     assert main(["train", "--backend", "jax", "--run-dir", "run", *sets]) == 0
     t1 = sorted((tmp_path / "phantom").glob("*-T1.nii.gz"))[0]
+    mask = Path(str(t1).replace("-T1.nii.gz", "-mask.nii.gz"))
     src = nib.load(t1)
 
-    assert main(["predict", "--checkpoint", str(tmp_path / "run"), "--input", str(t1),
+    assert main(["predict", "--checkpoint", str(tmp_path / "run"), "--input", str(t1), "--mask", str(mask),
                  "--output", str(tmp_path / "out_jax")]) == 0
     out_jax = nib.load(next((tmp_path / "out_jax").glob("*_synthT2.nii.gz")))
     assert out_jax.shape == src.shape
@@ -132,7 +133,7 @@ def test_predict_writes_input_grid_and_crosses_backends(tmp_path, monkeypatch):
 
     # The JAX run's portable weights synthesize the same volume in PyTorch.
     assert main(["predict", "--backend", "torch", "--weights", str(tmp_path / "run" / "model.safetensors"),
-                 "--input", str(t1), "--output", str(tmp_path / "out_torch")]) == 0
+                 "--input", str(t1), "--mask", str(mask), "--output", str(tmp_path / "out_torch")]) == 0
     out_torch = nib.load(next((tmp_path / "out_torch").glob("*_synthT2.nii.gz")))
     a, b = out_jax.get_fdata(), out_torch.get_fdata()
     assert np.abs(a - b).max() <= 1e-4 * max(np.abs(a).max(), 1.0)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -232,9 +231,6 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
     """results.json + README.md + plots in ``out_dir`` (replaced atomically)."""
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a report is meant to be shared
         (tmp / RESULTS_FILE).write_text(json.dumps(results, indent=2, default=str) + "\n")
         plots = _plot(results, tmp)
         (tmp / MARKDOWN_FILE).write_text(markdown(results, plots))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mrsynth.evaluation.inference import TTA_CHOICES
 from mrsynth.evaluation.runner import SUBJECT_CHOICES, evaluate_runs, load_run, print_summary
 
 
@@ -13,11 +14,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which split of the run's subjects to evaluate (default: test)")
     parser.add_argument("--which", choices=("best", "last"), default="best",
                         help="which checkpoint of the run (default: best)")
+    parser.add_argument("--tta", choices=TTA_CHOICES, default="none",
+                        help="test-time augmentation, as predict --tta (default: none)")
     parser.add_argument("--out", type=Path, help="report directory (default: RUN_DIR/eval_<subjects>)")
 
 
 def run(args: argparse.Namespace) -> int:
-    run_spec = load_run(args.checkpoint, args.which)
+    run_spec = load_run(args.checkpoint, args.which, args.tta)
     out = args.out or Path(args.checkpoint) / f"eval_{args.subjects}"
     result, report = evaluate_runs([run_spec], args.subjects, out)
     print_summary(result, report)

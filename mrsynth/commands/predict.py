@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
 from mrsynth import backend as backends
 from mrsynth.commands.common import add_backend_argument
 from mrsynth.errors import MrsynthError
+from mrsynth.evaluation.inference import TTA_CHOICES
 from mrsynth.training import rundir
 
 
@@ -19,25 +21,63 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--which", choices=("best", "last"), default="best",
                         help="which checkpoint of the run (default: best)")
     parser.add_argument("--input", type=Path, required=True, help="a T1 NIfTI file or a directory of them")
-    parser.add_argument("--output", type=Path, required=True, help="directory for the synthesized T2 files")
+    parser.add_argument("--out", "--output", dest="out", type=Path, required=True,
+                        help="directory for the synthesized T2 files (--output is an alias)")
+    brain = parser.add_mutually_exclusive_group()
+    brain.add_argument("--mask", metavar="FILE|DIR|nonzero",
+                       help="brain mask(s): a file for one input, a folder paired by subject id "
+                            "(<id>-mask.nii.gz, <id>_brainmask.nii.gz, ...), or 'nonzero' for inputs "
+                            "that are already skull-stripped. Required (or --skull-strip) when the "
+                            "model was trained on given brain masks")
+    brain.add_argument("--skull-strip", action="store_true",
+                       help="compute each input's brain mask by brain extraction "
+                            "(optional extra: pip install 'mrsynth[skullstrip]')")
+    parser.add_argument("--tta", choices=TTA_CHOICES, default="none",
+                        help="test-time augmentation: 'flip' averages the in-plane flips (4 passes in 2D, "
+                             "8 in 3D) (default: none)")
+    parser.add_argument("--uncertainty", action="store_true",
+                        help="also write <input>_synthT2_std.nii.gz, the voxel-wise spread over the TTA "
+                             "passes (needs --tta flip)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from mrsynth.synthesis import list_inputs, setup_from_run, setup_from_weights, synthesize_files
+    from mrsynth.synthesis import (
+        exported_checkpoint,
+        list_inputs,
+        resolve_mask_policy,
+        setup_from_weights,
+        synthesize_files,
+    )
 
+    if args.uncertainty and args.tta == "none":
+        raise MrsynthError("--uncertainty: needs --tta flip (the spread over the TTA passes)")
     inputs = list_inputs(args.input)
     if args.checkpoint is not None:
-        backend_name = args.backend or rundir.read_run_info(args.checkpoint)["backend"]
-        setup = setup_from_run(args.checkpoint)
-        predictor = backends.get_backend(backend_name).load_predictor(args.checkpoint, args.which)
+        trained_with = rundir.read_run_info(args.checkpoint)["backend"]
+        backend_name = args.backend or trained_with
+        weights_cm = exported_checkpoint(backends.get_backend(trained_with), args.checkpoint, args.which)
+        # The weights come from a temporary export of the run's checkpoint: no file to name.
+        provenance = {"run_dir": str(Path(args.checkpoint).absolute()), "backend": backend_name,
+                      "file": None, "file_sha256": None}
     else:
         if args.backend is None:
             raise MrsynthError("--weights needs --backend jax|torch (either framework reads the file)")
-        setup = setup_from_weights(args.weights)
-        predictor = backends.get_backend(args.backend).load_predictor(args.weights)
-    written, failures = synthesize_files(inputs, args.output, predictor, setup)
-    for path in written:
-        print(f"wrote {path}")
+        backend_name = args.backend
+        weights_cm = contextlib.nullcontext(args.weights)
+        provenance = {"backend": backend_name}
+    backend = backends.get_backend(backend_name)
+    with weights_cm as weights_file:
+        setup = setup_from_weights(weights_file, **provenance)
+        policy = resolve_mask_policy(setup.contract, args.mask, args.skull_strip,
+                                     str(args.checkpoint or args.weights))
+        predictor = backend.load_predictor(weights_file)
+        results, failures = synthesize_files(inputs, args.out, predictor, setup, policy, args.tta, args.uncertainty)
+    for result in results:
+        for path in result.written:
+            print(f"wrote {path}")
+        print(f"  clipped to the training T2 range: {100 * result.clipped_fraction:.2f}% of brain voxels")
+        if result.warning:
+            print(f"warning: {result.warning}", file=sys.stderr)
     for message in failures:
         print(f"error: {message}", file=sys.stderr)
     return 1 if failures else 0

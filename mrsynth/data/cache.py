@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from mrsynth.fileio import current_umask
+
 # Bump when preprocessing code changes its results: every existing entry becomes stale.
 CODE_VERSION = 1
 _MIB = 1 << 20
@@ -76,6 +78,7 @@ def write_entry(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())  # a shared cache: readable as a plain mkdir would make it
     try:
         for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(array))

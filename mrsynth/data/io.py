@@ -127,17 +127,18 @@ def from_ras(volume_ras: np.ndarray, geometry: Geometry) -> np.ndarray:
     return np.ascontiguousarray(orientations.apply_orientation(volume_ras, back))
 
 
-def write_like(volume_ras: np.ndarray, geometry: Geometry, path: Path) -> None:
-    """Write a RAS+ array as float32 NIfTI on the original grid, affine and header, atomically.
+def image_like(volume_ras: np.ndarray, geometry: Geometry, *, descrip: str | None = None,
+               intent_name: str | None = None) -> nib.Nifti1Image:
+    """A float32 NIfTI image of a RAS+ array on the original grid, affine and header.
 
     Scaling (scl_slope/inter) and display range (cal_min/max) are reset, since they described
-    the input's stored values, not these.
+    the input's stored values, not these. ``descrip`` (80 bytes) and ``intent_name`` (16 bytes)
+    replace the input's, e.g. to mark an output as synthetic.
     """
-    path = Path(path)
     volume_ras = np.asarray(volume_ras)
     if volume_ras.shape != geometry.ras_shape:
         raise DataError(
-            f"{path}: array shape {volume_ras.shape} does not match the grid {geometry.ras_shape} "
+            f"array shape {volume_ras.shape} does not match the grid {geometry.ras_shape} "
             f"of {geometry.source or 'the input'}"
         )
     data = from_ras(volume_ras.astype(np.float32, copy=False), geometry)
@@ -147,12 +148,25 @@ def write_like(volume_ras: np.ndarray, geometry: Geometry, path: Path) -> None:
     header.set_slope_inter(None, None)
     header["cal_min"] = 0
     header["cal_max"] = 0
+    if descrip is not None:
+        header["descrip"] = descrip.encode("ascii", "replace")[:79]
+    if intent_name is not None:
+        header["intent_name"] = intent_name.encode("ascii", "replace")[:15]
     image_cls = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
     image = image_cls(data, geometry.affine, header)
     # Keep the input's qform/sform codes exactly (the constructor may bump them).
     original = geometry.header_object()
     image.set_sform(geometry.affine, code=int(original["sform_code"]))
     image.set_qform(geometry.affine, code=int(original["qform_code"]))
+    return image
+
+
+def write_like(volume_ras: np.ndarray, geometry: Geometry, path: Path) -> None:
+    """Write a RAS+ array as float32 NIfTI on the original grid, affine and header, atomically."""
+    try:
+        image = image_like(volume_ras, geometry)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
     with atomic_path(path) as tmp:
         nib.save(image, str(tmp))
 

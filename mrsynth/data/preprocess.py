@@ -5,7 +5,9 @@ Choices, identical for training and inference:
   onto the T1 grid through the affines when their grid differs (linear for T2, nearest for
   masks/labels). T1 voxels outside the T2 field of view are removed from the mask.
 - Mask (``data.mask``): ``given`` file, ``otsu`` (Otsu threshold of T1 + closing, hole filling,
-  largest component), ``given_or_otsu`` (the file when there is one), ``none`` (all ones).
+  largest component), ``given_or_otsu`` (the file when there is one), ``nonzero`` (the non-zero
+  voxels of an already skull-stripped T1, holes filled), ``none`` (all ones). ``predict`` may
+  instead hand in a mask function (brain extraction).
 - Normalization (``data.normalization``) is ``(x - offset) / scale`` with statistics from the
   voxels inside the mask: ``zscore`` (mean, std), ``percentile`` (``data.percentiles`` mapped
   to [0, 1]), ``wm_peak`` (offset 0, scale = the highest-intensity mode of the smoothed
@@ -16,6 +18,7 @@ Choices, identical for training and inference:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,11 +88,18 @@ def load_volume(files: SubjectFiles, cfg: DataConfig) -> Volume:
     return _volume_from_entry(*entry)
 
 
-def load_t1_only(path: Path, cfg: DataConfig, mask: Path | None = None) -> Volume:
-    """Preprocessed T1-only volume (``t2`` None), e.g. a customer scan for ``predict``."""
+# A brain-mask function: RAS+ T1 (raw units) and its geometry -> boolean mask.
+MaskFn = Callable[[np.ndarray, Geometry], np.ndarray]
+
+
+def load_t1_only(path: Path, cfg: DataConfig, mask: Path | None = None, mask_fn: MaskFn | None = None) -> Volume:
+    """Preprocessed T1-only volume (``t2`` None), e.g. a customer scan for ``predict``.
+
+    Not cached: a customer's scan is read once, and the cache would keep a copy of it.
+    """
     path = Path(path)
     subject = path.name.removesuffix(".gz").removesuffix(".nii")
-    return load_volume(SubjectFiles(subject=subject, t1=path, t2=None, mask=mask), cfg)
+    return preprocess(SubjectFiles(subject=subject, t1=path, t2=None, mask=mask), cfg, mask_fn)
 
 
 def preprocessing_settings(cfg: DataConfig) -> dict[str, Any]:
@@ -97,8 +107,11 @@ def preprocessing_settings(cfg: DataConfig) -> dict[str, Any]:
     return {"mask": cfg.mask, "normalization": cfg.normalization, "percentiles": list(cfg.percentiles)}
 
 
-def preprocess(files: SubjectFiles, cfg: DataConfig) -> Volume:
-    """Read, reorient, align, mask and normalize one subject (no cache)."""
+def preprocess(files: SubjectFiles, cfg: DataConfig, mask_fn: MaskFn | None = None) -> Volume:
+    """Read, reorient, align, mask and normalize one subject (no cache).
+
+    ``mask_fn`` replaces the ``data.mask`` policy (``predict --skull-strip``).
+    """
     t1_raw, geometry = read_nifti(files.t1, what="T1")
     _check_not_constant(t1_raw, files.t1)
     coverage = np.ones(t1_raw.shape, dtype=bool)
@@ -108,7 +121,8 @@ def preprocess(files: SubjectFiles, cfg: DataConfig) -> Volume:
         _check_not_constant(t2_src, files.t2)
         t2_raw = resample_to(t2_src, t2_geometry, geometry, order=1)
         coverage = resample_to(np.ones(t2_src.shape, np.float32), t2_geometry, geometry, order=0) > 0.5
-    mask = _foreground(files, cfg, t1_raw, geometry) & coverage
+    foreground = mask_fn(t1_raw, geometry) if mask_fn is not None else _foreground(files, cfg, t1_raw, geometry)
+    mask = np.asarray(foreground, dtype=bool) & coverage
     if not mask.any():
         raise DataError(f"{files.t1}: the foreground mask is empty")
     labels = None
@@ -215,7 +229,14 @@ def _foreground(files: SubjectFiles, cfg: DataConfig, t1: np.ndarray, geometry: 
         return resample_to(mask_src, mask_geometry, geometry, order=0) > 0.5
     if cfg.mask == "given":
         raise DataError(f"{files.t1}: data.mask is 'given' but subject {files.subject} has no mask file")
+    if cfg.mask == "nonzero":
+        return nonzero_foreground(t1)
     return otsu_foreground(t1)
+
+
+def nonzero_foreground(t1: np.ndarray) -> np.ndarray:
+    """The brain of an already skull-stripped T1: its non-zero voxels, enclosed holes filled."""
+    return ndimage.binary_fill_holes(t1 != 0)
 
 
 # ---------------------------------------------------------------- normalization

@@ -5,8 +5,10 @@ its outputs happens here, once, so the JAX and PyTorch runs are evaluated by the
 """
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -15,6 +17,74 @@ from mrsynth.config import DataConfig, EvalConfig
 
 # progress(done, total): called after every predictor batch.
 ProgressFn = Callable[[int, int], None]
+TTA_CHOICES = ("none", "flip")
+
+
+@dataclass
+class Synthesis:
+    """A synthesized subject as every command delivers it, in normalized T2 units.
+
+    ``t2`` is clipped to the training T2 range and 0 outside the mask (the background value
+    of a normalized real T2); ``spread`` is the voxel-wise standard deviation over the
+    test-time-augmentation passes (None without TTA).
+    """
+
+    t2: np.ndarray
+    spread: np.ndarray | None
+    clipped_fraction: float  # of the voxels inside the mask
+    passes: int
+
+
+def tta_flip_axes(dims: int, slice_axis: int) -> tuple[int, ...]:
+    """Axes flipped by ``--tta flip``: the in-plane axes of a 2D model, all three for 3D.
+
+    (Flipping along the slice axis only reorders a 2D model's slices: no new view.)
+    """
+    return tuple(a for a in range(3) if dims == 3 or a != slice_axis)
+
+
+def synthesize_subject(
+    t1: np.ndarray,
+    mask: np.ndarray,
+    predictor: Predictor,
+    data_cfg: DataConfig,
+    eval_cfg: EvalConfig,
+    t2_range: tuple[float, float],
+    tta: str = "none",
+    progress: ProgressFn | None = None,
+) -> Synthesis:
+    """Whole-volume synthesis with the output contract: optional flip TTA, clipping, masking.
+
+    The one path behind validation, ``evaluate`` and ``predict``, so what is evaluated is
+    what a user gets.
+    """
+    if tta not in TTA_CHOICES:
+        raise ValueError(f"tta must be one of {TTA_CHOICES}, got {tta!r}")
+    inside = np.asarray(mask) > 0
+    if tta == "none":
+        flip_sets: list[tuple[int, ...]] = [()]
+    else:
+        axes = tta_flip_axes(predictor.model_config.dims, data_cfg.slice_axis)
+        flip_sets = [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+    total = np.zeros(t1.shape, dtype=np.float64)
+    total_sq = np.zeros(t1.shape, dtype=np.float64) if len(flip_sets) > 1 else None
+    for flips in flip_sets:
+        view = np.flip(t1, axis=flips) if flips else t1
+        pred = synthesize_volume(np.ascontiguousarray(view), predictor, data_cfg, eval_cfg, progress)
+        pred = (np.flip(pred, axis=flips) if flips else pred).astype(np.float64)
+        total += pred
+        if total_sq is not None:
+            total_sq += pred**2
+    mean = total / len(flip_sets)
+    spread = None
+    if total_sq is not None:
+        spread = np.sqrt(np.maximum(total_sq / len(flip_sets) - mean**2, 0.0)).astype(np.float32)
+        spread[~inside] = 0.0
+    lo, hi = t2_range
+    clipped = int(np.count_nonzero(((mean < lo) | (mean > hi)) & inside))
+    out = np.clip(mean, lo, hi).astype(np.float32)
+    out[~inside] = 0.0
+    return Synthesis(out, spread, clipped / max(1, int(inside.sum())), len(flip_sets))
 
 
 def pad_to_multiple(

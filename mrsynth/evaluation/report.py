@@ -90,10 +90,19 @@ def _run_items(run: dict[str, Any]) -> list[str]:
         f"upsampling {model['upsample']}, residual {model['residual']}",
         f"training: batch {train['batch_size']}, AdamW lr {train['lr']} (warmup {train['warmup_steps']}, cosine), "
         f"weight decay {train['weight_decay']}, loss {train['loss']}, compute {train['compute_dtype']}, seed {train['seed']}",
-        f"data: source {data['source']} (`{data['root']}`), normalization {data['normalization']}, "
+        f"data: source {data['source']} (`{data_location(data)}`), normalization {data['normalization']}, "
         f"mask {data['mask']}, {'slices along axis ' + str(data['slice_axis']) if model['dims'] == 2 else 'patches'} "
         f"of {data['patch_size']}",
     ]
+
+
+def data_location(data: dict[str, Any]) -> str:
+    """Where the evaluated subjects were read from, as the run's config names it."""
+    if data["source"] == "manifest":
+        return str(data["manifest"])
+    if data["source"] == "glob":
+        return f"{data['root']}/{data['t1_glob']} + {data['t2_glob']}"
+    return str(data["root"])
 
 
 def build_blocks(result: EvaluationResult, context: dict[str, Any], figures: dict[str, Path]) -> list[Block]:

@@ -20,7 +20,8 @@ from mrsynth.config import Config
 from mrsynth.errors import ConfigError, DataError, MrsynthError
 from mrsynth.evaluation import figures
 from mrsynth.evaluation.baselines import fit_baselines
-from mrsynth.evaluation.inference import synthesize_volume
+from mrsynth.data.contract import read_contract
+from mrsynth.evaluation.inference import synthesize_subject
 from mrsynth.evaluation.metrics import literature_slice_metrics, volume_metrics
 from mrsynth.evaluation.report import write_report
 from mrsynth.evaluation.results import MAIN_METRICS, EvaluationResult, finalize, write_tables
@@ -46,20 +47,21 @@ class RunSpec:
     info: dict[str, Any]
     which: str
     label: str = ""
+    tta: str = "none"
 
     @property
     def backend(self) -> str:
         return str(self.info["backend"])
 
 
-def load_run(run_dir: Path, which: str = "best") -> RunSpec:
+def load_run(run_dir: Path, which: str = "best", tta: str = "none") -> RunSpec:
     """Read a run directory's config.yaml and run.json (clear errors when it is not a run)."""
     run_dir = Path(run_dir)
     info = rundir.read_run_info(run_dir)
     if "backend" not in info:
         raise MrsynthError(f"{run_dir / rundir.RUN_FILE}: no 'backend' recorded")
     cfg = rundir.load_run_config(run_dir)
-    return RunSpec(run_dir, cfg, info, which)
+    return RunSpec(run_dir, cfg, info, which, tta=tta)
 
 
 def label_runs(runs: list[RunSpec]) -> None:
@@ -98,6 +100,7 @@ def _run_context(run: RunSpec) -> dict[str, Any]:
     cfg = run.cfg.to_dict()
     return {
         "label": run.label, "backend": run.backend, "run_dir": str(run.run_dir), "checkpoint": run.which,
+        "tta": run.tta,
         "status": run.info.get("status"), "steps_done": run.info.get("steps_done"),
         "model": cfg["model"], "train": cfg["train"], "data": cfg["data"], "eval": cfg["eval"],
         "versions": run.info.get("versions", {}),
@@ -138,6 +141,7 @@ def evaluate_runs(
         raise DataError(f"data: the {subjects} split is empty ({sizes}); choose another --subjects")
     if any(f.t2 is None for f in chosen):
         raise DataError(f"{next(f for f in chosen if f.t2 is None).t1}: evaluation needs a real T2 for every subject")
+    contracts = [read_contract(r.run_dir) for r in runs]
     if predictors is None:
         predictors = [backends.get_backend(r.backend).load_predictor(r.run_dir, r.which) for r in runs]
 
@@ -157,13 +161,16 @@ def evaluate_runs(
         for index, files in enumerate(tqdm(chosen, desc=f"evaluate {subjects}", unit="subject")):
             volume = load_volume(files, cfg.data)
             predictions: dict[str, np.ndarray] = {}
-            for run, predictor in zip(runs, predictors):
-                pred = synthesize_volume(volume.t1, predictor, run.cfg.data, run.cfg.eval)
+            inside = volume.mask > 0
+            for run, predictor, contract in zip(runs, predictors, contracts):
+                pred = synthesize_subject(volume.t1, volume.mask, predictor, run.cfg.data, run.cfg.eval,
+                                          contract.t2_range, tta=run.tta).t2
                 predictions[run.label] = pred
                 write_like(pred, volume.geometry,
                            tmp / "nifti" / f"{_safe_name(files.subject)}_{_safe_name(run.label)}_T2.nii.gz")
-            for name, baseline in baselines.items():
-                predictions[name] = baseline.predict(volume)
+            for name, baseline in baselines.items():  # clipped to the same range as the runs' outputs
+                pred = baseline.predict(volume)
+                predictions[name] = np.where(inside, np.clip(pred, *contracts[0].t2_range), pred)
             for method, pred in predictions.items():
                 row = {"subject": files.subject, "method": method,
                        **volume_metrics(pred, volume.t2, volume.mask, cfg.eval.data_range, volume.labels),

@@ -20,12 +20,13 @@ import numpy as np
 
 from mrsynth import backend as backends
 from mrsynth.backend import TrainEngine
-from mrsynth.config import Config
+from mrsynth.config import Config, with_absolute_paths
+from mrsynth.data.contract import PreprocessingContract, build_contract, write_contract
 from mrsynth.data.dataset import subject_splits
 from mrsynth.data.loader import make_train_loader
 from mrsynth.data.preprocess import Volume, load_volume
 from mrsynth.errors import ConfigError, TrainingDiverged
-from mrsynth.evaluation.inference import synthesize_volume
+from mrsynth.evaluation.inference import synthesize_subject
 from mrsynth.evaluation.metrics import volume_metrics
 from mrsynth.training import rundir
 from mrsynth.training.logging import RunLogger
@@ -35,10 +36,14 @@ VAL_SELECT_METRIC = "mae"  # lower is better; chooses the best checkpoint
 
 @dataclass
 class TrainData:
-    """Volumes of one run: training volumes feed the loader, validation ones are synthesized whole."""
+    """Volumes of one run: training volumes feed the loader, validation ones are synthesized whole.
+
+    ``contract`` is the run's preprocessing contract (fixed by the training subjects).
+    """
 
     train: list[Volume]
     val: list[Volume]
+    contract: PreprocessingContract
     subjects: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -49,24 +54,18 @@ def load_train_data(cfg: Config) -> TrainData:
         raise ConfigError("data: the split leaves no training subjects")
     train = [load_volume(f, cfg.data) for f in splits["train"]]
     val = [load_volume(f, cfg.data) for f in splits["val"][: cfg.train.val_subjects_max]]
-    return TrainData(train, val, {k: [f.subject for f in v] for k, v in splits.items()})
+    subjects = {k: [f.subject for f in v] for k, v in splits.items()}
+    contract = build_contract(cfg.data, splits["train"], train, subjects)
+    return TrainData(train, val, contract, subjects)
 
 
-def reference_t2_stats(volumes: list[Volume]) -> dict[str, float]:
-    """Mean T2 normalization statistics of the training set: the units predict writes T2 in."""
-    stats = [v.t2_stats for v in volumes if v.t2_stats is not None]
-    return {
-        "offset": float(np.mean([s.offset for s in stats])),
-        "scale": float(np.mean([s.scale for s in stats])),
-    }
-
-
-def validate(engine: TrainEngine, volumes: list[Volume], cfg: Config) -> dict[str, float]:
-    """Masked metrics of whole synthesized validation volumes, averaged over subjects."""
+def validate(engine: TrainEngine, volumes: list[Volume], cfg: Config,
+             contract: PreprocessingContract) -> dict[str, float]:
+    """Masked metrics of whole synthesized validation volumes (as predict delivers them), averaged."""
     predictor = engine.predictor()
     rows = []
     for vol in volumes:
-        pred = synthesize_volume(vol.t1, predictor, cfg.data, cfg.eval)
+        pred = synthesize_subject(vol.t1, vol.mask, predictor, cfg.data, cfg.eval, contract.t2_range).t2
         rows.append(volume_metrics(pred, vol.t2, vol.mask, cfg.eval.data_range))
     keys = ("psnr", "ssim", "mae", "nrmse", "pearson")
     return {k: float(np.mean([r[k] for r in rows])) for k in keys}
@@ -102,17 +101,14 @@ def train(cfg: Config, backend_name: str, run_dir: Path | None = None, resume: b
     if resume:
         run_dir = Path(run_dir)
     else:
+        cfg = with_absolute_paths(cfg)
         run_dir = rundir.new_run_dir(cfg, backend_name, run_dir)
     data = load_train_data(cfg)
     engine = backend.create_engine(cfg, run_dir)
     leader = engine.process_index == 0
     if leader and not resume:
         rundir.write_run_start(run_dir, cfg, backend_name)
-        rundir.write_json(run_dir / rundir.NORMALIZATION_FILE, {
-            "normalization": cfg.data.normalization,
-            "t2_reference": reference_t2_stats(data.train),
-            "subjects": data.subjects,
-        })
+        write_contract(run_dir, data.contract)
     t = cfg.train
     loader = make_train_loader(
         data.train, cfg, batch_size=t.batch_size // engine.process_count, seed=t.seed,
@@ -150,7 +146,7 @@ def train(cfg: Config, backend_name: str, run_dir: Path | None = None, resume: b
                 window_start, window_steps = time.perf_counter(), 0
             is_best = False
             if at(t.val_every) and data.val:
-                last_val = validate(engine, data.val, cfg)
+                last_val = validate(engine, data.val, cfg, data.contract)
                 is_best = best is None or last_val[VAL_SELECT_METRIC] < best
                 best = last_val[VAL_SELECT_METRIC] if is_best else best
                 logger.log("val", step, last_val)

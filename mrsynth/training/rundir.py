@@ -1,7 +1,7 @@
 """Run directories: everything needed to reproduce, inspect and reuse a training run.
 
 Layout (docs/ARCHITECTURE.md): config.yaml, run.json, metrics.jsonl, tb/, checkpoints/,
-normalization.json, model.safetensors.
+preprocessing.json (:mod:`mrsynth.data.contract`), model.safetensors.
 """
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ from typing import Any
 
 from mrsynth.backend import library_versions
 from mrsynth.config import Config, load_config, save_config
+from mrsynth.data.contract import read_contract
 from mrsynth.errors import MrsynthError
 from mrsynth.fileio import atomic_write_text
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"
-NORMALIZATION_FILE = "normalization.json"
 PORTABLE_FILE = "model.safetensors"
 
 
@@ -91,7 +91,7 @@ def portable_metadata(run_dir: Path, which: str, **details: Any) -> dict[str, An
         "summary": info.get("summary", {}),
         "versions": info.get("versions", {}),
         "config": load_run_config(run_dir).to_dict(),
-        "normalization": json.loads((run_dir / NORMALIZATION_FILE).read_text()),
+        "preprocessing": read_contract(run_dir).to_json(),
         **metadata,
     }
 

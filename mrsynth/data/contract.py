@@ -1,0 +1,133 @@
+"""The preprocessing contract of a run: what its model expects of an input, what it promises out.
+
+Training fixes it once (from the config and the training subjects) and writes it into the run
+(``preprocessing.json``, copied into the portable weight file); validation, ``evaluate`` and
+``predict`` all read it, so the three cannot drift apart:
+
+- ``mask``: how the brain/foreground mask of the training subjects was made (``given`` files,
+  ``otsu``, ``nonzero`` voxels of an already skull-stripped T1, or ``none``). The T1 is
+  normalized with statistics from inside this mask, so an input masked differently (a head
+  mask for a brain-trained model) is shifted and scaled differently; ``predict`` therefore
+  requires a brain mask (``--mask`` or ``--skull-strip``) from a run trained on given masks.
+- ``normalization`` / ``percentiles``: the intensity normalization of T1 and T2.
+- ``slice_axis`` / ``min_foreground``: which slices training saw (2D); other slices are still
+  synthesized, and their output is bounded by the clip range.
+- ``t2_reference``: the output units (mean T2 normalization statistics of the training set).
+- ``t2_range``: min and max of the training T2s inside their masks, in normalized units. Every
+  synthesized volume is clipped to it, so no output leaves the intensities the model was
+  trained to produce.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mrsynth.config import DataConfig
+from mrsynth.data.discovery import SubjectFiles
+from mrsynth.data.preprocess import NormStats, Volume
+from mrsynth.errors import MrsynthError
+
+CONTRACT_FILE = "preprocessing.json"
+MASK_SOURCES = ("given", "otsu", "nonzero", "none")
+
+
+@dataclass(frozen=True)
+class PreprocessingContract:
+    mask: str
+    normalization: str
+    percentiles: tuple[float, float]
+    slice_axis: int
+    min_foreground: float
+    t2_reference: NormStats
+    t2_range: tuple[float, float]
+    subjects: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+
+    def output_range(self) -> tuple[float, float]:
+        """The clip range in output (training T2) units."""
+        lo, hi = self.t2_range
+        return (float(lo * self.t2_reference.scale + self.t2_reference.offset),
+                float(hi * self.t2_reference.scale + self.t2_reference.offset))
+
+    def data_config(self, base: DataConfig, mask: str | None = None) -> DataConfig:
+        """``base`` with the contract's preprocessing (and ``mask`` policy, default the contract's)."""
+        return dataclasses.replace(
+            base, mask=mask or self.mask, normalization=self.normalization,
+            percentiles=tuple(self.percentiles), slice_axis=self.slice_axis,
+            min_foreground=self.min_foreground,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mask": self.mask,
+            "normalization": self.normalization,
+            "percentiles": list(self.percentiles),
+            "slice_axis": self.slice_axis,
+            "min_foreground": self.min_foreground,
+            "t2_reference": self.t2_reference.to_json(),
+            "t2_range": list(self.t2_range),
+            "subjects": self.subjects,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any], where: str) -> PreprocessingContract:
+        try:
+            contract = cls(
+                mask=str(raw["mask"]), normalization=str(raw["normalization"]),
+                percentiles=tuple(float(p) for p in raw["percentiles"]),  # type: ignore[arg-type]
+                slice_axis=int(raw["slice_axis"]), min_foreground=float(raw["min_foreground"]),
+                t2_reference=NormStats.from_json(raw["t2_reference"]),
+                t2_range=tuple(float(v) for v in raw["t2_range"]),  # type: ignore[arg-type]
+                subjects={k: list(v) for k, v in raw.get("subjects", {}).items()},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MrsynthError(f"{where}: incomplete preprocessing contract ({type(exc).__name__}: {exc})") from None
+        if contract.mask not in MASK_SOURCES:
+            raise MrsynthError(f"{where}: unknown mask source {contract.mask!r}")
+        return contract
+
+
+def training_mask_source(cfg: DataConfig, files: list[SubjectFiles]) -> str:
+    """How the training masks were made: ``given_or_otsu`` resolves to what the subjects had."""
+    if cfg.mask != "given_or_otsu":
+        return cfg.mask
+    return "given" if any(f.mask is not None for f in files) else "otsu"
+
+
+def build_contract(cfg: DataConfig, files: list[SubjectFiles], volumes: list[Volume],
+                   subjects: dict[str, list[str]]) -> PreprocessingContract:
+    """The contract of a run trained on ``volumes`` (the training subjects' preprocessed data)."""
+    with_t2 = [v for v in volumes if v.t2_stats is not None and v.t2 is not None]
+    if not with_t2:
+        raise MrsynthError("data: no training subject has a T2")
+    reference = NormStats(offset=float(np.mean([v.t2_stats.offset for v in with_t2])),
+                          scale=float(np.mean([v.t2_stats.scale for v in with_t2])))
+    inside = [np.asarray(v.t2)[np.asarray(v.mask) > 0] for v in with_t2]
+    t2_range = (float(min(x.min() for x in inside)), float(max(x.max() for x in inside)))
+    return PreprocessingContract(
+        mask=training_mask_source(cfg, files), normalization=cfg.normalization,
+        percentiles=tuple(cfg.percentiles), slice_axis=cfg.slice_axis,  # type: ignore[arg-type]
+        min_foreground=cfg.min_foreground, t2_reference=reference, t2_range=t2_range, subjects=subjects,
+    )
+
+
+def write_contract(run_dir: Path, contract: PreprocessingContract) -> None:
+    from mrsynth.fileio import atomic_write_text
+
+    atomic_write_text(Path(run_dir) / CONTRACT_FILE, json.dumps(contract.to_json(), indent=2) + "\n")
+
+
+def read_contract(run_dir: Path) -> PreprocessingContract:
+    path = Path(run_dir) / CONTRACT_FILE
+    if not path.is_file():
+        raise MrsynthError(f"{run_dir}: no {CONTRACT_FILE} (a run from before mrsynth recorded its "
+                           "preprocessing; train it again)")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise MrsynthError(f"{path}: corrupt file ({exc.msg})") from None
+    return PreprocessingContract.from_json(raw, str(path))
