@@ -66,9 +66,9 @@ def main() -> None:
 
     print(f"run {args.run}, split {args.split}, predict options: {' '.join(predict_extra) or '(none)'}"
           f"{' --mask <subject mask>' if args.mask_from_data else ''}")
-    print("| subject | evaluate PSNR dB | evaluate r | predict PSNR dB | predict r | predict min..max | "
-          "real T2 max |")
-    print("|---|---|---|---|---|---|---|")
+    print("| subject | evaluate PSNR dB | evaluate r | predict PSNR dB | predict r | brain covered | "
+          "predict PSNR dB where synthesized | predict min..max | real T2 max |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for files in subjects:
         out = work / "pred" / files.subject
         mask_args = ["--mask", str(files.mask)] if args.mask_from_data and files.mask else []
@@ -81,11 +81,13 @@ def main() -> None:
             score_mask = work / f"{files.subject}-brain.nii.gz"
             save_nifti(nonzero_foreground(t1).astype(np.uint8), geometry.ras_affine, score_mask)
         s = score_prediction(pred, files.t2, score_mask, ref, cfg.data, cfg.eval.data_range)
+        within = score_prediction(pred, files.t2, score_mask, ref, cfg.data, cfg.eval.data_range, within_output=True)
         t2_max = float(read_nifti(files.t2)[0].max())
         e = evaluate_rows.get(files.subject, {})
         ev_psnr = f"{float(e['psnr']):.2f}" if e else "-"
         ev_r = f"{float(e['pearson']):.3f}" if e else "-"
         print(f"| {files.subject} | {ev_psnr} | {ev_r} | {s['psnr']:.2f} | {s['pearson']:.3f} | "
+              f"{100 * s['brain_coverage']:.1f}% | {within['psnr']:.2f} | "
               f"{s['min_output']:.0f}..{s['max_output']:.0f} | {t2_max:.0f} |")
 
 

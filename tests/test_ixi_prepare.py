@@ -296,3 +296,26 @@ def test_bad_arguments_are_one_line_errors(raw_ixi, tmp_path, capsys):
                  str(tmp_path / "o"), "--split", "0.5,0.5"])
     assert code == 1
     assert "--split" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_skull_strip_writes_brain_masks_not_head_masks(small_raw_ixi, tmp_path):
+    pytest.importorskip("brainextractor")
+    from mrsynth.data.skullstrip import dice
+
+    root = small_raw_ixi
+    settings = PrepareSettings(grid="course", skull_strip=True)
+    summary = prepare_ixi(root / "t1", root / "t2", tmp_path, settings, qc_samples=0, progress=False,
+                          log=lambda _: None)
+    assert summary.n_ok == 3
+    for row in csv.DictReader((tmp_path / "manifest.csv").open()):
+        image = nib.load(tmp_path / row["mask"])
+        mask = np.asarray(image.dataobj) > 0
+        t1 = np.asarray(nib.load(tmp_path / row["t1"]).dataobj)
+        head_mask = otsu_foreground(t1)
+        # The analytic brain: everything inside the skull layer (the CSF ellipsoid and in it).
+        ijk = np.stack(np.meshgrid(*[np.arange(n) for n in mask.shape], indexing="ij"), -1).reshape(-1, 3)
+        world = ijk @ image.affine[:3, :3].T + image.affine[:3, 3]
+        inside_skull = ((((world - (0, -2, 10)) / (61, 80, 68)) ** 2).sum(axis=1) <= 1).reshape(mask.shape)
+        assert mask.sum() < 0.8 * head_mask.sum()
+        assert dice(mask, inside_skull) > 0.85

@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--normalize", default="none", choices=("none", "zscore", "wm_peak"),
                         help="intensity normalization written into the files (default none: the "
                         "training pipeline normalizes)")
+    parser.add_argument("--skull-strip", action="store_true",
+                        help="write brain masks by brain extraction (default: Otsu head masks); "
+                             "optional extra: pip install 'mrsynth[skullstrip]'")
     parser.add_argument("--split", default="0.7,0.15,0.15", help="train,val,test fractions (by subject)")
     parser.add_argument("--stratify-site", action="store_true", help="split each IXI site separately")
     parser.add_argument("--qc-samples", type=int, default=8, help="subjects with a QC overlay PNG in out/qc/")
@@ -31,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     fractions = parse_fractions(args.split)
-    settings = PrepareSettings(grid=args.grid, n4=args.n4, normalize=args.normalize, seed=args.seed)
+    settings = PrepareSettings(grid=args.grid, n4=args.n4, normalize=args.normalize, seed=args.seed,
+                                skull_strip=args.skull_strip)
     summary = prepare_ixi(
         args.t1_dir,
         args.t2_dir,

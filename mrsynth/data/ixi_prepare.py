@@ -62,6 +62,7 @@ class PrepareSettings:
     n4: bool = False
     normalize: str = "none"  # none | zscore | wm_peak
     seed: int = 0
+    skull_strip: bool = False  # brain masks by brain extraction instead of Otsu head masks
 
     def __post_init__(self) -> None:
         parse_grid(self.grid)
@@ -243,7 +244,7 @@ def prepare_subject(pair: RawPair, out_dir: Path, settings: PrepareSettings, qc_
     ones = reg.to_sitk(np.ones_like(t2), t2_affine)
     coverage = reg.resample(ones, grid, result.transform) > 0.999
     coverage_header = reg.resample(ones, grid) > 0.999
-    mask = otsu_foreground(t1_out)
+    mask = brain_or_head_mask(t1_out, grid, settings.skull_strip)
     if settings.n4:
         t1_out = reg.from_sitk(reg.n4_correct(reg.to_sitk(t1_out, grid.affine), mask_to_sitk(mask, grid)))
         t2_out = reg.from_sitk(reg.n4_correct(reg.to_sitk(t2_out, grid.affine), mask_to_sitk(mask & coverage, grid)))
@@ -286,6 +287,16 @@ def prepare_subject(pair: RawPair, out_dir: Path, settings: PrepareSettings, qc_
     row = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()}
     atomic_write_text(subject_dir / DONE_NAME, json.dumps({"settings": asdict(settings), "row": row}, indent=1))
     return row
+
+
+def brain_or_head_mask(t1: np.ndarray, grid: Grid, skull_strip: bool) -> np.ndarray:
+    """The subject's mask on ``grid``: a brain mask (brain extraction) or the Otsu head mask."""
+    if not skull_strip:
+        return otsu_foreground(t1)
+    from mrsynth.data.skullstrip import extract_brain
+
+    voxel_size = tuple(float(v) for v in np.linalg.norm(grid.affine[:3, :3], axis=0))
+    return extract_brain(t1, voxel_size)  # type: ignore[arg-type]
 
 
 def mask_to_sitk(mask: np.ndarray, grid: Grid) -> sitk.Image:
