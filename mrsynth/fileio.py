@@ -10,10 +10,41 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+
+# Names of the temporaries this module creates: ".<stem>.<random>.tmp<suffixes>" (files and
+# folders of atomic_path / atomic_dir) and ".<name>.<random>.old" (a folder being replaced).
+TEMPORARY_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+\.(tmp(\.[A-Za-z0-9.]+)?|old)$")
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether ``name`` is one of this module's temporary names (a killed writer's leftover)."""
+    return bool(TEMPORARY_NAME.match(name))
+
+
+def remove_leftover_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporaries a killed writer left in ``folder`` (not recursive); return them.
+
+    Call only where no other writer is working in ``folder`` at the same time (a locked run
+    folder, or a job's own output folder at its start).
+    """
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        if is_temporary_name(path.name):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def current_umask() -> int:

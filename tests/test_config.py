@@ -88,3 +88,17 @@ def test_schedule_warmup_then_cosine():
     import numpy as np
     np.testing.assert_allclose(warmup_cosine(np.array(steps), 1.0, 10, 100, 0.0),
                                [lr_at(s, t) for s in steps])
+
+
+def test_run_configs_get_absolute_folders(tmp_path):
+    from mrsynth.config import with_absolute_paths
+
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "m.csv").write_text("")
+    cfg = load_config(None, ["data.root=data/x", "data.cache_dir=", "data.manifest=lists/m.csv", "run.root=runs"])
+    out = with_absolute_paths(cfg, tmp_path)
+    assert out.data.root == str(tmp_path / "data" / "x") and out.run.root == str(tmp_path / "runs")
+    assert out.data.cache_dir == ""  # disabled stays disabled
+    assert out.data.manifest == str(tmp_path / "lists" / "m.csv")
+    # A manifest that is not there from the working directory stays relative (looked up under root).
+    assert with_absolute_paths(load_config(None, ["data.manifest=m.csv"]), tmp_path).data.manifest == "m.csv"

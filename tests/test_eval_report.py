@@ -166,3 +166,13 @@ def test_user_errors_are_one_line(tmp_path, dataset, fake_backends, capsys):
     assert "not an mrsynth report directory" in capsys.readouterr().err
     assert (keep / "notes.txt").read_text() == "mine"
     assert main(["compare", "--set", "train.steps=3", str(run_dir)]) == 1
+
+
+def test_report_names_where_the_data_came_from():
+    from mrsynth.evaluation.report import data_location
+
+    assert data_location({"source": "manifest", "manifest": "/d/manifest.csv", "root": "data/phantom"}) == \
+        "/d/manifest.csv"
+    assert data_location({"source": "glob", "root": "/p", "t1_glob": "*/t1.nii.gz", "t2_glob": "*/t2.nii.gz"}) == \
+        "/p/*/t1.nii.gz + */t2.nii.gz"
+    assert data_location({"source": "ixi", "root": "/ixi"}) == "/ixi"

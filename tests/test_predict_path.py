@@ -97,7 +97,13 @@ def test_predict_refuses_a_brain_trained_model_without_a_mask(trained, tmp_path,
 def test_predict_with_masks_matches_evaluate_from_another_directory(trained, tmp_path, monkeypatch):
     run, cfg, test = trained
     monkeypatch.chdir(tmp_path)  # evaluate and predict from elsewhere: the run's paths still hold
-    evaluated = evaluate_psnr(run, tmp_path / "eval")
+    old_umask = os.umask(0o022)
+    try:
+        evaluated = evaluate_psnr(run, tmp_path / "eval")
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE((tmp_path / "eval").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "eval" / "report.html").stat().st_mode) == 0o644
     assert not (tmp_path / "phantom").exists() and not (tmp_path / "cache").exists()
     predicted = predict_scores(run, cfg, test, tmp_path / "pred", lambda f: ["--mask", str(f.mask)])
     contract = read_contract(run)
