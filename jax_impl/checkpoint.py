@@ -14,6 +14,7 @@ from typing import Any
 import orbax.checkpoint as ocp
 
 from mrsynth.errors import CheckpointError
+from mrsynth.fileio import disk_full_error
 
 WHICH = ("last", "best")
 
@@ -51,11 +52,18 @@ class CheckpointStore:
         self._best = _manager(self.directory / "best", 1, for_reading=False)
 
     def save(self, step: int, state: Any, extra: dict[str, Any], is_best: bool) -> None:
-        """Start an asynchronous save of ``state`` + ``extra`` (and as the best one if ``is_best``)."""
+        """Start an asynchronous save of ``state`` + ``extra`` (and as the best one if ``is_best``).
+
+        A full disk (reported here or by :meth:`wait`, as orbax finishes in the background) is a
+        one-line error; orbax finalizes a checkpoint atomically, so the earlier ones stay valid.
+        """
         managers = [self._last, self._best] if is_best else [self._last]
         for manager in managers:
-            manager.save(step, args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)))
+            try:
+                manager.save(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)))
+            except Exception as exc:  # noqa: BLE001  orbax wraps the OSError of a failed write
+                raise disk_full_error(Path(manager.directory) / str(step), exc) or exc
 
     def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]] | None:
         """(step, state, extra) of the most recent checkpoint, or None if there is none."""
@@ -66,8 +74,11 @@ class CheckpointStore:
         return step, state, extra
 
     def wait(self) -> None:
-        self._last.wait_until_finished()
-        self._best.wait_until_finished()
+        for manager in (self._last, self._best):
+            try:
+                manager.wait_until_finished()
+            except Exception as exc:  # noqa: BLE001  orbax wraps the OSError of a failed write
+                raise disk_full_error(Path(manager.directory), exc) or exc
 
     def close(self) -> None:
         self._last.close()

@@ -18,7 +18,6 @@ from flax import nnx
 
 from mrsynth.backend import Batch
 from mrsynth.config import Config, TrainConfig
-from mrsynth.errors import CheckpointError
 from mrsynth.schedule import warmup_cosine
 
 from jax_impl import parallel
@@ -205,11 +204,7 @@ class JaxEngine:
                            else self._replicated)
         abstract = jax.tree.map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=target_sharding), self._template)
-        try:
-            restored = self._checkpoints.restore_latest(abstract)
-        except CheckpointError:
-            self.close()  # the loop has not entered its try/finally yet; don't leak orbax threads
-            raise
+        restored = self._checkpoints.restore_latest(abstract)
         if restored is None:
             return None
         step, state, extra = restored
@@ -217,5 +212,7 @@ class JaxEngine:
         return step, extra
 
     def close(self) -> None:
-        self._checkpoints.wait()
-        self._checkpoints.close()
+        try:
+            self._checkpoints.wait()
+        finally:
+            self._checkpoints.close()  # also after a failed save: no orbax thread outlives the run

@@ -10,7 +10,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from mrsynth.errors import MrsynthError
+from mrsynth.errors import Interrupted, MrsynthError
 
 # name -> (module under mrsynth.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -67,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MrsynthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Interrupted as exc:
+        print(exc, file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -20,3 +20,11 @@ class CheckpointError(MrsynthError):
 
 class TrainingDiverged(MrsynthError):
     """The loss became NaN/Inf; the last good checkpoint is kept."""
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM stopped a command after it saved what it could; exit 128 + the signal number."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

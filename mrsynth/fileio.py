@@ -8,6 +8,7 @@ on a shared server).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -15,6 +16,8 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from mrsynth.errors import MrsynthError
 
 
 # Names of the temporaries this module creates: ".<stem>.<random>.tmp<suffixes>" (files and
@@ -150,3 +153,25 @@ def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+_DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+              errno.EIO: "input/output error"}
+
+
+def disk_full_error(path: str | Path, exc: BaseException) -> MrsynthError | None:
+    """The one-line error for a write that failed on a full disk (or quota, or I/O), else None.
+
+    Looks through ``exc``'s causes too (libraries such as orbax wrap the OSError); names the free
+    space of ``path``'s file system, so the user knows how much to clear.
+    """
+    seen: BaseException | None = exc
+    while seen is not None and not (isinstance(seen, OSError) and seen.errno in _DISK_FULL):
+        seen = seen.__cause__ or seen.__context__
+    if seen is None:
+        return None
+    existing = Path(path).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free_mib = shutil.disk_usage(existing).free // 2**20
+    return MrsynthError(f"{path}: {_DISK_FULL[seen.errno]} ({free_mib} MiB free)")

@@ -7,15 +7,23 @@ grid with the input's affine and header, in the T2 intensity units of the traini
 clipped to the training T2 range, zero outside the brain mask, marked as synthetic in its
 header, with a JSON sidecar holding its provenance; all files of one input appear together
 (temporary names, then renames).
+
+A folder job survives what a long run over a hospital export meets: a bad input is reported
+and the job goes on; a failed write (full disk, quota, I/O error) stops the job with one line
+naming the file and the free space; a killed job's temporaries are removed at the next start,
+and ``skip_existing`` lets a re-run do only what is missing.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import re
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +40,13 @@ from mrsynth.data.io import image_like
 from mrsynth.data.preprocess import MaskFn, load_t1_only
 from mrsynth.errors import DataError, MrsynthError
 from mrsynth.evaluation.inference import Synthesis, synthesize_subject
-from mrsynth.fileio import atomic_path, sha256_of
+from mrsynth.fileio import (
+    atomic_path,
+    disk_full_error,
+    is_temporary_name,
+    remove_leftover_temporaries,
+    sha256_of,
+)
 from mrsynth.weights import load_portable
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -163,8 +177,8 @@ def find_mask(mask_dir: Path, t1_path: Path) -> Path:
     wanted = subject_id(t1_path)
     mirrored = strip_nifti_suffix(t1_path.name)
     matches = []
-    for p in sorted(mask_dir.iterdir()):
-        if not p.name.endswith(NIFTI_SUFFIXES) or p.resolve() == t1_path.resolve():
+    for p in nifti_files(mask_dir):
+        if p.resolve() == t1_path.resolve():
             continue
         stem = strip_nifti_suffix(p.name)
         if stem == mirrored or (_MASK_TOKEN.search(stem) and _MASK_TOKEN.sub("", stem) == wanted):
@@ -194,10 +208,16 @@ def _mask_inputs(policy: MaskPolicy, t1_path: Path) -> tuple[str, Path | None, M
 # ---------------------------------------------------------------- files
 
 
+def nifti_files(folder: Path) -> list[Path]:
+    """The NIfTI files of a folder (sorted), without hidden files and a killed writer's temporaries."""
+    return sorted(p for p in folder.iterdir() if p.name.endswith(NIFTI_SUFFIXES)
+                  and not p.name.startswith(".") and not is_temporary_name(p.name))
+
+
 def list_inputs(source: Path) -> list[Path]:
-    """One NIfTI file, or every NIfTI file in a directory (sorted)."""
+    """One NIfTI file, or every NIfTI file in a directory (sorted; hidden files left out)."""
     if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.name.endswith(NIFTI_SUFFIXES))
+        files = nifti_files(source)
         if not files:
             raise DataError(f"{source}: no .nii or .nii.gz files in this directory")
         return files
@@ -215,6 +235,45 @@ def output_name(t1_path: Path, tag: str = "synthT2") -> str:
 
 def sidecar_name(t1_path: Path) -> str:
     return strip_nifti_suffix(output_name(t1_path)) + ".json"
+
+
+def output_paths(t1_path: Path, out_dir: Path, uncertainty: bool = False) -> list[Path]:
+    """Every file predict writes for one input: the T2, the spread map if asked, the sidecar."""
+    maps = [output_name(t1_path), *([output_name(t1_path, "synthT2_std")] if uncertainty else [])]
+    return [out_dir / name for name in (*maps, sidecar_name(t1_path))]
+
+
+def make_folder(path: Path, what: str) -> None:
+    """Create an output folder, or refuse in one line (a file in the way, no permission)."""
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise MrsynthError(f"{what}: {blocker} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MrsynthError(f"{what}: cannot create the folder {path} ({exc.strerror})") from None
+
+
+@contextlib.contextmanager
+def output_folder(path: Path) -> Iterator[list[Path]]:
+    """Hold ``path`` as a job's output folder; yield the killed writers' temporaries removed from it.
+
+    Jobs share the folder (a shared flock on the folder itself, no lock file); the leftovers are
+    removed only when no other job holds it, since another job's temporaries are live.
+    """
+    make_folder(path, f"--out {path}")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            removed = remove_leftover_temporaries(path)
+        except OSError:  # another job is writing here (or the filesystem has no locks): leave them
+            removed = []
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        yield removed
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -239,17 +298,18 @@ def synthesize_file(t1_path: Path, out_dir: Path, predictor: Predictor, setup: S
     inside = volume.mask > 0
     t2 = np.where(inside, synthesis.t2 * ref.scale + ref.offset, 0.0).astype(np.float32)
     tag = f"mrsynth {mrsynth.__version__} synthetic T2w from T1w - {NOTICE}"
-    images = {out_dir / output_name(t1_path): image_like(
+    *map_paths, sidecar_path = output_paths(t1_path, out_dir, uncertainty)
+    images = {map_paths[0]: image_like(
         t2, volume.geometry, descrip=tag, intent_name=f"synthT2w {mrsynth.__version__}")}
     if uncertainty:
         if synthesis.spread is None:
             raise MrsynthError("--uncertainty needs --tta flip (the spread over the TTA passes)")
         spread = np.where(inside, synthesis.spread * ref.scale, 0.0).astype(np.float32)
-        images[out_dir / output_name(t1_path, "synthT2_std")] = image_like(
+        images[map_paths[1]] = image_like(
             spread, volume.geometry, descrip=f"mrsynth {mrsynth.__version__} TTA spread (std) of the synthetic T2w",
             intent_name="synthT2w std")
     sidecar = _sidecar(t1_path, setup, policy.describe(mask_file), volume, synthesis, list(images), tta)
-    written = _write_together(images, out_dir / sidecar_name(t1_path), sidecar)
+    written = _write_together(images, sidecar_path, sidecar)
     warning = None
     if synthesis.clipped_fraction > CLIPPED_WARN_FRACTION:
         lo, hi = contract.output_range()
@@ -260,12 +320,21 @@ def synthesize_file(t1_path: Path, out_dir: Path, predictor: Predictor, setup: S
 
 
 def _write_together(images: dict[Path, nib.Nifti1Image], sidecar_path: Path, sidecar: dict[str, Any]) -> list[Path]:
-    """All files of one input under temporary names first, renamed only when all are written."""
-    with contextlib.ExitStack() as stack:
-        for path, image in images.items():
-            nib.save(image, str(stack.enter_context(atomic_path(path))))
-        json_tmp = stack.enter_context(atomic_path(sidecar_path))
-        json_tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
+    """All files of one input under temporary names first, renamed only when all are written.
+
+    A refused write (full disk, quota, I/O error) removes every temporary and raises one line
+    naming the file being written (the sidecar while the files are renamed into place).
+    """
+    current = sidecar_path
+    try:
+        with contextlib.ExitStack() as stack:
+            for current, image in images.items():
+                nib.save(image, str(stack.enter_context(atomic_path(current))))
+            current = sidecar_path
+            json_tmp = stack.enter_context(atomic_path(sidecar_path))
+            json_tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
+    except OSError as exc:
+        raise (disk_full_error(current, exc) or MrsynthError(f"{current}: cannot write ({exc.strerror or exc})")) from None
     return [*images, sidecar_path]
 
 
@@ -298,14 +367,39 @@ def _sidecar(t1_path: Path, setup: SynthesisSetup, mask: dict[str, Any], volume:
     }
 
 
+@dataclass
+class JobReport:
+    """What a predict job did with each input: written, failed (with the one-line reason), skipped."""
+
+    results: list[FileResult] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    stopped: str | None = None  # the error that ended the job before its last input
+    not_attempted: int = 0
+
+    def summary(self) -> str:
+        """``N written, M failed, S skipped`` (and the inputs left when the job stopped)."""
+        text = f"{len(self.results)} written, {len(self.failed)} failed, {len(self.skipped)} skipped"
+        return text + (f", {self.not_attempted} not attempted (stopped)" if self.stopped else "")
+
+
 def synthesize_files(inputs: list[Path], out_dir: Path, predictor: Predictor, setup: SynthesisSetup,
-                     policy: MaskPolicy, tta: str = "none",
-                     uncertainty: bool = False) -> tuple[list[FileResult], list[str]]:
-    """Synthesize every input; a bad file is reported and skipped, the rest still run."""
-    results, failures = [], []
-    for path in tqdm(inputs, desc="synthesize", unit="volume", disable=len(inputs) < 2):
+                     policy: MaskPolicy, tta: str = "none", uncertainty: bool = False,
+                     skip_existing: bool = False) -> JobReport:
+    """Synthesize every input: a bad input is reported and the job goes on; any other user-facing
+    error (a full disk, an impossible option) stops it, since every later input would fail too."""
+    report = JobReport()
+    for index, path in enumerate(tqdm(inputs, desc="synthesize", unit="volume", disable=len(inputs) < 2)):
+        if skip_existing and all(p.is_file() for p in output_paths(path, out_dir, uncertainty)):
+            report.skipped.append(path)
+            continue
         try:
-            results.append(synthesize_file(path, out_dir, predictor, setup, policy, tta, uncertainty))
+            report.results.append(synthesize_file(path, out_dir, predictor, setup, policy, tta, uncertainty))
         except DataError as exc:
-            failures.append(str(exc))
-    return results, failures
+            report.failed.append((path, str(exc)))
+        except MrsynthError as exc:
+            report.failed.append((path, str(exc)))
+            report.stopped = str(exc)
+            report.not_attempted = len(inputs) - index - 1
+            break
+    return report

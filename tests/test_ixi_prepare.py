@@ -18,6 +18,8 @@ import SimpleITK as sitk
 from mrsynth.cli import main
 from mrsynth.data import registration as reg
 from mrsynth.data.ixi_prepare import (
+    MAX_ROTATION_DEG,
+    MAX_TRANSLATION_MM,
     PrepareSettings,
     mask_to_sitk,
     assign_splits,
@@ -25,6 +27,7 @@ from mrsynth.data.ixi_prepare import (
     pair_ixi,
     parse_ixi_name,
     prepare_ixi,
+    registration_problem,
 )
 from mrsynth.data.preprocess import otsu_foreground
 from mrsynth.errors import DataError
@@ -267,7 +270,7 @@ def test_corrupt_subject_is_skipped_and_reported(small_raw_ixi, tmp_path, capsys
     code = main(["prepare-ixi", "--t1-dir", str(raw / "t1"), "--t2-dir", str(raw / "t2"), "--out", str(out),
                  "--grid", "iso:8", "--qc-samples", "0"])
     captured = capsys.readouterr()
-    assert code == 0
+    assert code == 1  # the others are prepared, but a failed subject is never silent
     assert "1 prepared (0 already done), 1 skipped (IXI102: DataError:" in captured.out
     assert "IXI102-HH-0002-T2.nii.gz" in captured.out + captured.err
     rows = list(csv.DictReader((out / "manifest.csv").open()))
@@ -283,6 +286,47 @@ def test_corrupt_subject_is_skipped_and_reported(small_raw_ixi, tmp_path, capsys
     code = main(["prepare-ixi", "--t1-dir", str(only_bad / "t1"), "--t2-dir", str(only_bad / "t2"),
                  "--out", str(tmp_path / "out2"), "--grid", "iso:8"])
     assert code == 1
+
+
+def displace_t2_header(path: Path, shift_mm: np.ndarray) -> None:
+    """Move a T2's header by ``shift_mm`` (its voxels unchanged): a wrong header, not head motion."""
+    image = nib.load(path)
+    affine = image.affine.copy()
+    affine[:3, 3] += shift_mm
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj), affine), path)
+
+
+def test_registration_problem_bounds():
+    assert registration_problem(-0.5, MAX_TRANSLATION_MM - 1, MAX_ROTATION_DEG - 1) is None
+    assert "registration failed" in registration_problem(float("nan"), 3.0, 2.0)
+    assert "translation 80.0 mm > 50 mm" in registration_problem(-0.5, 80.0, 2.0)
+    assert "rotation 45.0 degrees > 30 degrees" in registration_problem(-0.5, 3.0, 45.0)
+
+
+def test_displaced_t2_is_left_out_and_the_command_fails(small_raw_ixi, tmp_path, capsys):
+    raw = tmp_path / "raw"
+    for sub in ("t1", "t2"):
+        (raw / sub).mkdir(parents=True)
+        for path in (small_raw_ixi / sub).glob("IXI10[12]*"):
+            (raw / sub / path.name).write_bytes(path.read_bytes())
+    # The same head with a T2 header 10 km off (the IXI incident) and one 80 mm off.
+    for i, (stem, shift) in enumerate((("IXI105-Guys-0005", [10_000.0, 0, 0]), ("IXI106-HH-0006", [0, 80.0, 0]))):
+        write_raw_subject(raw, stem, 5.0, np.zeros(3), seed=5 + i, factor=2)
+        displace_t2_header(raw / "t2" / f"{stem}-T2.nii.gz", np.array(shift))
+    out = tmp_path / "out"
+    code = main(["prepare-ixi", "--t1-dir", str(raw / "t1"), "--t2-dir", str(raw / "t2"), "--out", str(out),
+                 "--grid", "iso:8", "--qc-samples", "0", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 1
+    rows = list(csv.DictReader((out / "manifest.csv").open()))
+    assert [r["subject"] for r in rows] == ["IXI101", "IXI102"]
+    qc = {line.split()[1]: line for line in captured.out.splitlines() if line.startswith("QC: ")}
+    assert sorted(qc) == ["IXI105", "IXI106"]
+    assert "registration" in qc["IXI105"] and "IXI105-Guys-0005-T2.nii.gz" in qc["IXI105"]
+    assert "implausible registration: translation" in qc["IXI106"] and "> 50 mm" in qc["IXI106"]
+    assert "2 prepared (0 already done), 2 skipped" in captured.out
+    for subject in ("IXI105", "IXI106"):
+        assert not (out / "subjects" / subject / "done.json").exists()
 
 
 def test_bad_arguments_are_one_line_errors(raw_ixi, tmp_path, capsys):

@@ -12,7 +12,7 @@ from mrsynth.config import DataConfig
 from mrsynth.data.phantom import TISSUES, ensure_phantom, generate_subject, write_phantom_dataset
 from mrsynth.data.phantom_anatomy import BACKGROUND, CSF, GRAY_MATTER, SCALP_FAT, WHITE_MATTER
 from mrsynth.data.phantom_mri import sample_relaxation, t1w_signal, t2w_signal
-from mrsynth.errors import DataError
+from mrsynth.errors import ConfigError, DataError
 
 SHAPE = (48, 56, 40)
 TINY = (24, 28, 20)
@@ -107,7 +107,7 @@ def test_files_have_ixi_names_non_ras_storage_and_reorient_to_the_requested_shap
         assert image.get_data_dtype() == array.dtype
 
 
-def test_ensure_phantom_generates_once_and_regenerates_on_a_parameter_change(tmp_path):
+def test_ensure_phantom_generates_once_and_refuses_other_settings(tmp_path):
     cfg = DataConfig(root=str(tmp_path / "ph"), phantom_subjects=2, phantom_shape=TINY, phantom_seed=0)
     assert ensure_phantom(cfg) == Path(cfg.root)
     first = {p.name: p.stat().st_mtime_ns for p in _files(Path(cfg.root))}
@@ -115,14 +115,10 @@ def test_ensure_phantom_generates_once_and_regenerates_on_a_parameter_change(tmp
     ensure_phantom(cfg)
     assert {p.name: p.stat().st_mtime_ns for p in _files(Path(cfg.root))} == first
 
-    cfg.phantom_seed = 1
-    ensure_phantom(cfg)
-    assert {p.name for p in _files(Path(cfg.root))} == {
-        n.replace("-0001-", "-0101-").replace("-0002-", "-0102-") for n in first
-    }
-    cfg.phantom_subjects = 1
-    ensure_phantom(cfg)
-    assert len(_files(Path(cfg.root))) == 4
+    cfg.phantom_seed = 1  # another run may be reading this root: never regenerate it under them
+    with pytest.raises(ConfigError, match="holds a phantom with subjects=2.*seed=0.*asks for.*seed=1"):
+        ensure_phantom(cfg)
+    assert {p.name: p.stat().st_mtime_ns for p in _files(Path(cfg.root))} == first
     assert sorted(p.name for p in tmp_path.iterdir()) == [".ph.lock", "ph"]  # no temp dirs left
 
 

@@ -135,6 +135,7 @@ def trained_on_extracted_masks(tmp_path_factory):
         brain = skullstrip.extract_brain(volume, geometry.voxel_size)
         write_like(brain.astype(np.float32), geometry, t1.with_name(t1.name.replace("-T1", "-mask")))
     sets = tiny_sets(home) + ["--set", "data.source=ixi", "--set", f"data.root={home / 'phantom'}",
+                              "--set", f"data.cache_dir={home / 'cache'}", "--set", f"run.root={home / 'runs'}",
                               "--set", "data.split_fractions=[0.5,0.25,0.25]"]
     assert main(["train", "--backend", "jax", "--run-dir", str(home / "run"), *sets]) == 0
     cfg = load_config(home / "run" / "config.yaml")

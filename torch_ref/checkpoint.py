@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from mrsynth.errors import CheckpointError
-from mrsynth.fileio import atomic_path
+from mrsynth.fileio import atomic_path, disk_full_error
 
 FORMAT_NAME = "mrsynth-torch-checkpoint"
 FORMAT_VERSION = 1
@@ -41,15 +41,23 @@ def step_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def write_checkpoint(run_dir: Path, step: int, payload: dict[str, Any], is_best: bool, keep: int) -> Path:
-    """Save ``payload`` as the step checkpoint (and best.pt); prune all but the last ``keep``."""
+    """Save ``payload`` as the step checkpoint (and best.pt); prune all but the last ``keep``.
+
+    A full disk is a one-line error naming the file; the earlier checkpoints stay as they were.
+    """
     folder = checkpoint_dir(run_dir)
     path = folder / f"step_{step:08d}.pt"
     payload = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **payload}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    if is_best:
-        with atomic_path(folder / BEST_NAME) as tmp:
-            shutil.copyfile(path, tmp)
+    target = path
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            torch.save(payload, handle)  # a file object: a failed write is an OSError with its errno
+        if is_best:
+            target = folder / BEST_NAME
+            with atomic_path(target) as tmp:
+                shutil.copyfile(path, tmp)
+    except OSError as exc:
+        raise disk_full_error(target, exc) or exc
     for _, old in step_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path

@@ -38,12 +38,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--uncertainty", action="store_true",
                         help="also write <input>_synthT2_std.nii.gz, the voxel-wise spread over the TTA "
                              "passes (needs --tta flip)")
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="skip an input whose output NIfTI and JSON sidecar (and spread map with "
+                             "--uncertainty) are all in --out already: a re-run does only what is missing")
 
 
 def run(args: argparse.Namespace) -> int:
     from mrsynth.synthesis import (
         exported_checkpoint,
         list_inputs,
+        output_folder,
         resolve_mask_policy,
         setup_from_weights,
         synthesize_files,
@@ -70,14 +74,21 @@ def run(args: argparse.Namespace) -> int:
         setup = setup_from_weights(weights_file, **provenance)
         policy = resolve_mask_policy(setup.contract, args.mask, args.skull_strip,
                                      str(args.checkpoint or args.weights))
-        predictor = backend.load_predictor(weights_file)
-        results, failures = synthesize_files(inputs, args.out, predictor, setup, policy, args.tta, args.uncertainty)
-    for result in results:
+        with output_folder(args.out) as removed:  # created only once the job can run
+            if removed:
+                print(f"removed {len(removed)} temporary file(s) a killed job left in {args.out}")
+            predictor = backend.load_predictor(weights_file)
+            report = synthesize_files(inputs, args.out, predictor, setup, policy, args.tta, args.uncertainty,
+                                      args.skip_existing)
+    for result in report.results:
         for path in result.written:
             print(f"wrote {path}")
         print(f"  clipped to the training T2 range: {100 * result.clipped_fraction:.2f}% of brain voxels")
         if result.warning:
             print(f"warning: {result.warning}", file=sys.stderr)
-    for message in failures:
+    for _, message in report.failed:
         print(f"error: {message}", file=sys.stderr)
-    return 1 if failures else 0
+    print(report.summary())
+    for path, _ in report.failed:
+        print(f"  failed: {path}")
+    return 1 if report.failed else 0

@@ -4,30 +4,70 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from mrsynth.commands.common import add_backend_argument, add_config_arguments
-from mrsynth.config import load_config
+from mrsynth.config import Config, load_config, with_absolute_paths
+from mrsynth.errors import ConfigError
 from mrsynth.training import rundir
+
+# Settings a resume may change: how long, how often to log/validate/save, how to evaluate, and
+# loader speed. Anything else would make the resumed run a different run than its checkpoints.
+RESUME_MAY_CHANGE = ("train.steps", "train.log_every", "train.val_every", "train.ckpt_every",
+                     "train.keep_checkpoints", "train.val_subjects_max", "data.workers",
+                     "data.prefetch", "data.cache_dir", "eval.", "run.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_backend_argument(parser)
+    parser.set_defaults(backend=None)  # None: not given, so a resume can tell it from the default
     add_config_arguments(parser)
     parser.add_argument("--run-dir", type=Path, help="where to write the run (default: runs/<name>-<backend>-<time>)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
                         help="continue an interrupted run from its last checkpoint (uses its config.yaml; "
-                             "--set still applies, e.g. more train.steps)")
+                             "--set may change train.steps, the log/val/checkpoint cadence and eval settings)")
+
+
+def _flat(section: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in section.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def resume_config(args: argparse.Namespace) -> tuple[Config, str]:
+    """The config and backend a resume continues with; a flag that contradicts the run is an
+    error before anything is written (a silently ignored --backend or changed model would not be
+    the run the user asked for)."""
+    info = rundir.read_run_info(args.resume)
+    backend = info["backend"]
+    if args.run_dir is not None:
+        raise ConfigError(f"--run-dir: a resumed run stays in {args.resume}; drop --run-dir")
+    if args.backend is not None and args.backend != backend:
+        raise ConfigError(f"--backend {args.backend}: {args.resume} is a {backend} run; "
+                          f"drop --backend (runs cannot change framework)")
+    run_cfg = rundir.load_run_config(args.resume)
+    wanted = with_absolute_paths(load_config(args.config, args.overrides) if args.config
+                                 else rundir.load_run_config(args.resume, args.overrides))
+    old, new = _flat(run_cfg.to_dict()), _flat(wanted.to_dict())
+    for key in old:
+        if old[key] != new[key] and not key.startswith(RESUME_MAY_CHANGE):
+            raise ConfigError(f"{key}: the run has {old[key]!r}, the flags ask for {new[key]!r}; "
+                              f"a resume cannot change it (start a new run instead)")
+    return wanted, backend
 
 
 def run(args: argparse.Namespace) -> int:
     from mrsynth.training.loop import train
 
     if args.resume is not None:
-        info = rundir.read_run_info(args.resume)
-        cfg = rundir.load_run_config(args.resume, args.overrides)
-        summary = train(cfg, info["backend"], args.resume, resume=True)
+        cfg, backend = resume_config(args)
+        summary = train(cfg, backend, args.resume, resume=True)
     else:
         cfg = load_config(args.config, args.overrides)
-        summary = train(cfg, args.backend, args.run_dir, resume=False)
+        summary = train(cfg, args.backend or "jax", args.run_dir, resume=False)
     print(json.dumps(summary, indent=2))
     return 0

@@ -21,6 +21,9 @@ from mrsynth.errors import DataError
 from mrsynth.fileio import atomic_path
 
 _RAS = orientations.axcodes2ornt(("R", "A", "S"))
+# A header claiming more than this is corrupt or not one brain volume: refused before any allocation.
+MAX_VOXELS_PER_AXIS = 2048
+MAX_FLOAT32_BYTES = 2 * 2**30
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,9 @@ def read_nifti(path: str | Path, *, what: str = "volume") -> tuple[np.ndarray, G
     """Read a 3D NIfTI volume as a float32 RAS+ array plus the original :class:`Geometry`.
 
     Trailing singleton dimensions (x, y, z, 1) are accepted as 3D; anything else that is not
-    3D, non-finite voxels and unreadable files raise DataError naming the file.
+    3D, headers claiming more than :data:`MAX_VOXELS_PER_AXIS` voxels on an axis or
+    :data:`MAX_FLOAT32_BYTES` of float32 data, non-finite voxels and unreadable files raise
+    DataError naming the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -102,6 +107,11 @@ def read_nifti(path: str | Path, *, what: str = "volume") -> tuple[np.ndarray, G
         shape = shape[:-1]
     if len(shape) != 3:
         raise DataError(f"{path}: expected a 3D volume, got shape {tuple(img.shape)} ({len(shape)}D)")
+    nbytes = 4 * int(np.prod(shape, dtype=np.int64))
+    if max(shape) > MAX_VOXELS_PER_AXIS or nbytes > MAX_FLOAT32_BYTES:
+        raise DataError(f"{path}: the header claims {'x'.join(map(str, shape))} voxels ({nbytes / 2**30:.1f} GiB "
+                        f"as float32), over the limit of {MAX_VOXELS_PER_AXIS} voxels per axis and "
+                        f"{MAX_FLOAT32_BYTES // 2**30} GiB: a corrupt header or not a brain volume")
     try:
         data = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
     except Exception as exc:  # truncated gzip: EOFError, zlib.error, OSError, ValueError

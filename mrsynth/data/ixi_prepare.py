@@ -43,6 +43,10 @@ COURSE_SPACING_MM = 2.0
 SPLITS = ("train", "val", "test")
 MANIFEST_NAME = "manifest.csv"
 DONE_NAME = "done.json"
+# A rigid T2->T1 registration that moves more than this is a wrong header or a wrong match,
+# not head motion between two scans of one session: the subject is left out of the manifest.
+MAX_TRANSLATION_MM = 50.0
+MAX_ROTATION_DEG = 30.0
 
 
 @dataclass(frozen=True)
@@ -209,6 +213,19 @@ def _done_record(subject_dir: Path) -> dict | None:
         return None
 
 
+def registration_problem(mattes_after: float, translation_mm: float, rotation_deg: float) -> str | None:
+    """Why a registration is unusable (failed, NaN, or an implausible move), or None when it is fine."""
+    if not all(math.isfinite(float(v)) for v in (mattes_after, translation_mm, rotation_deg)):
+        return f"registration failed (metric {mattes_after}, translation {translation_mm} mm)"
+    if float(translation_mm) > MAX_TRANSLATION_MM:
+        return (f"implausible registration: translation {float(translation_mm):.1f} mm > "
+                f"{MAX_TRANSLATION_MM:g} mm (check the T2 header)")
+    if float(rotation_deg) > MAX_ROTATION_DEG:
+        return (f"implausible registration: rotation {float(rotation_deg):.1f} degrees > "
+                f"{MAX_ROTATION_DEG:g} degrees (check the T2 header)")
+    return None
+
+
 def finished_row(subject_dir: Path, settings: PrepareSettings) -> dict | None:
     """The manifest row of a subject finished with the same settings, else None (redo it)."""
     record = _done_record(subject_dir)
@@ -234,7 +251,13 @@ def prepare_subject(pair: RawPair, out_dir: Path, settings: PrepareSettings, qc_
         raise DataError(f"{pair.t1}: no foreground found (empty or constant image)")
     fixed_mask = sitk.Cast(reg.to_sitk(native_mask.astype(np.float32), t1_affine) > 0.5, sitk.sitkUInt8)
     fixed_mask = sitk.BinaryDilate(fixed_mask, [3, 3, 3])
-    result = reg.rigid_register(t1_img, t2_img, fixed_mask, seed=settings.seed)
+    try:
+        result = reg.rigid_register(t1_img, t2_img, fixed_mask, seed=settings.seed)
+    except RuntimeError as exc:  # ITK: e.g. too few overlapping samples
+        raise DataError(f"{pair.t2}: registration failed ({str(exc).strip().splitlines()[-1]})") from None
+    problem = registration_problem(result.mattes_after, result.translation_mm, result.rotation_deg)
+    if problem is not None:
+        raise DataError(f"{pair.t2}: {problem}")
 
     centre = t1_grid.voxel_centres_world(native_mask).mean(axis=0)
     grid = _target_grid(settings, t1_grid, centre)
@@ -406,9 +429,14 @@ def prepare_ixi(
 
     rows: dict[str, dict] = {}
     todo = []
+    reused_bad: dict[str, str] = {}
     for pair in pairs:
         row = finished_row(out_dir / "subjects" / pair.subject, settings)
-        if row is not None:
+        problem = None if row is None else registration_problem(
+            row["mattes_after"], row["translation_mm"], row["rotation_deg"])
+        if problem is not None:  # finished by a version that did not check its registration
+            reused_bad[pair.subject] = f"DataError: {pair.t2}: {problem}"
+        elif row is not None:
             rows[pair.subject] = row
             summary.reused.append(pair.subject)
         else:
@@ -416,13 +444,19 @@ def prepare_ixi(
 
     bar = tqdm(total=len(todo), desc="prepare-ixi", unit="subject", disable=not progress or not todo)
 
+    def fail(subject: str, reason: str) -> None:
+        summary.failed[subject] = reason
+        bar.write(f"QC: {subject} left out of the manifest: {reason}")
+
+    for subject, reason in reused_bad.items():
+        fail(subject, reason)
+
     def record(pair: RawPair, status: str, value: dict | str) -> None:
         if status == "ok":
             rows[pair.subject] = value  # type: ignore[assignment]
             summary.prepared.append(pair.subject)
         else:
-            summary.failed[pair.subject] = value  # type: ignore[assignment]
-            bar.write(f"skipped {pair.subject}: {value}")
+            fail(pair.subject, value)  # type: ignore[arg-type]
         bar.update(1)
 
     if workers <= 1 or len(todo) <= 1:

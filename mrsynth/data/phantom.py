@@ -172,14 +172,22 @@ def ensure_phantom(cfg: DataConfig) -> Path:
     """Generate the configured phantom into ``cfg.root`` unless it is already there; returns the root.
 
     The marker file records (generator version, subjects, shape, seed): a match makes this a
-    no-op, any difference regenerates the whole dataset.
+    no-op, an older generator regenerates. A root holding a phantom with other settings is
+    refused: another run may be reading it (two runs would regenerate each other's data).
     """
     root = Path(cfg.root)
     shape = _check_request(cfg.phantom_subjects, cfg.phantom_shape)
     wanted = _marker(cfg.phantom_subjects, shape, cfg.phantom_seed)
     with _generation_lock(root):
-        if _read_marker(root) == wanted:
+        found = _read_marker(root)
+        if found == wanted:
             return root
+        settings = ("subjects", "shape", "seed")
+        if found is not None and any(found.get(k) != wanted[k] for k in settings):
+            have = ", ".join(f"{k}={found.get(k)}" for k in settings)
+            want = ", ".join(f"{k}={wanted[k]}" for k in settings)
+            raise ConfigError(f"data.root: {root} holds a phantom with {have}, the config asks for {want}; "
+                              f"use another data.root, or delete {root} if no run uses it")
         log.info("generating %d phantom subjects %s into %s", cfg.phantom_subjects, list(shape), root)
         regenerate_phantom(root, cfg.phantom_subjects, shape, cfg.phantom_seed)
     return root

@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,13 +23,14 @@ import numpy as np
 from mrsynth import backend as backends
 from mrsynth.backend import TrainEngine
 from mrsynth.config import Config, with_absolute_paths
-from mrsynth.data.contract import PreprocessingContract, build_contract, write_contract
+from mrsynth.data.contract import CONTRACT_FILE, PreprocessingContract, build_contract, write_contract
 from mrsynth.data.dataset import subject_splits
 from mrsynth.data.loader import make_train_loader
 from mrsynth.data.preprocess import Volume, load_volume
-from mrsynth.errors import ConfigError, TrainingDiverged
+from mrsynth.errors import CheckpointError, ConfigError, Interrupted, MrsynthError, TrainingDiverged
 from mrsynth.evaluation.inference import synthesize_subject
 from mrsynth.evaluation.metrics import volume_metrics
+from mrsynth.fileio import disk_full_error, remove_leftover_temporaries
 from mrsynth.training import rundir
 from mrsynth.training.logging import RunLogger
 
@@ -76,6 +79,15 @@ def _launched_multiprocess() -> bool:
     return any(int(os.environ.get(name, "1")) > 1 for name in ("WORLD_SIZE", "JAX_NUM_PROCESSES"))
 
 
+RANK_VARIABLES = ("RANK", "JAX_PROCESS_ID", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK")
+
+
+def _launch_rank() -> int:
+    """This process's index in a multi-process launch (0 alone), known before any backend starts:
+    only process 0 locks the run folder and writes to it."""
+    return next((int(os.environ[name]) for name in RANK_VARIABLES if name in os.environ), 0)
+
+
 def _due(step: int, total: int, every: int) -> bool:
     """Whether an every-N action (log, validate, checkpoint) happens at ``step``; always at the end."""
     return step % every == 0 or step == total
@@ -92,49 +104,122 @@ def _check_finite(values: list[dict[str, float]], first_step: int, run_dir: Path
             )
 
 
+class StopSignals:
+    """SIGINT/SIGTERM while training: the first one asks the loop to stop after the current step
+    and save a checkpoint there (batch schedulers and ``docker stop`` send SIGTERM); a second
+    one, or one before the loop can save, stops at once (atomic writes keep earlier checkpoints)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.deferred = False  # True while the loop can stop cleanly by itself
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():  # Python only allows it there
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        first = self.signum is None
+        self.signum = self.signum or signum
+        if not (first and self.deferred):
+            raise Interrupted("interrupted", 128 + self.signum)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or signal.SIGINT)
+
+
+def _stopped_message(run_dir: Path, step: int, last_ckpt: int | None, resuming: bool = False) -> str:
+    """The one line a stopped run prints: where it stopped and how to continue."""
+    if resuming:
+        return f"interrupted before training resumed; resume with: python run.py train --resume {run_dir}"
+    if last_ckpt is None:
+        return f"interrupted at step {step}; no checkpoint was saved, so start the run again"
+    where = f"step {step}" if last_ckpt == step else f"step {step} (last checkpoint: step {last_ckpt})"
+    return f"interrupted at {where}; resume with: python run.py train --resume {run_dir}"
+
+
 def train(cfg: Config, backend_name: str, run_dir: Path | None = None, resume: bool = False) -> dict[str, Any]:
-    """Train (or resume) a run; return its summary. ``run_dir`` is required with ``resume``."""
-    backend = backends.get_backend(backend_name)
+    """Train (or resume) a run; return its summary. ``run_dir`` is required with ``resume``.
+
+    The run folder is locked while this runs; SIGINT/SIGTERM save a checkpoint and raise
+    :class:`~mrsynth.errors.Interrupted` (see :class:`StopSignals`).
+    """
     if run_dir is None and _launched_multiprocess():
         raise ConfigError("multi-process training (torchrun / jax.distributed) needs --run-dir, "
                           "so that every process writes to the same run directory")
-    if resume:
-        run_dir = Path(run_dir)
-    else:
+    leader = _launch_rank() == 0
+    if not resume:
         cfg = with_absolute_paths(cfg)
-        run_dir = rundir.new_run_dir(cfg, backend_name, run_dir)
+    with StopSignals() as stop:
+        if not leader:
+            run_dir = Path(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+        elif resume:
+            run_dir = Path(run_dir)
+            rundir.lock_run_dir(run_dir)
+        else:
+            run_dir = rundir.new_run_dir(cfg, backend_name, run_dir)
+        try:
+            if leader:
+                for folder in (run_dir, run_dir / "checkpoints"):
+                    remove_leftover_temporaries(folder)
+            return _train_in(cfg, backend_name, run_dir, resume, stop)
+        finally:
+            if leader:
+                rundir.unlock_run_dir(run_dir)
+
+
+def _train_in(cfg: Config, backend_name: str, run_dir: Path, resume: bool, stop: StopSignals) -> dict[str, Any]:
+    """:func:`train` in its locked run folder."""
+    backend = backends.get_backend(backend_name)
     data = load_train_data(cfg)
     engine = backend.create_engine(cfg, run_dir)
     leader = engine.process_index == 0
-    if leader and not resume:
-        rundir.write_run_start(run_dir, cfg, backend_name)
-        write_contract(run_dir, data.contract)
     t = cfg.train
-    loader = make_train_loader(
-        data.train, cfg, batch_size=t.batch_size // engine.process_count, seed=t.seed,
-        shard_index=engine.process_index, shard_count=engine.process_count,
-    )
-    step, best, last_ckpt = 0, None, None
-    status = "interrupted"
-    logger = None
+    step, best, last_ckpt, last_val = 0, None, None, {}
+    status: str | None = None  # None until training starts: run.json stays as it was
+    loader = logger = None
     try:
         restored = engine.restore_checkpoint() if resume else None
+        if resume and restored is None:
+            raise CheckpointError(f"{run_dir}: no checkpoint to resume from; start a new run instead")
+        if leader and not resume:
+            rundir.write_run_start(run_dir, cfg, backend_name)
+            try:
+                write_contract(run_dir, data.contract)
+            except OSError as exc:
+                raise disk_full_error(run_dir / CONTRACT_FILE, exc) or exc
+        loader = make_train_loader(
+            data.train, cfg, batch_size=t.batch_size // engine.process_count, seed=t.seed,
+            shard_index=engine.process_index, shard_count=engine.process_count,
+        )
         if restored is not None:
             step, extra = restored
             loader.set_state(extra["loader"])
             best, last_ckpt = extra.get("best"), step
-        logger = RunLogger(run_dir, t.steps, step, enabled=leader)
+        logger = RunLogger(run_dir, t.steps, step, enabled=leader, resumed=resume)
+        last_val = logger.last_values("val")  # a resume that validates no more keeps the last scores
         if resume:
             logger.message(f"resuming {run_dir} at step {step}")
+        status = "interrupted"
+        stop.deferred = True
         pending: list[Any] = []
         window_start, window_steps = time.perf_counter(), 0
-        last_val: dict[str, float] = {}
-        while step < t.steps:
+        while step < t.steps and stop.signum is None:
             pending.append(engine.train_step(next(loader)))
             step += 1
             window_steps += 1
+            stopping = stop.signum is not None
             at = functools.partial(_due, step, t.steps)
-            if at(t.log_every) or at(t.ckpt_every) or at(t.val_every):
+            if at(t.log_every) or at(t.ckpt_every) or at(t.val_every) or stopping:
                 values = engine.fetch_metrics(pending)
                 _check_finite(values, step - len(values) + 1, run_dir, last_ckpt)
                 pending = []
@@ -145,31 +230,58 @@ def train(cfg: Config, backend_name: str, run_dir: Path | None = None, resume: b
                 logger.progress(step, {"loss": f"{mean['loss']:.4f}", "img/s": f"{rate:.1f}"})
                 window_start, window_steps = time.perf_counter(), 0
             is_best = False
-            if at(t.val_every) and data.val:
+            if at(t.val_every) and data.val and not stopping:
                 last_val = validate(engine, data.val, cfg, data.contract)
                 is_best = best is None or last_val[VAL_SELECT_METRIC] < best
                 best = last_val[VAL_SELECT_METRIC] if is_best else best
                 logger.log("val", step, last_val)
                 logger.message(f"step {step}: val " + ", ".join(f"{k}={v:.4f}" for k, v in last_val.items()))
                 window_start = time.perf_counter()  # validation time is not training throughput
-            if at(t.ckpt_every):
+            if at(t.ckpt_every) or (stop.signum is not None and last_ckpt != step):
                 engine.save_checkpoint(step, {"loader": loader.get_state(), "best": best}, is_best or not data.val)
                 last_ckpt = step
+        if stop.signum is not None:
+            raise Interrupted("interrupted", stop.exit_code)
         status = "completed"
+    except Interrupted as exc:
+        raise Interrupted(_stopped_message(run_dir, step, last_ckpt, resume and status is None), exc.exit_code) from None
     except TrainingDiverged:
         status = "diverged"
         raise
     finally:
-        engine.close()  # first: it finishes pending (async) checkpoint saves
-        loader.close()
-        if logger is not None:
-            logger.close()
-        if leader and (run_dir / rundir.RUN_FILE).exists():
-            rundir.update_run_info(run_dir, status=status, steps_done=step,
-                                   finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        try:
+            engine.close()  # first: it finishes pending (async) checkpoint saves
+        except Interrupted as exc:  # a second signal while the last save finishes: abandon it
+            status = "interrupted"
+            raise Interrupted(_stopped_message(run_dir, step, None if last_ckpt == step else last_ckpt),
+                              exc.exit_code) from None
+        except BaseException:
+            status = "interrupted" if status == "completed" else status
+            raise
+        finally:
+            if loader is not None:
+                loader.close()
+            if logger is not None:
+                logger.close()
+            if leader and status is not None:
+                _record_end(run_dir, status, step)
     summary = {"run_dir": str(run_dir), "backend": backend_name, "steps": step,
                "best_val_" + VAL_SELECT_METRIC: best, "last_val": last_val}
     if leader:
         rundir.update_run_info(run_dir, summary=summary)
-        backend.export_weights(run_dir, run_dir / rundir.PORTABLE_FILE, which="best")
+        try:
+            backend.export_weights(run_dir, run_dir / rundir.PORTABLE_FILE, which="best")
+        except OSError as exc:
+            raise disk_full_error(run_dir / rundir.PORTABLE_FILE, exc) or exc
     return summary
+
+
+def _record_end(run_dir: Path, status: str, step: int) -> None:
+    """Write the final status to run.json; when a failure is already on its way out (a full disk),
+    a failed write here must not replace that failure's message."""
+    try:
+        rundir.update_run_info(run_dir, status=status, steps_done=step,
+                               finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    except MrsynthError:
+        if status == "completed":
+            raise

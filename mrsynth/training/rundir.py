@@ -6,6 +6,7 @@ preprocessing.json (:mod:`mrsynth.data.contract`), model.safetensors.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import socket
 import sys
@@ -17,28 +18,111 @@ from mrsynth.backend import library_versions
 from mrsynth.config import Config, load_config, save_config
 from mrsynth.data.contract import read_contract
 from mrsynth.errors import MrsynthError
-from mrsynth.fileio import atomic_write_text
+from mrsynth.fileio import atomic_write_text, disk_full_error
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"
 PORTABLE_FILE = "model.safetensors"
+LOCK_FILE = ".lock"
 
 
 def new_run_dir(cfg: Config, backend: str, run_dir: Path | None = None) -> Path:
-    """Choose (and create) a fresh run directory; never reuse one that holds a run."""
-    if run_dir is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = Path(cfg.run.root) / f"{cfg.run.name}-{backend}-{stamp}"
-    run_dir = Path(run_dir)
-    if (run_dir / RUN_FILE).exists():
-        raise MrsynthError(f"{run_dir}: already holds a run; use --resume {run_dir} or another --run-dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    """Choose, create and lock a fresh run directory; never reuse one that holds a run.
+
+    The default name gets a ``-2``, ``-3``... suffix when another run took it in the same second
+    (the lock decides atomically which run gets a name).
+    """
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        if (run_dir / RUN_FILE).exists():
+            raise MrsynthError(f"{run_dir}: already holds a run; use --resume {run_dir} or another --run-dir")
+        lock_run_dir(run_dir)
+        return run_dir
+    base = Path(cfg.run.root) / f"{cfg.run.name}-{backend}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for attempt in range(1, 1000):
+        candidate = base if attempt == 1 else base.with_name(f"{base.name}-{attempt}")
+        if (candidate / RUN_FILE).exists() or not _try_lock(candidate):
+            continue
+        if (candidate / RUN_FILE).exists():  # finished between the check and the lock
+            unlock_run_dir(candidate)
+            continue
+        return candidate
+    raise MrsynthError(f"{base}: no free run name (999 runs started in this second?)")
+
+
+def _lock_text() -> str:
+    return json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+
+
+def _holder(lock: Path) -> dict[str, Any] | None:
+    """The lock's owner (pid, host); None when the lock is gone or unreadable (half-written)."""
+    try:
+        holder = json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _is_stale(holder: dict[str, Any] | None) -> bool:
+    """A lock whose process is gone on this host (another host's lock is never judged stale)."""
+    if holder is None or holder.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, KeyError, TypeError, ValueError):
+        return False
+    return False
+
+
+def _try_lock(run_dir: Path) -> bool:
+    """Take ``run_dir``'s lock (O_CREAT|O_EXCL; a stale one is taken over); False when held."""
+    lock = Path(run_dir) / LOCK_FILE
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        holder = _holder(lock)
+        if not _is_stale(holder):
+            return False
+        aside = lock.with_name(f"{LOCK_FILE}.{os.getpid()}.stale")
+        os.replace(lock, aside)
+        if _holder(aside) != holder:  # another process took it over first: give it back
+            os.replace(aside, lock)
+            return False
+        aside.unlink()
+        return _try_lock(run_dir)
+    except OSError as exc:
+        raise disk_full_error(lock, exc) or exc
+    with os.fdopen(fd, "w") as handle:
+        handle.write(_lock_text())
+    return True
+
+
+def lock_run_dir(run_dir: Path) -> None:
+    """Lock ``run_dir`` for this process; a clear error while another live process holds it."""
+    if not _try_lock(run_dir):
+        holder = _holder(Path(run_dir) / LOCK_FILE) or {}
+        raise MrsynthError(
+            f"{run_dir}: in use by another training (pid {holder.get('pid', '?')} on "
+            f"{holder.get('host', '?')}); if that process is gone, delete {Path(run_dir) / LOCK_FILE}"
+        )
+
+
+def unlock_run_dir(run_dir: Path) -> None:
+    """Release the lock if this process holds it."""
+    lock = Path(run_dir) / LOCK_FILE
+    if _holder(lock) == json.loads(_lock_text()):
+        lock.unlink(missing_ok=True)
 
 
 def write_run_start(run_dir: Path, cfg: Config, backend: str) -> None:
     """Record the resolved config and how/where the run was started."""
-    save_config(cfg, run_dir / CONFIG_FILE)
+    try:
+        save_config(cfg, run_dir / CONFIG_FILE)
+    except OSError as exc:
+        raise disk_full_error(run_dir / CONFIG_FILE, exc) or exc
     info = {
         "backend": backend,
         "status": "running",
@@ -97,4 +181,7 @@ def portable_metadata(run_dir: Path, which: str, **details: Any) -> dict[str, An
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    try:
+        atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    except OSError as exc:
+        raise disk_full_error(path, exc) or exc

@@ -1,0 +1,85 @@
+"""SIGKILL at chosen moments: a resumed run ends bit-identical to an uninterrupted one, and a
+killed predict leaves only whole outputs once rerun.
+
+Subprocesses of ``run.py`` on a tiny phantom, killed with the machinery of
+``benchmarks/fault_injection.py`` (which does the same at many random moments).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import fault_injection as fi  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("faults")
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_killed_in_checkpoint_write_and_step_resumes_exactly(work, backend):
+    reference_dir = work / f"{backend}_reference"
+    fi.finish(fi.train_argv(backend, reference_dir, work), work)
+    reference = fi.final_weights(reference_dir, work)
+
+    run_dir = work / f"{backend}_killed"
+    proc = fi.start(fi.train_argv(backend, run_dir, work), work)
+    # The second checkpoint write (the first leaves nothing to resume: a new run is the recovery).
+    second_write = lambda m: m == "checkpoint write" and fi.last_step(run_dir) >= 2 * fi.CKPT_EVERY  # noqa: E731
+    assert fi.kill_when(proc, run_dir, second_write) == "checkpoint write"
+    assert fi.temporaries(run_dir / "checkpoints")  # really killed mid-write
+    metrics_before = (run_dir / "metrics.jsonl").stat().st_ino
+    proc = fi.start(["train", "--resume", str(run_dir)], work)
+
+    def stepping_again(now: str | None) -> bool:
+        """The resumed process is training: it rewrote metrics.jsonl (dropping the rows after its
+        checkpoint, step CKPT_EVERY) and has logged past that checkpoint."""
+        rewritten = (run_dir / "metrics.jsonl").stat().st_ino != metrics_before
+        return now is not None and rewritten and fi.last_step(run_dir) > fi.CKPT_EVERY
+
+    # The second kill lands in a step or, when the step that crossed the line also checkpoints,
+    # in that write: either way the resumed process is killed mid-training.
+    assert fi.kill_when(proc, run_dir, stepping_again) in ("step", "checkpoint write")
+    fi.finish(["train", "--resume", str(run_dir)], work)
+
+    got = fi.final_weights(run_dir, work)
+    for name in reference:
+        assert fi.identical(got[name], reference[name]), name
+    assert not fi.temporaries(run_dir / "checkpoints")
+
+
+def test_killed_predict_leaves_only_whole_outputs_after_rerun(work):
+    run_dir = work / "torch_predict_run"
+    fi.finish(fi.train_argv("torch", run_dir, work), work)
+    inputs = work / "t1s"
+    inputs.mkdir()
+    for t1 in sorted((work / "phantom").glob("IXI*-T1.nii.gz")):
+        (inputs / t1.name).write_bytes(t1.read_bytes())
+    out = work / "predicted"
+    argv = ["predict", "--checkpoint", str(run_dir), "--input", str(inputs), "--out", str(out), "--mask", "nonzero"]
+
+    proc = fi.start(argv, work)
+    while proc.poll() is None and not fi.temporaries(out):
+        pass
+    assert proc.poll() is None, "predict finished before an output write was caught"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    leftovers = fi.temporaries(out)
+    for path in out.glob("*.nii.gz"):  # whatever is in place under its final name is whole
+        if path not in leftovers:
+            nib.load(str(path)).get_fdata()
+
+    fi.finish([*argv, "--skip-existing"], work)
+    names = sorted(p.name for p in out.iterdir())
+    assert not fi.temporaries(out), names
+    assert len([n for n in names if n.endswith("_synthT2.nii.gz")]) == 4
+    assert len([n for n in names if n.endswith("_synthT2.json")]) == 4
+    for path in out.glob("*.nii.gz"):
+        nib.load(str(path)).get_fdata()
