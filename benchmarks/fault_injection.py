@@ -152,6 +152,7 @@ class Tally:
     hits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MOMENTS, 0))
     failed_resumes: int = 0
     corrupted: int = 0
+    before_first_checkpoint: int = 0  # resume refused (no durable checkpoint yet): a new run recovers
     identical: bool = True
 
 
@@ -174,6 +175,13 @@ def trial(backend: str, work: Path, reference: dict[str, dict[str, np.ndarray]],
         else:
             finish(["train", "--resume", str(run_dir)], work)
     except RuntimeError as exc:
+        if "no checkpoint to resume from" in str(exc):  # killed before the first save was durable
+            tally.before_first_checkpoint += 1
+            shutil.rmtree(run_dir)
+            finish(train_argv(backend, run_dir, work), work)
+            got = final_weights(run_dir, work)
+            tally.identical &= all(identical(got[k], reference[k]) for k in reference)
+            return
         tally.failed_resumes += 1
         if "checkpoint" in str(exc).lower():
             tally.corrupted += 1
@@ -199,11 +207,12 @@ def run(backends: list[str], kills: int, seed: int, work: Path) -> dict[str, Tal
 
 
 def table(tallies: dict[str, Tally]) -> str:
-    rows = ["| backend | kills | moments hit | failed resumes | corrupted checkpoints | final weights identical |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| backend | kills | moments hit | no checkpoint yet (new run) | failed resumes | corrupted checkpoints "
+            "| final weights identical |",
+            "|---|---|---|---|---|---|---|"]
     for backend, t in tallies.items():
         hits = ", ".join(f"{m} {t.hits[m]}" for m in MOMENTS)
-        rows.append(f"| {backend} | {t.kills} | {hits} | {t.failed_resumes} | {t.corrupted} | "
+        rows.append(f"| {backend} | {t.kills} | {hits} | {t.before_first_checkpoint} | {t.failed_resumes} | {t.corrupted} | "
                     f"{'yes' if t.identical else 'no'} |")
     return "\n".join(rows)
 
