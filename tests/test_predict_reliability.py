@@ -152,3 +152,27 @@ def test_a_killed_jobs_temporaries_are_neither_inputs_nor_left_behind(trained, i
     assert f"removed 1 temporary file(s) a killed job left in {out}" in stdout
     assert "3 written, 0 failed, 0 skipped" in stdout
     assert no_temporaries(out)
+
+
+def test_two_jobs_into_one_folder_leave_only_whole_files(trained, inputs, tmp_path):
+    """Two predict processes at once over the same inputs into one folder: both succeed, every
+    file in place is whole, and neither job's cleanup removed the other's live temporaries."""
+    import os
+    import subprocess
+    import sys
+
+    run, out = trained[0], tmp_path / "shared_out"
+    root = Path(__file__).resolve().parents[1]
+    argv = [sys.executable, str(root / "run.py"), "predict", "--checkpoint", str(run), "--input", str(inputs),
+            "--out", str(out), "--mask", "nonzero"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    jobs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    results = [job.communicate() for job in jobs]
+    for job, (stdout, stderr) in zip(jobs, results):
+        assert job.returncode == 0, stderr
+        assert "3 written, 0 failed, 0 skipped" in stdout
+    assert no_temporaries(out)
+    for index in range(3):
+        nib.load(str(out / f"S{index}-T1_synthT2.nii.gz")).get_fdata()
+        assert (out / f"S{index}-T1_synthT2.json").is_file()
