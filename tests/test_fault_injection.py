@@ -44,9 +44,9 @@ def test_killed_in_checkpoint_write_and_step_resumes_exactly(work, backend):
         rewritten = (run_dir / "metrics.jsonl").stat().st_ino != metrics_before
         return now is not None and rewritten and fi.last_step(run_dir) > fi.CKPT_EVERY
 
-    # The second kill lands in a step or, when the step that crossed the line also checkpoints,
-    # in that write: either way the resumed process is killed mid-training.
-    assert fi.kill_when(proc, run_dir, stepping_again) in ("step", "checkpoint write")
+    # The second kill lands wherever the resumed process is then (a step, a checkpoint write or a
+    # validation, as timing has it): what matters is that it is killed mid-run once more.
+    assert fi.kill_when(proc, run_dir, stepping_again) in fi.MOMENTS
     fi.finish(["train", "--resume", str(run_dir)], work)
 
     got = fi.final_weights(run_dir, work)
