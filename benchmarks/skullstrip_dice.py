@@ -13,8 +13,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from mrsynth.data.io import read_nifti
 from mrsynth.data.phantom import write_phantom_dataset
 from mrsynth.data.skullstrip import dice, extract_brain

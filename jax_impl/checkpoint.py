@@ -14,7 +14,7 @@ from typing import Any
 import orbax.checkpoint as ocp
 
 from mrsynth.errors import CheckpointError
-from mrsynth.fileio import disk_full_error
+from mrsynth.fileio import reporting_disk_full
 
 WHICH = ("last", "best")
 
@@ -59,11 +59,9 @@ class CheckpointStore:
         """
         managers = [self._last, self._best] if is_best else [self._last]
         for manager in managers:
-            try:
+            with reporting_disk_full(Path(manager.directory) / str(step)):
                 manager.save(step, args=ocp.args.Composite(
                     state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)))
-            except Exception as exc:  # noqa: BLE001  orbax wraps the OSError of a failed write
-                raise disk_full_error(Path(manager.directory) / str(step), exc) or exc
 
     def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]] | None:
         """(step, state, extra) of the most recent checkpoint, or None if there is none."""
@@ -75,10 +73,8 @@ class CheckpointStore:
 
     def wait(self) -> None:
         for manager in (self._last, self._best):
-            try:
+            with reporting_disk_full(Path(manager.directory)):
                 manager.wait_until_finished()
-            except Exception as exc:  # noqa: BLE001  orbax wraps the OSError of a failed write
-                raise disk_full_error(Path(manager.directory), exc) or exc
 
     def close(self) -> None:
         self._last.close()

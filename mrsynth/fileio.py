@@ -84,15 +84,17 @@ def _fsync_tree(root: Path) -> None:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
 
-    The temporary name keeps the target's suffixes (``x.tmp123.nii.gz``) so writers that
+    A full disk while writing it is one line naming ``path`` (:func:`disk_full_error`), so no
+    writer needs its own handling. The temporary name keeps the target's suffixes (``x.tmp123.nii.gz``) so writers that
     choose a format from the extension (nibabel) still do the right thing.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes)
-    stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
+    with reporting_disk_full(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        suffix = "".join(path.suffixes)
+        stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{suffix}", dir=path.parent)
+        os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
@@ -101,12 +103,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             _fsync_path(tmp)
         os.replace(tmp, path)
         _fsync_path(path.parent)
-    except BaseException:
+    except BaseException as exc:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
-        raise
+        error = disk_full_error(path, exc) if isinstance(exc, Exception) else None
+        if error is None:
+            raise
+        raise error from None
 
 
 @contextlib.contextmanager
@@ -165,6 +170,8 @@ def disk_full_error(path: str | Path, exc: BaseException) -> MrsynthError | None
     Looks through ``exc``'s causes too (libraries such as orbax wrap the OSError); names the free
     space of ``path``'s file system, so the user knows how much to clear.
     """
+    if isinstance(exc, MrsynthError):  # already the one line (a nested writer named its file)
+        return None
     seen: BaseException | None = exc
     while seen is not None and not (isinstance(seen, OSError) and seen.errno in _DISK_FULL):
         seen = seen.__cause__ or seen.__context__
@@ -175,3 +182,27 @@ def disk_full_error(path: str | Path, exc: BaseException) -> MrsynthError | None
         existing = existing.parent
     free_mib = shutil.disk_usage(existing).free // 2**20
     return MrsynthError(f"{path}: {_DISK_FULL[seen.errno]} ({free_mib} MiB free)")
+
+
+@contextlib.contextmanager
+def reporting_disk_full(path: str | Path) -> Iterator[None]:
+    """Writes to ``path`` that do not go through :func:`atomic_path` (an appended log, orbax):
+    a full disk inside, also wrapped by a library, leaves as the one line naming ``path``."""
+    try:
+        yield
+    except Exception as exc:
+        error = disk_full_error(path, exc)
+        if error is None:
+            raise
+        raise error from None
+
+
+def make_folder(path: Path, what: str) -> None:
+    """Create an output folder, or refuse in one line (a file in the way, no permission)."""
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise MrsynthError(f"{what}: {blocker} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MrsynthError(f"{what}: cannot create the folder {path} ({exc.strerror})") from None

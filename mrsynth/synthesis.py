@@ -40,13 +40,7 @@ from mrsynth.data.io import image_like
 from mrsynth.data.preprocess import MaskFn, load_t1_only
 from mrsynth.errors import DataError, MrsynthError
 from mrsynth.evaluation.inference import Synthesis, synthesize_subject
-from mrsynth.fileio import (
-    atomic_path,
-    disk_full_error,
-    is_temporary_name,
-    remove_leftover_temporaries,
-    sha256_of,
-)
+from mrsynth.fileio import atomic_path, make_folder, remove_leftover_temporaries, sha256_of
 from mrsynth.weights import load_portable
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -79,20 +73,24 @@ def tensors_sha256(tensors: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def setup_from_weights(path: Path, **provenance: Any) -> SynthesisSetup:
-    """A portable weight file carries the config and preprocessing contract of the run that made it."""
+def setup_from_weights(path: Path, backend: str, run_dir: Path | None = None) -> SynthesisSetup:
+    """A portable weight file carries the config and preprocessing contract of the run that made it.
+
+    ``run_dir``: the file is a temporary export of that run's checkpoint (``predict --checkpoint``),
+    so the provenance names the run instead of the file.
+    """
     tensors, _, meta = load_portable(path)
     if "config" not in meta or "preprocessing" not in meta:
         raise MrsynthError(f"{path}: weight file has no training config/preprocessing metadata "
                            "(exported by an older mrsynth: export it again from its run)")
     contract = PreprocessingContract.from_json(json.loads(meta["preprocessing"]), str(path))
     weights = {
-        "file": str(Path(path).absolute()), "file_sha256": sha256_of(path),
+        "file": None if run_dir else str(Path(path).absolute()), "file_sha256": None if run_dir else sha256_of(path),
+        "run_dir": str(Path(run_dir).absolute()) if run_dir else None, "backend": backend,
         "tensors_sha256": tensors_sha256(tensors), "framework": meta.get("framework"),
         "run": meta.get("run"), "checkpoint": meta.get("checkpoint"),
         "step": json.loads(meta["step"]) if "step" in meta else None,
         "run_summary": json.loads(meta["summary"]) if "summary" in meta else None,
-        **provenance,
     }
     return SynthesisSetup(config_from_dict(json.loads(meta["config"])), contract, weights)
 
@@ -209,9 +207,9 @@ def _mask_inputs(policy: MaskPolicy, t1_path: Path) -> tuple[str, Path | None, M
 
 
 def nifti_files(folder: Path) -> list[Path]:
-    """The NIfTI files of a folder (sorted), without hidden files and a killed writer's temporaries."""
-    return sorted(p for p in folder.iterdir() if p.name.endswith(NIFTI_SUFFIXES)
-                  and not p.name.startswith(".") and not is_temporary_name(p.name))
+    """The NIfTI files of a folder (sorted), without hidden files (a killed writer's temporaries
+    are hidden files too)."""
+    return sorted(p for p in folder.iterdir() if p.name.endswith(NIFTI_SUFFIXES) and not p.name.startswith("."))
 
 
 def list_inputs(source: Path) -> list[Path]:
@@ -228,9 +226,8 @@ def list_inputs(source: Path) -> list[Path]:
 
 def output_name(t1_path: Path, tag: str = "synthT2") -> str:
     """IXI302-HH-1904-T1.nii.gz -> IXI302-HH-1904-T1_synthT2.nii.gz (format kept)."""
-    name = t1_path.name
-    suffix = next((s for s in NIFTI_SUFFIXES if name.endswith(s)), "")
-    return f"{name[: len(name) - len(suffix)]}_{tag}{suffix or '.nii.gz'}"
+    stem = strip_nifti_suffix(t1_path.name)
+    return f"{stem}_{tag}{t1_path.name[len(stem):] or '.nii.gz'}"
 
 
 def sidecar_name(t1_path: Path) -> str:
@@ -241,17 +238,6 @@ def output_paths(t1_path: Path, out_dir: Path, uncertainty: bool = False) -> lis
     """Every file predict writes for one input: the T2, the spread map if asked, the sidecar."""
     maps = [output_name(t1_path), *([output_name(t1_path, "synthT2_std")] if uncertainty else [])]
     return [out_dir / name for name in (*maps, sidecar_name(t1_path))]
-
-
-def make_folder(path: Path, what: str) -> None:
-    """Create an output folder, or refuse in one line (a file in the way, no permission)."""
-    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        raise MrsynthError(f"{what}: {blocker} is a file, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MrsynthError(f"{what}: cannot create the folder {path} ({exc.strerror})") from None
 
 
 @contextlib.contextmanager
@@ -322,8 +308,8 @@ def synthesize_file(t1_path: Path, out_dir: Path, predictor: Predictor, setup: S
 def _write_together(images: dict[Path, nib.Nifti1Image], sidecar_path: Path, sidecar: dict[str, Any]) -> list[Path]:
     """All files of one input under temporary names first, renamed only when all are written.
 
-    A refused write (full disk, quota, I/O error) removes every temporary and raises one line
-    naming the file being written (the sidecar while the files are renamed into place).
+    A refused write removes every temporary and raises one line naming the file being written
+    (a full disk is named by :func:`~mrsynth.fileio.atomic_path` itself).
     """
     current = sidecar_path
     try:
@@ -334,7 +320,7 @@ def _write_together(images: dict[Path, nib.Nifti1Image], sidecar_path: Path, sid
             json_tmp = stack.enter_context(atomic_path(sidecar_path))
             json_tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
     except OSError as exc:
-        raise (disk_full_error(current, exc) or MrsynthError(f"{current}: cannot write ({exc.strerror or exc})")) from None
+        raise MrsynthError(f"{current}: cannot write ({exc.strerror or exc})") from None
     return [*images, sidecar_path]
 
 

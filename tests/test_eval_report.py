@@ -8,16 +8,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
-from mrsynth.data.contract import build_contract, read_contract, write_contract
-from mrsynth.data.contract import build_contract, read_contract, write_contract
-from mrsynth.data.discovery import discover_pairs
-from mrsynth.data.preprocess import load_volume
 from scipy import ndimage
 
 from mrsynth import backend as backend_module
 from mrsynth.cli import main
 from mrsynth.config import config_from_dict, save_config
+from mrsynth.data.contract import build_contract, read_contract, write_contract
 from mrsynth.data.discovery import discover_pairs
 from mrsynth.data.preprocess import load_volume
 from mrsynth.evaluation.report import format_number, format_summary

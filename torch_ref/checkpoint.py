@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from mrsynth.errors import CheckpointError
-from mrsynth.fileio import atomic_path, disk_full_error
+from mrsynth.fileio import atomic_path
 
 FORMAT_NAME = "mrsynth-torch-checkpoint"
 FORMAT_VERSION = 1
@@ -48,16 +48,11 @@ def write_checkpoint(run_dir: Path, step: int, payload: dict[str, Any], is_best:
     folder = checkpoint_dir(run_dir)
     path = folder / f"step_{step:08d}.pt"
     payload = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **payload}
-    target = path
-    try:
-        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            torch.save(payload, handle)  # a file object: a failed write is an OSError with its errno
-        if is_best:
-            target = folder / BEST_NAME
-            with atomic_path(target) as tmp:
-                shutil.copyfile(path, tmp)
-    except OSError as exc:
-        raise disk_full_error(target, exc) or exc
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(payload, handle)  # a file object: a failed write is an OSError with its errno
+    if is_best:
+        with atomic_path(folder / BEST_NAME) as tmp:
+            shutil.copyfile(path, tmp)
     for _, old in step_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path

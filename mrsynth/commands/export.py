@@ -16,19 +16,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mrsynth.fileio import disk_full_error
-    from mrsynth.synthesis import make_folder
+    from mrsynth.fileio import make_folder
 
     if args.out.is_dir():
         raise MrsynthError(f"--out {args.out}: is a folder; give a file name, e.g. {args.out / 'model.safetensors'}")
     make_folder(args.out.parent, f"--out {args.out}")
     backend_name = rundir.read_run_info(args.checkpoint)["backend"]
-    try:
-        backends.get_backend(backend_name).export_weights(args.checkpoint, args.out, args.which)
-    except Exception as exc:  # orbax wraps the OSError of a full disk
-        error = disk_full_error(args.out, exc)
-        if error is None:
-            raise
-        raise error from None
+    backends.get_backend(backend_name).export_weights(args.checkpoint, args.out, args.which)
     print(f"wrote {args.out}")
     return 0

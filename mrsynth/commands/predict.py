@@ -60,18 +60,14 @@ def run(args: argparse.Namespace) -> int:
         trained_with = rundir.read_run_info(args.checkpoint)["backend"]
         backend_name = args.backend or trained_with
         weights_cm = exported_checkpoint(backends.get_backend(trained_with), args.checkpoint, args.which)
-        # The weights come from a temporary export of the run's checkpoint: no file to name.
-        provenance = {"run_dir": str(Path(args.checkpoint).absolute()), "backend": backend_name,
-                      "file": None, "file_sha256": None}
     else:
         if args.backend is None:
             raise MrsynthError("--weights needs --backend jax|torch (either framework reads the file)")
         backend_name = args.backend
         weights_cm = contextlib.nullcontext(args.weights)
-        provenance = {"backend": backend_name}
     backend = backends.get_backend(backend_name)
     with weights_cm as weights_file:
-        setup = setup_from_weights(weights_file, **provenance)
+        setup = setup_from_weights(weights_file, backend_name, run_dir=args.checkpoint)
         policy = resolve_mask_policy(setup.contract, args.mask, args.skull_strip,
                                      str(args.checkpoint or args.weights))
         with output_folder(args.out) as removed:  # created only once the job can run

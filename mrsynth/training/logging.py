@@ -12,7 +12,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from mrsynth.fileio import atomic_write_text, disk_full_error
+from mrsynth.fileio import atomic_write_text, reporting_disk_full
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -32,10 +32,7 @@ def truncate_metrics(path: Path, step: int) -> list[dict[str, Any]]:
             continue
         if isinstance(row, dict) and row.get("step", 0) <= step:
             kept.append(row)
-    try:
-        atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in kept))
-    except OSError as exc:
-        raise disk_full_error(path, exc) or exc
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in kept))
     return kept
 
 
@@ -70,10 +67,8 @@ class RunLogger:
         if not self.enabled:
             return
         record: dict[str, Any] = {"kind": kind, "step": step, "time": round(time.time(), 3), **values}
-        try:
+        with reporting_disk_full(self._path):
             self._file.write(json.dumps(record) + "\n")
-        except OSError as exc:
-            raise disk_full_error(self._path, exc) or exc
         for name, value in values.items():
             self._writer.add_scalar(f"{kind}/{name}", value, step)
 
@@ -98,7 +93,5 @@ class RunLogger:
             return
         self._bar.close()
         self._writer.close()
-        try:
+        with reporting_disk_full(self._path):
             self._file.close()
-        except OSError as exc:
-            raise disk_full_error(self._path, exc) or exc

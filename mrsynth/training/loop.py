@@ -23,14 +23,14 @@ import numpy as np
 from mrsynth import backend as backends
 from mrsynth.backend import TrainEngine
 from mrsynth.config import Config, with_absolute_paths
-from mrsynth.data.contract import CONTRACT_FILE, PreprocessingContract, build_contract, write_contract
+from mrsynth.data.contract import PreprocessingContract, build_contract, write_contract
 from mrsynth.data.dataset import subject_splits
 from mrsynth.data.loader import make_train_loader
 from mrsynth.data.preprocess import Volume, load_volume
 from mrsynth.errors import CheckpointError, ConfigError, Interrupted, MrsynthError, TrainingDiverged
 from mrsynth.evaluation.inference import synthesize_subject
 from mrsynth.evaluation.metrics import volume_metrics
-from mrsynth.fileio import disk_full_error, remove_leftover_temporaries
+from mrsynth.fileio import remove_leftover_temporaries
 from mrsynth.training import rundir
 from mrsynth.training.logging import RunLogger
 
@@ -193,10 +193,7 @@ def _train_in(cfg: Config, backend_name: str, run_dir: Path, resume: bool, stop:
             raise CheckpointError(f"{run_dir}: no checkpoint to resume from; start a new run instead")
         if leader and not resume:
             rundir.write_run_start(run_dir, cfg, backend_name)
-            try:
-                write_contract(run_dir, data.contract)
-            except OSError as exc:
-                raise disk_full_error(run_dir / CONTRACT_FILE, exc) or exc
+            write_contract(run_dir, data.contract)
         loader = make_train_loader(
             data.train, cfg, batch_size=t.batch_size // engine.process_count, seed=t.seed,
             shard_index=engine.process_index, shard_count=engine.process_count,
@@ -269,10 +266,7 @@ def _train_in(cfg: Config, backend_name: str, run_dir: Path, resume: bool, stop:
                "best_val_" + VAL_SELECT_METRIC: best, "last_val": last_val}
     if leader:
         rundir.update_run_info(run_dir, summary=summary)
-        try:
-            backend.export_weights(run_dir, run_dir / rundir.PORTABLE_FILE, which="best")
-        except OSError as exc:
-            raise disk_full_error(run_dir / rundir.PORTABLE_FILE, exc) or exc
+        backend.export_weights(run_dir, run_dir / rundir.PORTABLE_FILE, which="best")
     return summary
 
 

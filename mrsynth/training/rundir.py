@@ -18,7 +18,7 @@ from mrsynth.backend import library_versions
 from mrsynth.config import Config, load_config, save_config
 from mrsynth.data.contract import read_contract
 from mrsynth.errors import MrsynthError
-from mrsynth.fileio import atomic_write_text, disk_full_error
+from mrsynth.fileio import atomic_write_text, reporting_disk_full
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"
@@ -80,8 +80,9 @@ def _try_lock(run_dir: Path) -> bool:
     """Take ``run_dir``'s lock (O_CREAT|O_EXCL; a stale one is taken over); False when held."""
     lock = Path(run_dir) / LOCK_FILE
     try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with reporting_disk_full(lock):
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
         holder = _holder(lock)
         if not _is_stale(holder):
@@ -93,9 +94,7 @@ def _try_lock(run_dir: Path) -> bool:
             return False
         aside.unlink()
         return _try_lock(run_dir)
-    except OSError as exc:
-        raise disk_full_error(lock, exc) or exc
-    with os.fdopen(fd, "w") as handle:
+    with reporting_disk_full(lock), os.fdopen(fd, "w") as handle:
         handle.write(_lock_text())
     return True
 
@@ -119,10 +118,7 @@ def unlock_run_dir(run_dir: Path) -> None:
 
 def write_run_start(run_dir: Path, cfg: Config, backend: str) -> None:
     """Record the resolved config and how/where the run was started."""
-    try:
-        save_config(cfg, run_dir / CONFIG_FILE)
-    except OSError as exc:
-        raise disk_full_error(run_dir / CONFIG_FILE, exc) or exc
+    save_config(cfg, run_dir / CONFIG_FILE)
     info = {
         "backend": backend,
         "status": "running",
@@ -181,7 +177,4 @@ def portable_metadata(run_dir: Path, which: str, **details: Any) -> dict[str, An
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    try:
-        atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-    except OSError as exc:
-        raise disk_full_error(path, exc) or exc
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
