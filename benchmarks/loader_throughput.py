@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from mrsynth.config import Config, DataConfig, ModelConfig
 from mrsynth.data.discovery import discover_pairs
 from mrsynth.data.loader import make_train_loader
-from mrsynth.data.phantom import write_phantom_dataset
+from mrsynth.phantom.dataset import write_phantom_dataset
 
 
 def measure(cfg: Config, batches: int, batch_size: int) -> dict[str, float]:

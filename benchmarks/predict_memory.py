@@ -64,7 +64,7 @@ def make_inputs(phantom: Path, work: Path, volumes: int) -> tuple[Path, Path]:
 
 def measure(run: Path, inputs: Path, masks: Path, out: Path) -> dict[str, float]:
     """Run one predict job in this process, sampling RSS after each volume."""
-    import mrsynth.synthesis as synthesis
+    import mrsynth.inference.synthesis as synthesis
     from mrsynth.cli import main
 
     samples: list[float] = []

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from mrsynth.data.io import read_nifti
-from mrsynth.data.phantom import write_phantom_dataset
+from mrsynth.phantom.dataset import write_phantom_dataset
 from mrsynth.data.skullstrip import dice, extract_brain
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import jax
 from flax import nnx
 
 from mrsynth.config import Config, load_config
-from mrsynth.training import rundir
+from mrsynth import runs
 from mrsynth.weights import model_source_kind
 
 from jax_impl.checkpoint import restore_from_run
@@ -20,7 +20,7 @@ from jax_impl.weights import export_portable, import_portable
 def load_run_model(run_dir: Path, which: str) -> tuple[UNet, Config, int]:
     """The float32 U-Net of a JAX run directory with its ``which`` (best | last) checkpoint."""
     run_dir = Path(run_dir)
-    cfg = load_config(run_dir / rundir.CONFIG_FILE)
+    cfg = load_config(run_dir / runs.CONFIG_FILE)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
                           abstract_train_state(cfg))
@@ -46,7 +46,7 @@ class JaxBackend:
     def export_weights(self, run_dir: Path, out: Path, which: str = "best") -> None:
         """Write the portable weight file of a run's ``which`` checkpoint."""
         model, cfg, step = load_run_model(Path(run_dir), which)
-        export_portable(model, cfg.model, Path(out), rundir.portable_metadata(run_dir, which, step=step))
+        export_portable(model, cfg.model, Path(out), runs.portable_metadata(run_dir, which, step=step))
 
 
 def create_backend() -> JaxBackend:

@@ -14,7 +14,7 @@ import numpy as np
 from flax import nnx
 
 from mrsynth.config import ModelConfig
-from mrsynth.evaluation.inference import crop_to, pad_to_multiple
+from mrsynth.inference.volume import crop_to, pad_to_multiple
 
 from jax_impl.model import UNet
 

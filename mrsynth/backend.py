@@ -86,7 +86,7 @@ class Backend(Protocol):
     def export_weights(self, run_dir: Path, out: Path, which: str = "best") -> None:
         """Convert a run directory's checkpoint into a portable weight file.
 
-        Metadata: ``mrsynth.training.rundir.portable_metadata(run_dir, which)``.
+        Metadata: ``mrsynth.runs.portable_metadata(run_dir, which)``.
         """
         ...
 

@@ -29,7 +29,7 @@ from safetensors.numpy import save_file
 
 from mrsynth.config import Config, ModelConfig, TrainConfig
 from mrsynth.errors import CheckpointError
-from mrsynth.evaluation.inference import synthesize_volume
+from mrsynth.inference.volume import synthesize_volume
 from mrsynth.parity.metrics import psnr, rel_l2, worst_rel_l2
 from mrsynth.parity.report import CheckResult
 from mrsynth.parity.tolerances import tolerance, trajectory_regime

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from mrsynth.data.io import Geometry
-from mrsynth.data.phantom import generate_subject
+from mrsynth.phantom.dataset import generate_subject
 from mrsynth.data.preprocess import NormStats, Volume
 
 TINY_VOLUME = (32, 32, 32)  # 6 mm voxels: a whole phantom head in 32^3

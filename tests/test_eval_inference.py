@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mrsynth.config import DataConfig, EvalConfig, ModelConfig
-from mrsynth.evaluation.inference import (
+from mrsynth.inference.volume import (
     crop_to,
     gaussian_importance,
     pad_to_multiple,

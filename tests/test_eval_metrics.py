@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from mrsynth.data.phantom import TISSUES
+from mrsynth.phantom.dataset import TISSUES
 from mrsynth.evaluation.metrics import literature_slice_metrics, ssim_map, volume_metrics
 
 

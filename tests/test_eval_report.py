@@ -59,7 +59,7 @@ class FakeBackend:
         self.name = name
 
     def load_predictor(self, source: Path, which: str = "best"):
-        from mrsynth.training.rundir import load_run_config
+        from mrsynth.runs import load_run_config
 
         gain = 0.9 if self.name == "jax" else 0.8
         return FakePredictor(load_run_config(source).model, gain)

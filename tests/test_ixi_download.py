@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from mrsynth.cli import main
-from mrsynth.data.ixi_download import download, download_ixi
-from mrsynth.data.safe_extract import safe_extract
+from mrsynth.ixi.download import download, download_ixi
+from mrsynth.ixi.safe_extract import safe_extract
 from mrsynth.errors import DataError
 
 

@@ -16,8 +16,8 @@ import pytest
 import SimpleITK as sitk
 
 from mrsynth.cli import main
-from mrsynth.data import registration as reg
-from mrsynth.data.ixi_prepare import (
+from mrsynth.ixi import registration as reg
+from mrsynth.ixi.prepare import (
     MAX_ROTATION_DEG,
     MAX_TRANSLATION_MM,
     PrepareSettings,

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-import mrsynth.data.phantom as phantom
+import mrsynth.phantom.dataset as phantom
 from mrsynth.cli import main
 from mrsynth.config import DataConfig
-from mrsynth.data.phantom import TISSUES, ensure_phantom, generate_subject, write_phantom_dataset
-from mrsynth.data.phantom_anatomy import BACKGROUND, CSF, GRAY_MATTER, SCALP_FAT, WHITE_MATTER
-from mrsynth.data.phantom_mri import sample_relaxation, t1w_signal, t2w_signal
+from mrsynth.phantom.dataset import TISSUES, ensure_phantom, generate_subject, write_phantom_dataset
+from mrsynth.phantom.anatomy import BACKGROUND, CSF, GRAY_MATTER, SCALP_FAT, WHITE_MATTER
+from mrsynth.phantom.mri import sample_relaxation, t1w_signal, t2w_signal
 from mrsynth.errors import ConfigError, DataError
 
 SHAPE = (48, 56, 40)

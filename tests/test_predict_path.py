@@ -27,7 +27,7 @@ from mrsynth.data.dataset import subject_splits
 from mrsynth.data.io import read_nifti, write_like
 from mrsynth.evaluation.score_files import score_prediction
 from mrsynth.fileio import sha256_of
-from mrsynth.synthesis import find_mask, subject_id, tensors_sha256
+from mrsynth.inference.synthesis import find_mask, subject_id, tensors_sha256
 from mrsynth.weights import load_portable
 
 PSNR_GAP_DB = 0.5  # the acceptance bound between predict and evaluate

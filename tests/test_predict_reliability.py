@@ -17,12 +17,12 @@ from pathlib import Path
 import nibabel as nib
 import pytest
 
-import mrsynth.synthesis as synthesis
+import mrsynth.inference.synthesis as synthesis
 from mrsynth.cli import main
 from mrsynth.data.io import read_nifti
 from mrsynth.errors import DataError
 from mrsynth.fileio import is_temporary_name
-from mrsynth.synthesis import list_inputs, output_name, sidecar_name
+from mrsynth.inference.synthesis import list_inputs, output_name, sidecar_name
 
 from test_training_loop import tiny_overrides
 

@@ -15,7 +15,7 @@ from mrsynth.cli import main
 from mrsynth.config import DataConfig
 from mrsynth.data.discovery import SubjectFiles, discover_pairs
 from mrsynth.data.preprocess import load_volume
-from mrsynth.data.slabs import write_slab_subjects
+from tests.slabs import write_slab_subjects
 from mrsynth.data.splits import split_subjects
 
 MNI = Path(__file__).resolve().parents[2] / "shared" / "data" / "mni2009c_2mm"

@@ -14,7 +14,7 @@ import pytest
 
 import mrsynth.data.skullstrip as skullstrip
 from mrsynth.data.io import read_nifti
-from mrsynth.data.phantom import generate_subject
+from mrsynth.phantom.dataset import generate_subject
 from mrsynth.data.skullstrip import dice, extract_brain
 from mrsynth.errors import DataError
 

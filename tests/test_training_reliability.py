@@ -23,7 +23,8 @@ from mrsynth.cli import main
 from mrsynth.config import load_config
 from mrsynth.errors import Interrupted, MrsynthError
 from mrsynth.fileio import disk_full_error
-from mrsynth.training import loop, rundir
+from mrsynth import runs
+from mrsynth.training import loop
 from test_training_loop import CrashingLoader, portable_last, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -278,9 +279,9 @@ def test_metrics_write_on_a_full_disk_names_the_file(tmp_path):
 def test_resume_without_a_checkpoint_says_so(tmp_path, capsys):
     cfg = load_config(None, tiny_overrides(tmp_path))
     run = tmp_path / "run"
-    rundir.lock_run_dir(run)
-    rundir.write_run_start(run, cfg, "torch")
-    rundir.unlock_run_dir(run)
+    runs.lock_run_dir(run)
+    runs.write_run_start(run, cfg, "torch")
+    runs.unlock_run_dir(run)
     assert main(["train", "--resume", str(run)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {run}: no checkpoint to resume from; start a new run instead"]
@@ -296,7 +297,7 @@ def dead_pid() -> int:
 def test_run_folder_lock_refuses_live_holders_and_takes_over_stale_ones(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    lock = run / rundir.LOCK_FILE
+    lock = run / runs.LOCK_FILE
     lock.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))
     assert main(["train", "--backend", "torch", "--run-dir", str(run)]) == 1
     assert capsys.readouterr().err.strip() == (
@@ -304,18 +305,18 @@ def test_run_folder_lock_refuses_live_holders_and_takes_over_stale_ones(tmp_path
         f"if that process is gone, delete {lock}")
     lock.write_text(json.dumps({"pid": os.getppid(), "host": "elsewhere"}))
     with pytest.raises(MrsynthError, match="in use by another training"):
-        rundir.lock_run_dir(run)
+        runs.lock_run_dir(run)
 
     lock.write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname()}))
-    rundir.lock_run_dir(run)
+    runs.lock_run_dir(run)
     assert json.loads(lock.read_text())["pid"] == os.getpid()
-    rundir.unlock_run_dir(run)
+    runs.unlock_run_dir(run)
     assert not lock.exists()
 
 
 def test_default_run_names_started_in_the_same_second_differ(tmp_path, monkeypatch):
     cfg = load_config(None, [f"run.root={tmp_path}"])
-    monkeypatch.setattr(rundir.time, "strftime", lambda fmt: "20260101-000000")
-    first = rundir.new_run_dir(cfg, "jax")
-    second = rundir.new_run_dir(cfg, "jax")
+    monkeypatch.setattr(runs.time, "strftime", lambda fmt: "20260101-000000")
+    first = runs.new_run_dir(cfg, "jax")
+    second = runs.new_run_dir(cfg, "jax")
     assert (first.name, second.name) == ("demo-jax-20260101-000000", "demo-jax-20260101-000000-2")

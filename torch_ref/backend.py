@@ -8,7 +8,7 @@ import torch
 
 from mrsynth.config import Config, ModelConfig, load_config
 from mrsynth.errors import CheckpointError
-from mrsynth.training import rundir
+from mrsynth import runs
 from mrsynth.weights import model_source_kind
 from torch_ref import checkpoint
 from torch_ref.model import UNet
@@ -24,14 +24,14 @@ def default_device() -> torch.device:
 def load_run_model(run_dir: Path, which: str) -> tuple[UNet, Config, dict[str, Any]]:
     """The U-Net of a torch run directory with its ``which`` checkpoint's weights (CPU)."""
     run_dir = Path(run_dir)
-    cfg = load_config(run_dir / rundir.CONFIG_FILE)
+    cfg = load_config(run_dir / runs.CONFIG_FILE)
     path = checkpoint.find_checkpoint(run_dir, which)
     payload = checkpoint.read_checkpoint(path)
     model = UNet(cfg.model)
     try:
         model.load_state_dict(payload["model"])
     except (KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: weights do not match {run_dir / rundir.CONFIG_FILE} "
+        raise CheckpointError(f"{path}: weights do not match {run_dir / runs.CONFIG_FILE} "
                               f"({str(exc).strip().splitlines()[0]})") from None
     return model.eval(), cfg, {"checkpoint_file": path.name, "step": int(payload["step"])}
 
@@ -56,7 +56,7 @@ class TorchBackend:
     def export_weights(self, run_dir: Path, out: Path, which: str = "best") -> None:
         """Write the portable weight file of a run's ``which`` checkpoint."""
         model, cfg, source = load_run_model(Path(run_dir), which)
-        save_weights(Path(out), model, cfg.model, rundir.portable_metadata(run_dir, which, **source))
+        save_weights(Path(out), model, cfg.model, runs.portable_metadata(run_dir, which, **source))
 
 
 def create_backend() -> TorchBackend:

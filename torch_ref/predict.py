@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from mrsynth.config import ModelConfig
-from mrsynth.evaluation.inference import crop_to, pad_to_multiple
+from mrsynth.inference.volume import crop_to, pad_to_multiple
 
 
 def to_channels_first(array: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -139,7 +139,7 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
             f"{b}: " + ", ".join(f"{p} {v:.3g} TFLOP/s" for p, v in pk.items()) for b, pk in results["peaks"].items()),
         f"- Pipeline rate: {s['pipeline_steps']} normal `train_step` calls fed by the grain loader from cached "
         "phantom NIfTI volumes (one sync at the end); the loader's rate alone is measured on the same loader.",
-        "- Inference: whole-volume synthesis (`mrsynth.evaluation.inference.synthesize_volume`), 2D slice-wise or 3D "
+        "- Inference: whole-volume synthesis (`mrsynth.inference.volume.synthesize_volume`), 2D slice-wise or 3D "
         "patch-wise, median seconds per volume after one untimed volume.",
         "- Memory: device peak from `memory_stats()['peak_bytes_in_use']` (JAX, a process high-water mark) or "
         "`torch.cuda.max_memory_allocated` (per session); `-` on a CPU. Host RSS is the process peak so far.",

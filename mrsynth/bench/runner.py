@@ -9,7 +9,7 @@ backend's own engine: model, optimizer, compiled step), then:
 3. ``pipeline_steps`` normal ``train_step`` calls fed by the real grain loader (cached phantom
    NIfTI volumes): the end-to-end rate, next to the loader's own rate measured alone;
 4. whole-volume synthesis of ``inference_subjects`` volumes through
-   :func:`mrsynth.evaluation.inference.synthesize_volume` (after one untimed warm-up volume);
+   :func:`mrsynth.inference.volume.synthesize_volume` (after one untimed warm-up volume);
 5. memory: device peak (where the platform reports it) and the host's RSS.
 
 Then, for JAX, weak scaling over 1..N devices in a subprocess (:mod:`mrsynth.bench.scaling`).
@@ -30,7 +30,7 @@ from mrsynth.data.dataset import available_pairs
 from mrsynth.data.loader import make_train_loader
 from mrsynth.data.preprocess import Volume, load_volume
 from mrsynth.errors import ConfigError
-from mrsynth.evaluation.inference import synthesize_volume
+from mrsynth.inference.volume import synthesize_volume
 
 from mrsynth.bench import flops, scaling
 from mrsynth.bench.backends import (BackendBench, TrainSession, first_step_seconds, load_bench, pipeline_seconds,

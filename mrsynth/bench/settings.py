@@ -48,7 +48,7 @@ class BenchSettings:
     rounds: int = 2  # the timed steps alternate jax / torch this many times
     pipeline: bool = True  # also feed the step from the real grain loader
     pipeline_steps: int = 10
-    inference: bool = True  # whole-volume synthesis through mrsynth.evaluation.inference
+    inference: bool = True  # whole-volume synthesis through mrsynth.inference.volume
     inference_subjects: int = 1
     scaling: bool = True  # JAX 1..N devices (forced host devices on a CPU), in a subprocess
     scaling_dims: list[int] = field(default_factory=lambda: [2, 3])  # which cases get a scaling run

@@ -5,7 +5,7 @@ import argparse
 import time
 from pathlib import Path
 
-from mrsynth.data.phantom import MAX_SUBJECTS, STORED_AXCODES, regenerate_phantom
+from mrsynth.phantom.dataset import MAX_SUBJECTS, STORED_AXCODES, regenerate_phantom
 from mrsynth.errors import ConfigError
 
 

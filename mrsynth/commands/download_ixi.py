@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mrsynth.data.ixi_download import ARCHIVES, DEFAULT_BASE_URL, download_ixi
+from mrsynth.ixi.download import ARCHIVES, DEFAULT_BASE_URL, download_ixi
 from mrsynth.errors import DataError
 
 

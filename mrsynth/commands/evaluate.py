@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mrsynth.evaluation.inference import TTA_CHOICES
+from mrsynth.inference.volume import TTA_CHOICES
 from mrsynth.evaluation.runner import SUBJECT_CHOICES, evaluate_runs, load_run, print_summary
 
 

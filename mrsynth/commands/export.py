@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mrsynth import backend as backends
 from mrsynth.errors import MrsynthError
-from mrsynth.training import rundir
+from mrsynth import runs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out.is_dir():
         raise MrsynthError(f"--out {args.out}: is a folder; give a file name, e.g. {args.out / 'model.safetensors'}")
     make_folder(args.out.parent, f"--out {args.out}")
-    backend_name = rundir.read_run_info(args.checkpoint)["backend"]
+    backend_name = runs.read_run_info(args.checkpoint)["backend"]
     backends.get_backend(backend_name).export_weights(args.checkpoint, args.out, args.which)
     print(f"wrote {args.out}")
     return 0

@@ -9,8 +9,8 @@ from pathlib import Path
 from mrsynth import backend as backends
 from mrsynth.commands.common import add_backend_argument
 from mrsynth.errors import MrsynthError
-from mrsynth.evaluation.inference import TTA_CHOICES
-from mrsynth.training import rundir
+from mrsynth.inference.volume import TTA_CHOICES
+from mrsynth import runs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mrsynth.synthesis import (
+    from mrsynth.inference.synthesis import (
         exported_checkpoint,
         list_inputs,
         output_folder,
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise MrsynthError("--uncertainty: needs --tta flip (the spread over the TTA passes)")
     inputs = list_inputs(args.input)
     if args.checkpoint is not None:
-        trained_with = rundir.read_run_info(args.checkpoint)["backend"]
+        trained_with = runs.read_run_info(args.checkpoint)["backend"]
         backend_name = args.backend or trained_with
         weights_cm = exported_checkpoint(backends.get_backend(trained_with), args.checkpoint, args.which)
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mrsynth.data.ixi_prepare import PrepareSettings, parse_fractions, prepare_ixi
+from mrsynth.ixi.prepare import PrepareSettings, parse_fractions, prepare_ixi
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from mrsynth.commands.common import add_backend_argument, add_config_arguments
 from mrsynth.config import Config, load_config, with_absolute_paths
 from mrsynth.errors import ConfigError
-from mrsynth.training import rundir
+from mrsynth import runs
 
 # Settings a resume may change: how long, how often to log/validate/save, how to evaluate, and
 # loader speed. Anything else would make the resumed run a different run than its checkpoints.
@@ -42,16 +42,16 @@ def resume_config(args: argparse.Namespace) -> tuple[Config, str]:
     """The config and backend a resume continues with; a flag that contradicts the run is an
     error before anything is written (a silently ignored --backend or changed model would not be
     the run the user asked for)."""
-    info = rundir.read_run_info(args.resume)
+    info = runs.read_run_info(args.resume)
     backend = info["backend"]
     if args.run_dir is not None:
         raise ConfigError(f"--run-dir: a resumed run stays in {args.resume}; drop --run-dir")
     if args.backend is not None and args.backend != backend:
         raise ConfigError(f"--backend {args.backend}: {args.resume} is a {backend} run; "
                           f"drop --backend (runs cannot change framework)")
-    run_cfg = rundir.load_run_config(args.resume)
+    run_cfg = runs.load_run_config(args.resume)
     wanted = with_absolute_paths(load_config(args.config, args.overrides) if args.config
-                                 else rundir.load_run_config(args.resume, args.overrides))
+                                 else runs.load_run_config(args.resume, args.overrides))
     old, new = _flat(run_cfg.to_dict()), _flat(wanted.to_dict())
     for key in old:
         if old[key] != new[key] and not key.startswith(RESUME_MAY_CHANGE):

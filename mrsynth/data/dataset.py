@@ -12,7 +12,7 @@ from mrsynth.data.splits import split_subjects
 def available_pairs(cfg: DataConfig) -> list[SubjectFiles]:
     """All paired subjects of the configured source (the phantom is generated if needed)."""
     if cfg.source == "phantom":
-        from mrsynth.data.phantom import ensure_phantom
+        from mrsynth.phantom.dataset import ensure_phantom
 
         ensure_phantom(cfg)
     return discover_pairs(cfg)

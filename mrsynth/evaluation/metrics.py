@@ -108,7 +108,7 @@ def pearson(pred: np.ndarray, target: np.ndarray) -> float:
 
 
 def tissue_names() -> dict[int, str]:
-    from mrsynth.data.phantom import TISSUES
+    from mrsynth.phantom.dataset import TISSUES
 
     return dict(TISSUES)
 

@@ -21,12 +21,12 @@ from mrsynth.errors import ConfigError, DataError, MrsynthError
 from mrsynth.evaluation import figures
 from mrsynth.evaluation.baselines import fit_baselines
 from mrsynth.data.contract import read_contract
-from mrsynth.evaluation.inference import synthesize_subject
+from mrsynth.inference.volume import synthesize_subject
 from mrsynth.evaluation.metrics import literature_slice_metrics, volume_metrics
 from mrsynth.evaluation.report import write_report
 from mrsynth.evaluation.results import MAIN_METRICS, EvaluationResult, finalize, write_tables
 from mrsynth.fileio import atomic_dir
-from mrsynth.training import rundir
+from mrsynth import runs
 
 SUBJECT_CHOICES = ("test", "val", "train", "all")
 FIGURE_SUBJECTS = 3  # subjects shown in the orthogonal-view panels
@@ -57,10 +57,10 @@ class RunSpec:
 def load_run(run_dir: Path, which: str = "best", tta: str = "none") -> RunSpec:
     """Read a run directory's config.yaml and run.json (clear errors when it is not a run)."""
     run_dir = Path(run_dir)
-    info = rundir.read_run_info(run_dir)
+    info = runs.read_run_info(run_dir)
     if "backend" not in info:
-        raise MrsynthError(f"{run_dir / rundir.RUN_FILE}: no 'backend' recorded")
-    cfg = rundir.load_run_config(run_dir)
+        raise MrsynthError(f"{run_dir / runs.RUN_FILE}: no 'backend' recorded")
+    cfg = runs.load_run_config(run_dir)
     return RunSpec(run_dir, cfg, info, which, tta=tta)
 
 

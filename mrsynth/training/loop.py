@@ -28,10 +28,10 @@ from mrsynth.data.dataset import subject_splits
 from mrsynth.data.loader import make_train_loader
 from mrsynth.data.preprocess import Volume, load_volume
 from mrsynth.errors import CheckpointError, ConfigError, Interrupted, MrsynthError, TrainingDiverged
-from mrsynth.evaluation.inference import synthesize_subject
+from mrsynth.inference.volume import synthesize_subject
 from mrsynth.evaluation.metrics import volume_metrics
 from mrsynth.fileio import remove_leftover_temporaries
-from mrsynth.training import rundir
+from mrsynth import runs
 from mrsynth.training.logging import RunLogger
 
 VAL_SELECT_METRIC = "mae"  # lower is better; chooses the best checkpoint
@@ -164,9 +164,9 @@ def train(cfg: Config, backend_name: str, run_dir: Path | None = None, resume: b
             run_dir.mkdir(parents=True, exist_ok=True)
         elif resume:
             run_dir = Path(run_dir)
-            rundir.lock_run_dir(run_dir)
+            runs.lock_run_dir(run_dir)
         else:
-            run_dir = rundir.new_run_dir(cfg, backend_name, run_dir)
+            run_dir = runs.new_run_dir(cfg, backend_name, run_dir)
         try:
             if leader:
                 for folder in (run_dir, run_dir / "checkpoints"):
@@ -174,7 +174,7 @@ def train(cfg: Config, backend_name: str, run_dir: Path | None = None, resume: b
             return _train_in(cfg, backend_name, run_dir, resume, stop)
         finally:
             if leader:
-                rundir.unlock_run_dir(run_dir)
+                runs.unlock_run_dir(run_dir)
 
 
 def _train_in(cfg: Config, backend_name: str, run_dir: Path, resume: bool, stop: StopSignals) -> dict[str, Any]:
@@ -192,7 +192,7 @@ def _train_in(cfg: Config, backend_name: str, run_dir: Path, resume: bool, stop:
         if resume and restored is None:
             raise CheckpointError(f"{run_dir}: no checkpoint to resume from; start a new run instead")
         if leader and not resume:
-            rundir.write_run_start(run_dir, cfg, backend_name)
+            runs.write_run_start(run_dir, cfg, backend_name)
             write_contract(run_dir, data.contract)
         loader = make_train_loader(
             data.train, cfg, batch_size=t.batch_size // engine.process_count, seed=t.seed,
@@ -265,8 +265,8 @@ def _train_in(cfg: Config, backend_name: str, run_dir: Path, resume: bool, stop:
     summary = {"run_dir": str(run_dir), "backend": backend_name, "steps": step,
                "best_val_" + VAL_SELECT_METRIC: best, "last_val": last_val}
     if leader:
-        rundir.update_run_info(run_dir, summary=summary)
-        backend.export_weights(run_dir, run_dir / rundir.PORTABLE_FILE, which="best")
+        runs.update_run_info(run_dir, summary=summary)
+        backend.export_weights(run_dir, run_dir / runs.PORTABLE_FILE, which="best")
     return summary
 
 
@@ -274,7 +274,7 @@ def _record_end(run_dir: Path, status: str, step: int) -> None:
     """Write the final status to run.json; when a failure is already on its way out (a full disk),
     a failed write here must not replace that failure's message."""
     try:
-        rundir.update_run_info(run_dir, status=status, steps_done=step,
+        runs.update_run_info(run_dir, status=status, steps_done=step,
                                finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     except MrsynthError:
         if status == "completed":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mrsynth.data.phantom_fields import SphereNoise, smooth_field
+from mrsynth.phantom.fields import SphereNoise, smooth_field
 
 # Label codes (the order of the fraction channels).
 BACKGROUND, SCALP_FAT, SKULL, CSF, GRAY_MATTER, WHITE_MATTER = range(6)

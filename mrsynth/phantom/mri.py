@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mrsynth.data.phantom_anatomy import (
+from mrsynth.phantom.anatomy import (
     BACKGROUND,
     CSF,
     GRAY_MATTER,
@@ -32,7 +32,7 @@ from mrsynth.data.phantom_anatomy import (
     SKULL,
     WHITE_MATTER,
 )
-from mrsynth.data.phantom_fields import smooth_field
+from mrsynth.phantom.fields import smooth_field
 
 # (T1 ms, T2 ms, proton density relative to water) at 1.5 T.
 NOMINAL_RELAXATION: dict[int, tuple[float, float, float]] = {

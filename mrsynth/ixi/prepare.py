@@ -29,10 +29,10 @@ import SimpleITK as sitk
 from scipy import ndimage
 from tqdm import tqdm
 
-from mrsynth.data import registration as reg
+from mrsynth.ixi import registration as reg
 from mrsynth.data.io import save_nifti
 from mrsynth.data.preprocess import otsu_foreground, white_matter_peak
-from mrsynth.data.registration import Grid, centred_grid, isotropic_grid
+from mrsynth.ixi.registration import Grid, centred_grid, isotropic_grid
 from mrsynth.errors import DataError
 from mrsynth.fileio import atomic_path, atomic_write_text
 

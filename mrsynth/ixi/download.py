@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from mrsynth.data.safe_extract import safe_extract
+from mrsynth.ixi.safe_extract import safe_extract
 from mrsynth.errors import DataError
 from mrsynth.fileio import atomic_write_text
 

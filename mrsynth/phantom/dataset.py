@@ -22,8 +22,8 @@ from tqdm import tqdm
 from mrsynth.config import DataConfig
 from mrsynth.errors import ConfigError, DataError
 from mrsynth.fileio import atomic_dir, atomic_write_text
-from mrsynth.data.phantom_anatomy import CSF, GRAY_MATTER, TISSUE_NAMES, WHITE_MATTER, head_fractions
-from mrsynth.data.phantom_mri import synthesize_contrasts
+from mrsynth.phantom.anatomy import CSF, GRAY_MATTER, TISSUE_NAMES, WHITE_MATTER, head_fractions
+from mrsynth.phantom.mri import synthesize_contrasts
 from mrsynth.data.io import save_nifti
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 Every input goes through the run's preprocessing contract (:mod:`mrsynth.data.contract`) and
 the same whole-volume synthesis as validation and ``evaluate``
-(:func:`mrsynth.evaluation.inference.synthesize_subject`). Each output lies on its input's
+(:func:`mrsynth.inference.volume.synthesize_subject`). Each output lies on its input's
 grid with the input's affine and header, in the T2 intensity units of the training set,
 clipped to the training T2 range, zero outside the brain mask, marked as synthetic in its
 header, with a JSON sidecar holding its provenance; all files of one input appear together
@@ -39,7 +39,7 @@ from mrsynth.data.contract import PreprocessingContract
 from mrsynth.data.io import image_like
 from mrsynth.data.preprocess import MaskFn, load_t1_only
 from mrsynth.errors import DataError, MrsynthError
-from mrsynth.evaluation.inference import Synthesis, synthesize_subject
+from mrsynth.inference.volume import Synthesis, synthesize_subject
 from mrsynth.fileio import atomic_path, make_folder, remove_leftover_temporaries, sha256_of
 from mrsynth.weights import load_portable
 
