@@ -113,3 +113,47 @@ def test_literature_protocol_scales_each_slice_by_its_own_range():
 def test_shape_mismatch_is_rejected():
     with pytest.raises(ValueError):
         volume_metrics(np.zeros((4, 4, 4)), np.zeros((4, 4, 5)), np.ones((4, 4, 5)))
+
+
+def _textured_volume(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth random texture inside a ball: something with edges for sharpness to see."""
+    rng = np.random.default_rng(seed)
+    grid = np.indices((24, 24, 24)) - 11.5
+    mask = (grid**2).sum(0) < 10.0**2
+    texture = ndimage.gaussian_filter(rng.normal(size=(24, 24, 24)), 1.0) * 5.0 + 2.0
+    return np.where(mask, texture, 0.0).astype(np.float32), mask
+
+
+def test_scale_invariant_metrics_ignore_gain_and_offset_only():
+    target, mask = _textured_volume()
+    affine = np.where(mask, 0.4 * target + 3.0, 0.0)  # right anatomy, other units
+    metrics = volume_metrics(affine, target, mask)
+    assert metrics["psnr_z"] > 100.0 and metrics["mae_z"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["ssim_z"] == pytest.approx(1.0, abs=1e-9)
+    assert metrics["sharpness"] == pytest.approx(1.0, rel=1e-6)
+    assert metrics["psnr"] < 30.0  # the units-bound metrics do see the different units
+    noisy = target + np.random.default_rng(1).normal(0.0, 1.0, target.shape).astype(np.float32) * mask
+    worse = volume_metrics(noisy, target, mask)
+    assert worse["psnr_z"] < 30.0 and worse["mae_z"] > 0.1
+
+
+def test_low_contrast_prediction_cannot_hide_its_errors():
+    """Shrinking an error-laden prediction towards the mean shrinks its errors in the target's
+    units, but not once both volumes are z-scored."""
+    target, mask = _textured_volume()
+    noise = np.random.default_rng(2).normal(0.0, 2.0, target.shape) * mask
+    pred = np.where(mask, target + noise, 0.0)
+    mean = float(target[mask].mean())
+    shrunk = np.where(mask, mean + 0.3 * (pred - mean), 0.0)
+    full, low = volume_metrics(pred, target, mask), volume_metrics(shrunk, target, mask)
+    assert low["mae"] < full["mae"]  # the units-bound metric flatters the shrunk prediction
+    assert low["psnr_z"] == pytest.approx(full["psnr_z"], abs=1e-9)
+    assert low["mae_z"] == pytest.approx(full["mae_z"], abs=1e-9)
+
+
+def test_sharpness_tells_blur_from_noise():
+    target, mask = _textured_volume()
+    blurred = np.where(mask, ndimage.gaussian_filter(target, 1.5), 0.0)
+    noisy = target + np.random.default_rng(3).normal(0.0, 1.0, target.shape) * mask
+    assert volume_metrics(blurred, target, mask)["sharpness"] < 0.7
+    assert volume_metrics(noisy, target, mask)["sharpness"] > 1.2

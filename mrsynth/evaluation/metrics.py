@@ -10,6 +10,12 @@ Conventions (stated in every report):
   averaged over the volume without the 5-voxel border (equal to skimage's value);
   ``ssim2d`` is the mean over axial slices holding foreground of the 2D SSIM map averaged
   inside the slice's mask.
+- Scale-invariant metrics (``*_z``) first z-score the prediction and the target each inside the
+  mask, as independent scorers do: a prediction that is right up to gain and offset loses
+  nothing, and one that shrinks towards the mean (low contrast) cannot hide in small errors.
+- ``sharpness`` is the mean gradient magnitude of the z-scored prediction inside the eroded
+  mask over that of the real T2: 1 is as sharp as the real image, below 1 smoother (L1-trained
+  networks blur), above 1 noisier. It is not a similarity: closer to 1 is better.
 """
 from __future__ import annotations
 
@@ -34,8 +40,15 @@ METRIC_DESCRIPTIONS: dict[str, str] = {
     "psnr_full": "PSNR in dB over the whole volume, same R",
     "ssim_full": "3D SSIM over the whole volume (5-voxel border excluded)",
     "mae_full": "mean absolute error over the whole volume",
+    "psnr_z": "PSNR in dB inside the mask after z-scoring each volume inside the mask, R = the "
+              "z-scored target's range (scale-invariant; higher is better)",
+    "ssim_z": "3D SSIM inside the mask of the z-scored volumes, same R (scale-invariant; higher is better)",
+    "mae_z": "mean absolute error inside the mask of the z-scored volumes, in SDs (lower is better)",
+    "sharpness": "mean gradient magnitude inside the eroded mask, prediction over real T2, z-scored "
+                 "(1 = as sharp; below 1 smoother)",
 }
-HIGHER_IS_BETTER = {"psnr", "ssim", "ssim2d", "pearson", "psnr_full", "ssim_full", "psnr_lit", "ssim_lit"}
+HIGHER_IS_BETTER = {"psnr", "ssim", "ssim2d", "pearson", "psnr_full", "ssim_full", "psnr_lit", "ssim_lit",
+                    "psnr_z", "ssim_z"}
 
 
 def resolve_data_range(target: np.ndarray, mask: np.ndarray, data_range: float | None) -> float:
@@ -107,6 +120,42 @@ def pearson(pred: np.ndarray, target: np.ndarray) -> float:
     return float(np.dot(x, y)) / denom if denom > 0 else math.nan
 
 
+def zscore_inside(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``x`` z-scored by its mean and SD inside ``mask`` (float64), 0 outside the mask."""
+    inside = x[mask].astype(np.float64)
+    sd = float(inside.std())
+    z = (x.astype(np.float64) - float(inside.mean())) / (sd if sd > 0 else 1.0)
+    return np.where(mask, z, 0.0)
+
+
+def gradient_magnitude(x: np.ndarray) -> np.ndarray:
+    """Voxel-wise |grad x| by central differences along every axis (float64)."""
+    return np.sqrt(sum(g * g for g in np.gradient(x.astype(np.float64))))
+
+
+def sharpness_ratio(pred_z: np.ndarray, target_z: np.ndarray, mask: np.ndarray) -> float:
+    """Mean |grad| of the prediction over that of the target inside the mask eroded by one
+    voxel (the mask's own edge against the zero background is not image detail)."""
+    inner = ndimage.binary_erosion(mask)
+    if not inner.any():
+        inner = mask
+    reference = float(gradient_magnitude(target_z)[inner].mean())
+    return float(gradient_magnitude(pred_z)[inner].mean()) / reference if reference > 0 else math.nan
+
+
+def scale_invariant_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """psnr_z, ssim_z, mae_z and sharpness (see the module docstring) of one volume."""
+    zp, zt = zscore_inside(pred, mask), zscore_inside(target, mask)
+    r = resolve_data_range(zt, mask, None)
+    inside = zp[mask] - zt[mask]
+    return {
+        "psnr_z": psnr(zp[mask], zt[mask], r),
+        "ssim_z": float(ssim_map(zp, zt, r)[mask].mean()),
+        "mae_z": float(np.mean(np.abs(inside))),
+        "sharpness": sharpness_ratio(zp, zt, mask),
+    }
+
+
 def tissue_names() -> dict[int, str]:
     from mrsynth.phantom.dataset import TISSUES
 
@@ -123,8 +172,8 @@ def volume_metrics(
     """All per-subject metrics of a synthesized volume against its real T2 (same grid).
 
     Keys: psnr, ssim, ssim2d, mae, nrmse, pearson (inside ``mask``), psnr_full, ssim_full,
-    mae_full (whole volume), data_range (the R used), and ``mae_<tissue>`` for each non-zero
-    label present in ``labels``.
+    mae_full (whole volume), data_range (the R used), the scale-invariant psnr_z, ssim_z, mae_z
+    and sharpness, and ``mae_<tissue>`` for each non-zero label present in ``labels``.
     """
     if pred.shape != target.shape or mask.shape != target.shape:
         raise ValueError(f"shape mismatch: pred {pred.shape}, target {target.shape}, mask {mask.shape}")
@@ -147,6 +196,7 @@ def volume_metrics(
         "ssim_full": mean_without_border(smap),
         "mae_full": float(np.mean(np.abs(diff))),
         "data_range": r,
+        **scale_invariant_metrics(p64, t64, mask),
     }
     if labels is not None:
         if labels.shape != target.shape:

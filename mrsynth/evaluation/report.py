@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mrsynth.evaluation.metrics import METRIC_DESCRIPTIONS
-from mrsynth.evaluation.results import FULL_METRICS, MAIN_METRICS, EvaluationResult
+from mrsynth.evaluation.results import FULL_METRICS, MAIN_METRICS, SCALE_INVARIANT_METRICS, EvaluationResult
 from mrsynth.fileio import atomic_write_text
 
 
@@ -108,8 +108,9 @@ def data_location(data: dict[str, Any]) -> str:
 def build_blocks(result: EvaluationResult, context: dict[str, Any], figures: dict[str, Path]) -> list[Block]:
     """The report's content, independent of the output format."""
     main = [m for m in MAIN_METRICS if m in result.metrics]
+    invariant = [m for m in SCALE_INVARIANT_METRICS if m in result.metrics]
     extra = [m for m in FULL_METRICS if m in result.metrics]
-    tissue = [m for m in result.metrics if m.startswith("mae_") and m not in main + extra + ["mae_full"]]
+    tissue = [m for m in result.metrics if m.startswith("mae_") and m not in main + invariant + extra]
     blocks = [
         Block("h1", context["title"]),
         Block("p", f"Generated {context['generated']}. {len(result.subjects)} {context['split']} subject(s), "
@@ -142,6 +143,14 @@ def build_blocks(result: EvaluationResult, context: dict[str, Any], figures: dic
         Block("h2", "Results inside the brain mask"),
         _summary_table(result, main),
     ]
+    if invariant:
+        blocks += [
+            Block("h2", "Scale-invariant results and sharpness"),
+            Block("p", "Each volume z-scored inside the mask first: a prediction with the right anatomy "
+                       "but another gain or offset loses nothing, a low-contrast one cannot hide in small "
+                       "errors. Sharpness 1 is as sharp as the real T2, below 1 smoother."),
+            _summary_table(result, invariant),
+        ]
     if extra:
         blocks += [Block("h2", "Whole volume and literature protocol"), _summary_table(result, extra)]
     if tissue:
@@ -150,7 +159,7 @@ def build_blocks(result: EvaluationResult, context: dict[str, Any], figures: dic
         Block("h2", "Paired tests across subjects"),
         Block("p", "A − B per subject; p-values of the paired t-test and the Wilcoxon signed-rank test "
                    "(all metrics in paired_tests.csv)."),
-        _tests_table(result, main),
+        _tests_table(result, main + [m for m in invariant if m != "sharpness"]),
         Block("h2", "Figures"),
     ]
     for title, path in figures.items():

@@ -15,6 +15,7 @@ from mrsynth.evaluation.stats import paired_test, summarize
 from mrsynth.fileio import atomic_write_text
 
 MAIN_METRICS = ("psnr", "ssim", "ssim2d", "mae", "nrmse", "pearson")
+SCALE_INVARIANT_METRICS = ("psnr_z", "ssim_z", "mae_z", "sharpness")
 FULL_METRICS = ("psnr_full", "ssim_full", "mae_full", "psnr_lit", "ssim_lit")
 NOT_COMPARED = {"data_range", "n_slices_lit"}  # bookkeeping columns, not quality metrics
 
@@ -34,7 +35,7 @@ class EvaluationResult:
     def metrics(self) -> list[str]:
         """Metric columns in report order: main, whole-volume/literature, then per-tissue."""
         present = {k for row in self.rows for k in row if k not in ("subject", "method")}
-        ordered = [m for m in (*MAIN_METRICS, *FULL_METRICS) if m in present]
+        ordered = [m for m in (*MAIN_METRICS, *SCALE_INVARIANT_METRICS, *FULL_METRICS) if m in present]
         ordered += sorted(k for k in present if k.startswith("mae_") and k not in ordered)
         ordered += sorted(present - set(ordered))
         return ordered

@@ -214,7 +214,7 @@ def print_summary(result: EvaluationResult, report: Path) -> None:
     """A short table on stdout: mean of the main metrics per method."""
     from mrsynth.evaluation.report import format_number
 
-    metrics = [m for m in MAIN_METRICS if m in result.metrics]
+    metrics = [m for m in (*MAIN_METRICS, "psnr_z", "ssim_z", "sharpness") if m in result.metrics]
     width = max(len(m) for m in result.methods) + 2
     print("method".ljust(width) + "".join(k.rjust(10) for k in metrics))
     for m in result.methods:
