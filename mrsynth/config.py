@@ -46,6 +46,9 @@ class DataConfig:
     # Sampling: model.dims == 2 -> slices along slice_axis (RAS axis index), cropped/padded to
     # patch_size (2 numbers); dims == 3 -> patches of patch_size (3 numbers).
     slice_axis: int = 2
+    # 2.5D: a 2D model sees the slice and context_slices neighbours on each side as
+    # 2 * context_slices + 1 input channels (edge slices repeated at the volume's ends).
+    context_slices: int = 0
     min_foreground: float = 0.05
     patch_size: tuple[int, ...] = (96, 112)
     # Augmentation (spatial ones applied identically to T1 and T2; intensity ones to T1 only).
@@ -275,9 +278,21 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[st
     return merged
 
 
+def input_channels(data: DataConfig) -> int:
+    """T1 channels a model reads: the slice and its context slices on both sides."""
+    return 2 * data.context_slices + 1
+
+
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> Config:
-    """Build and validate a Config from a plain mapping plus ``--set`` overrides."""
-    cfg = build_dataclass(Config, apply_overrides(raw, overrides), "")
+    """Build and validate a Config from a plain mapping plus ``--set`` overrides.
+
+    ``model.in_channels`` follows from ``data.context_slices`` unless the mapping states it
+    (a resolved run config does; validation then checks that the two agree).
+    """
+    merged = apply_overrides(raw, overrides)
+    cfg = build_dataclass(Config, merged, "")
+    if "in_channels" not in (merged.get("model") or {}):
+        cfg.model.in_channels = input_channels(cfg.data)
     validate(cfg)
     return cfg
 
@@ -352,10 +367,13 @@ def validate(cfg: Config) -> None:
         for ch in m.level_channels():
             if ch % min(m.groups, ch):
                 raise ConfigError(f"model.groups: {m.groups} groups do not divide {ch} channels")
-    for name in ("in_channels", "out_channels"):
-        if getattr(m, name) != 1:
-            raise ConfigError(f"model.{name}: not a user key (one T1 channel in, one T2 channel out), "
-                              f"got {getattr(m, name)}")
+    if d.context_slices < 0 or (d.context_slices and m.dims != 2):
+        raise ConfigError(f"data.context_slices: must be >= 0, and 0 for a 3D model, got {d.context_slices}")
+    if m.in_channels != input_channels(d):
+        raise ConfigError(f"model.in_channels: not a user key (2 * data.context_slices + 1 = "
+                          f"{input_channels(d)} T1 slices in), got {m.in_channels}")
+    if m.out_channels != 1:
+        raise ConfigError(f"model.out_channels: not a user key (one T2 channel out), got {m.out_channels}")
     if not 0.0 <= m.dropout < 1.0:
         raise ConfigError(f"model.dropout: must be in [0, 1), got {m.dropout}")
     if len(d.patch_size) != m.dims:

@@ -7,7 +7,7 @@ float64 reference (DESIGN.md: a ReLU pre-activation near zero may flip between f
 
 The option values are covered by a compact design instead of the full product (384 models):
 per dimensionality, four models in which every norm, upsampling, downsampling, residual,
-activation and dropout value occurs at least once.
+activation and dropout value occurs at least once, and a 2.5D input (5 T1 channels).
 """
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ COVERING = {
                                                      downsample="conv", residual=True, activation="silu"),
     "2d-none-resize-maxpool-relu-dropout": dict(dims=2, norm="none", upsample="resize_conv",
                                                 downsample="maxpool", activation="relu", dropout=0.2),
+    "2d-group-transpose-maxpool-relu-context2": dict(dims=2, norm="group", upsample="transpose",  # 2.5D
+                                                     downsample="maxpool", activation="relu", in_channels=5),
     "3d-group-resize-conv-residual-silu": dict(dims=3, norm="group", upsample="resize_conv",
                                                downsample="conv", residual=True, activation="silu"),
     "3d-batch-transpose-maxpool-relu-deep": dict(dims=3, norm="batch", upsample="transpose",
@@ -53,9 +55,9 @@ def model_config(name: str) -> ModelConfig:
 def batch_for(cfg: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
     """Random normalized-intensity batch of 2: 16x16 slices (2D) or 8^3 patches (3D)."""
     rng = np.random.default_rng(seed)
-    shape = (2, 16, 16, 1) if cfg.dims == 2 else (2, 8, 8, 8, 1)
-    return {"t1": rng.standard_normal(shape).astype(np.float32),
-            "t2": rng.standard_normal(shape).astype(np.float32)}
+    shape = (2, 16, 16) if cfg.dims == 2 else (2, 8, 8, 8)
+    return {"t1": rng.standard_normal((*shape, cfg.in_channels)).astype(np.float32),
+            "t2": rng.standard_normal((*shape, 1)).astype(np.float32)}
 
 
 def assert_rows(rows: list[CheckResult]) -> None:

@@ -102,3 +102,16 @@ def test_run_configs_get_absolute_folders(tmp_path):
     assert out.data.manifest == str(tmp_path / "lists" / "m.csv")
     # A manifest that is not there from the working directory stays relative (looked up under root).
     assert with_absolute_paths(load_config(None, ["data.manifest=m.csv"]), tmp_path).data.manifest == "m.csv"
+
+
+def test_context_slices_set_the_input_channels(tmp_path):
+    cfg = load_config(None, ["data.context_slices=2"])
+    assert cfg.model.in_channels == 5 and load_config(None).model.in_channels == 1
+    save_config(cfg, tmp_path / "config.yaml")  # a resolved run config states in_channels: it reloads
+    assert load_config(tmp_path / "config.yaml") == cfg
+    with pytest.raises(ConfigError, match="data.context_slices"):
+        load_config(None, ["data.context_slices=1", "model.dims=3", "data.patch_size=[16,16,16]"])
+    with pytest.raises(ConfigError, match="data.context_slices"):
+        load_config(None, ["data.context_slices=-1"])
+    with pytest.raises(ConfigError, match="model.in_channels: not a user key"):
+        load_config(None, ["data.context_slices=1", "model.in_channels=1"])

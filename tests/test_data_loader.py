@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -61,7 +62,7 @@ def test_sample_is_a_pure_function_and_augmentation_keeps_the_pair_aligned(dims)
     other_epoch = draw_sample(arrays, index.rows[0], index.bboxes[0], dims, cfg, seed=1, epoch=1, index=0)
     assert _same(samples[0], again) and not _same(samples[0], other_epoch)
     for s in samples:
-        assert s["t1"].shape == tuple(cfg.patch_size) and s["t1"].dtype == np.float32
+        assert s["t1"].shape == (*cfg.patch_size, 1) and s["t1"].dtype == np.float32
         assert np.allclose(s["t2"], 2.0 * s["t1"], atol=1e-5)  # identical spatial transform (linear)
         assert set(np.unique(s["mask"])) <= {0.0, 1.0}  # nearest for the mask
 
@@ -136,3 +137,26 @@ def test_worker_count_does_not_change_batches(tmp_path, ixi_head_dir):
             assert all(ref.paths is not None for ref in loader._make_batch.refs)  # workers get mmap paths
             produced[workers] = [next(loader) for _ in range(4)]
     assert all(_same(a, b) for a, b in zip(produced[0], produced[2]))
+
+
+def test_context_slices_are_neighbours_transformed_together():
+    """2.5D samples: channel c is slice centre + c - k (edges repeated), cropped and flipped
+    like the T2, and one intensity draw (here gamma) shared by all channels."""
+    rng = np.random.default_rng(0)
+    base = rng.uniform(1.0, 2.0, size=(20, 24)).astype(np.float32)
+    depth = 6
+    arrays = {"t1": np.stack([base * (i + 1) for i in range(depth)], axis=-1),  # slice i = (i + 1) x base
+              "t2": np.stack([2.0 * base] * depth, axis=-1), "mask": np.ones((20, 24, depth), np.float32)}
+    cfg = _config(slice_axis=2, context_slices=2, flip_prob=1.0, min_foreground=0.0).data
+    index = build_epoch_index([arrays["mask"]], 2, cfg)
+    for row in index.rows[[0, 3, depth - 1]]:
+        neighbours = np.clip(np.arange(row[1] - 2, row[1] + 3), 0, depth - 1)
+        plain = draw_sample(arrays, row, index.bboxes[0], 2, cfg, seed=3, epoch=0, index=int(row[1]))
+        assert plain["t1"].shape == (*cfg.patch_size, 5) and plain["t2"].shape == (*cfg.patch_size, 1)
+        for c, s in enumerate(neighbours):
+            np.testing.assert_allclose(plain["t1"][..., c], (s + 1) / 2.0 * plain["t2"][..., 0], rtol=1e-6)
+        gamma = draw_sample(arrays, row, index.bboxes[0], 2, replace(cfg, gamma_range=0.5), seed=3, epoch=0,
+                            index=int(row[1]))
+        per_slice = gamma["t1"] / (neighbours + 1.0)  # the same curve on every channel
+        assert not np.allclose(gamma["t1"], plain["t1"])
+        np.testing.assert_allclose(per_slice, per_slice[..., :1].repeat(5, axis=-1), rtol=1e-5)

@@ -107,3 +107,29 @@ def test_gaussian_importance_is_nnunet_like():
     centre = w[8, 4, 6]
     assert w[0, 0, 0] < 0.01 * centre
     np.testing.assert_allclose(w, w[::-1, ::-1, ::-1], rtol=1e-6)  # symmetric about the centre
+
+
+@dataclass
+class ChannelPredictor:
+    """A 2.5D stand-in: returns input channel ``channel`` (0 = the lowest neighbour slice)."""
+
+    model_config: ModelConfig
+    channel: int
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        assert batch.shape[-1] == self.model_config.in_channels
+        return batch[..., self.channel : self.channel + 1]
+
+
+@pytest.mark.parametrize("axis", [0, 2])
+def test_context_slices_feed_neighbours_in_order_and_repeat_the_edges(axis):
+    t1 = _volume((9, 11, 13))
+    model = ModelConfig(dims=2, depth=1, channel_mults=(1, 2), in_channels=5)
+    lowest = synthesize_volume(t1, ChannelPredictor(model, 0), DataConfig(slice_axis=axis, patch_size=(8, 8)),
+                               EvalConfig(inference_batch=4))
+    n = t1.shape[axis]
+    expected = np.take(t1, np.clip(np.arange(n) - 2, 0, n - 1), axis=axis)  # slice i - 2, clamped
+    np.testing.assert_array_equal(lowest, expected)
+    centre = synthesize_volume(t1, ChannelPredictor(model, 2), DataConfig(slice_axis=axis, patch_size=(8, 8)),
+                               EvalConfig(inference_batch=4))
+    np.testing.assert_array_equal(centre, t1)

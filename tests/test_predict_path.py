@@ -221,3 +221,22 @@ def test_uncertainty_needs_tta(trained, tmp_path, capsys):
 def test_in_channels_is_not_a_user_key(capsys):
     assert main(["train", "--set", "model.in_channels=3"]) == 1
     assert "model.in_channels: not a user key" in capsys.readouterr().err
+
+
+def test_a_2_5d_run_trains_and_both_backends_synthesize_the_same_volume(tmp_path):
+    """data.context_slices through training, the portable file and predict in either framework."""
+    from test_training_loop import tiny_overrides
+
+    from mrsynth.backend import get_backend
+    from mrsynth.inference.volume import synthesize_volume
+    from mrsynth.parity.tolerances import tolerance
+    from mrsynth.training.loop import train
+
+    cfg = load_config(None, tiny_overrides(tmp_path) + ["data.context_slices=1", "model.dropout=0.0"])
+    summary = train(cfg, "jax", tmp_path / "run")
+    weights = Path(summary["run_dir"]) / "model.safetensors"
+    t1 = np.random.default_rng(0).normal(size=(20, 24, 9)).astype(np.float32)
+    volumes = [synthesize_volume(t1, get_backend(b).load_predictor(weights), cfg.data, cfg.eval) for b in ("jax", "torch")]
+    assert get_backend("torch").load_predictor(weights).model_config.in_channels == 3
+    relative = np.linalg.norm(volumes[0] - volumes[1]) / np.linalg.norm(volumes[1])
+    assert relative <= tolerance("forward", "float32")  # the forward parity tolerance

@@ -17,7 +17,7 @@ from mrsynth.config import DataConfig
 def augment_spatial(sample: dict[str, np.ndarray], rng: np.random.Generator, cfg: DataConfig) -> dict[str, np.ndarray]:
     """Flip each axis with ``flip_prob``; rotate by up to ``rotate_deg`` and scale by up to
     ``1 +- scale_range`` (every axis pair for 3D)."""
-    ndim = sample["t1"].ndim
+    ndim = sample["mask"].ndim
     flips = rng.random(ndim) < cfg.flip_prob
     out = {k: np.flip(v, axis=tuple(np.flatnonzero(flips))) if flips.any() else v for k, v in sample.items()}
     if cfg.rotate_deg > 0 or cfg.scale_range > 0:

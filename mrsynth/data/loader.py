@@ -102,7 +102,7 @@ class _MakeBatch:
     def __call__(self, batch_number: int) -> dict[str, np.ndarray]:
         first = batch_number * self.global_batch + self.shard_index * self.batch_size
         samples = [self.sample_at(first + j) for j in range(self.batch_size)]
-        return {k: np.stack([s[k] for s in samples])[..., None].astype(np.float32, copy=False) for k in _KEYS}
+        return {k: np.stack([s[k] for s in samples]).astype(np.float32, copy=False) for k in _KEYS}
 
 
 class TrainLoader:

@@ -4,7 +4,8 @@
 whose mask fraction is at least ``data.min_foreground``; a slice is cropped (random offset)
 or zero-padded (centred) to ``data.patch_size``. 3D: the epoch is ``data.patches_per_volume``
 patches per volume, each centred on a voxel drawn inside the volume's foreground bounding box
-(zero padding where the patch leaves the volume).
+(zero padding where the patch leaves the volume). With ``data.context_slices = k`` a 2D sample's
+T1 holds the slice and its k neighbours on each side as 2k + 1 channels (:func:`context_indices`).
 
 :func:`draw_sample` is a pure function of (arrays, seed, epoch, index): its random numbers
 come from ``np.random.SeedSequence([seed, epoch, index])`` and nothing else, so any worker,
@@ -13,6 +14,8 @@ process or backend produces the same sample.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import copy
 
 import numpy as np
 
@@ -61,6 +64,12 @@ def build_epoch_index(masks: list[np.ndarray], dims: int, cfg: DataConfig, names
     return EpochIndex(rows=table, bboxes=bboxes)
 
 
+def context_indices(centre: int, context: int, count: int) -> np.ndarray:
+    """Slice indices ``centre - context .. centre + context``, clamped to ``[0, count)``: at the
+    volume's ends the edge slice repeats (training and inference alike)."""
+    return np.clip(np.arange(centre - context, centre + context + 1), 0, count - 1)
+
+
 def sample_rngs(seed: int, epoch: int, index: int) -> tuple[np.random.Generator, ...]:
     """Independent generators for location, spatial and intensity draws of one sample."""
     children = np.random.SeedSequence([seed, epoch, index]).spawn(3)
@@ -79,21 +88,29 @@ def draw_sample(
     index: int,
     augment: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Sample ``index`` of ``epoch``: float32 ``t1``, ``t2``, ``mask`` of ``data.patch_size``."""
+    """Sample ``index`` of ``epoch``, channels-last float32: ``t1`` (*patch_size, 2k + 1),
+    ``t2`` and ``mask`` (*patch_size, 1)."""
     location_rng, spatial_rng, intensity_rng = sample_rngs(seed, epoch, index)
+    channels = 2 * cfg.context_slices + 1
     if dims == 2:
-        sample = {k: np.take(a, int(row[1]), axis=cfg.slice_axis) for k, a in arrays.items()}
+        centre, axis = int(row[1]), cfg.slice_axis
+        sample = {k: np.take(arrays[k], centre, axis=axis) for k in ("t2", "mask")}
+        for c, i in enumerate(context_indices(centre, cfg.context_slices, arrays["t1"].shape[axis])):
+            sample[f"t1.{c}"] = np.take(arrays["t1"], int(i), axis=axis)
         sample = crop_or_pad(sample, tuple(cfg.patch_size), location_rng)
     else:
         low, high = bbox
-        centre = np.array([location_rng.integers(lo, hi + 1) for lo, hi in zip(low, high)])
-        start = centre - np.asarray(cfg.patch_size) // 2
+        centre_voxel = np.array([location_rng.integers(lo, hi + 1) for lo, hi in zip(low, high)])
+        start = centre_voxel - np.asarray(cfg.patch_size) // 2
         sample = {k: extract_patch(a, start, tuple(cfg.patch_size)) for k, a in arrays.items()}
+        sample["t1.0"] = sample.pop("t1")
     sample = {k: np.asarray(v, dtype=np.float32) for k, v in sample.items()}
     if augment:
         sample = augment_spatial(sample, spatial_rng, cfg)
-        sample["t1"] = augment_intensity(sample["t1"], sample["mask"], intensity_rng, cfg)
-    return sample
+        for c in range(channels):  # one draw for all channels: the same scanner for every slice
+            sample[f"t1.{c}"] = augment_intensity(sample[f"t1.{c}"], sample["mask"], copy.deepcopy(intensity_rng), cfg)
+    t1 = np.stack([sample.pop(f"t1.{c}") for c in range(channels)], axis=-1)
+    return {"t1": t1, **{k: v[..., None] for k, v in sample.items()}}
 
 
 def crop_or_pad(sample: dict[str, np.ndarray], size: tuple[int, ...], rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from mrsynth.backend import Predictor
 from mrsynth.config import DataConfig, EvalConfig
+from mrsynth.data.sampling import context_indices
 
 # progress(done, total): called after every predictor batch.
 ProgressFn = Callable[[int, int], None]
@@ -153,11 +154,13 @@ def _synthesize_slices(
     t1: np.ndarray, predictor: Predictor, axis: int, batch: int, progress: ProgressFn | None
 ) -> np.ndarray:
     slices = np.moveaxis(t1, axis, 0)  # (N, H, W)
+    context = (predictor.model_config.in_channels - 1) // 2  # 2.5D: neighbours on each side
     out = np.empty(slices.shape, dtype=np.float32)
     for idx in _batches(len(slices), batch):
-        chunk = np.ascontiguousarray(slices[idx.start : idx.stop, ..., None])
+        chunk = np.stack([slices[context_indices(i, context, len(slices))] for i in idx])  # (b, C, H, W)
+        chunk = np.ascontiguousarray(np.moveaxis(chunk, 1, -1))
         pred = np.asarray(predictor(chunk), dtype=np.float32)
-        if pred.shape != chunk.shape:
+        if pred.shape != chunk.shape[:-1] + (1,):
             raise ValueError(f"predictor returned shape {pred.shape} for input {chunk.shape}")
         out[idx.start : idx.stop] = pred[..., 0]
         if progress is not None:
