@@ -88,6 +88,29 @@ class ModelConfig:
 
 
 @dataclass
+class DiscriminatorConfig:
+    """pix2pix's conditional PatchGAN: sees (T1 channels, T2) and scores overlapping patches.
+
+    ``layers`` stride-2 4x4 convolutions (width doubling from ``base_channels``, capped at 8x),
+    one stride-1 4x4 convolution, then a 4x4 head to one score map; LeakyReLU 0.2; instance
+    norm on all but the first. Used only when ``train.adv_weight > 0``; its own AdamW (pix2pix:
+    lr 2e-4, b1 0.5) with the generator's warmup-cosine shape.
+    """
+
+    base_channels: int = 32
+    layers: int = 3
+    norm: str = "instance"  # instance | none
+    loss: str = "lsgan"  # lsgan (least squares) | nonsaturating
+    lr: float = 2e-4
+    b1: float = 0.5
+    b2: float = 0.999
+
+    def layer_widths(self) -> list[int]:
+        """Output channels of the ``layers + 1`` blocks: doubling from base_channels, capped at 8x."""
+        return [self.base_channels * min(2**i, 8) for i in range(self.layers + 1)]
+
+
+@dataclass
 class TrainConfig:
     """Optimisation and run-loop settings shared by both backends."""
 
@@ -103,6 +126,9 @@ class TrainConfig:
     clip_norm: float = 1.0
     loss: str = "l1"  # l1 | l1_ssim
     ssim_weight: float = 0.2
+    # Conditional adversarial training (pix2pix) when > 0: loss = L1 term + adv_weight * the
+    # generator's adversarial loss; pix2pix weighs L1:adversarial 100:1, i.e. adv_weight 0.01.
+    adv_weight: float = 0.0
     ssim_data_range: float = 4.0
     compute_dtype: str = "float32"  # float32 | bfloat16
     seed: int = 0
@@ -141,6 +167,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -157,6 +184,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.downsample": ("maxpool", "conv"),
     "model.activation": ("relu", "leaky_relu", "silu"),
     "train.loss": ("l1", "l1_ssim"),
+    "discriminator.norm": ("instance", "none"),
+    "discriminator.loss": ("lsgan", "nonsaturating"),
     "train.compute_dtype": ("float32", "bfloat16"),
     "train.parallel": ("sharded", "pmap"),
     "train.jax_conv3d": ("stacked2d", "native"),
@@ -414,6 +443,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.warmup_steps: must be in [0, steps), got {t.warmup_steps}")
     if t.lr <= 0:
         raise ConfigError(f"train.lr: must be > 0, got {t.lr}")
+    if t.adv_weight < 0:
+        raise ConfigError(f"train.adv_weight: must be >= 0, got {t.adv_weight}")
+    g = cfg.discriminator
+    if g.layers < 1 or g.base_channels < 1 or g.lr <= 0:
+        raise ConfigError("discriminator.layers, .base_channels and .lr must be positive")
     for name in ("log_every", "val_every", "ckpt_every", "keep_checkpoints"):
         if getattr(t, name) < 1:
             raise ConfigError(f"train.{name}: must be >= 1")
