@@ -19,6 +19,7 @@ from mrsynth.backend import library_versions
 from mrsynth.commands.common import add_config_arguments
 from mrsynth.config import load_config
 from mrsynth.errors import MrsynthError
+from mrsynth.extras import import_optional
 from mrsynth.parity.report import JSON_FILE, MARKDOWN_FILE, format_table, write_report
 from mrsynth.parity.tolerances import DEFAULT_TOLERANCES
 
@@ -43,11 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise MrsynthError(f"--steps: must be >= 1, got {args.steps}")
-    try:  # both frameworks and the parity_tests package (a source checkout or an install)
-        from parity_tests import driver
-    except ModuleNotFoundError as exc:
-        raise MrsynthError(f"parity needs both jax and torch and the parity_tests package "
-                           f"(missing module {exc.name!r})") from None
+    driver = import_optional("parity_tests.driver", "parity")  # imports both frameworks
     cfg = driver.capped_patch(load_config(args.config, args.overrides), args.max_size)
     precisions = [p for p in PRECISION_CHOICES[:-1] if args.precision in (p, "all")]
     out = args.out or Path("reports") / f"parity-{datetime.now():%Y%m%d-%H%M%S}"
