@@ -7,7 +7,6 @@ user with only JAX (or only PyTorch) installed can run it.
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -16,9 +15,9 @@ import numpy as np
 
 from mrsynth.config import Config, ModelConfig
 from mrsynth.errors import MrsynthError
+from mrsynth.extras import import_optional
 
 BACKENDS = {"jax": "jax_impl.backend", "torch": "torch_ref.backend"}
-FRAMEWORK_PACKAGE = {"jax": "jax / flax", "torch": "torch"}
 
 # A training batch: numpy, float32, channels-last. Keys: "t1", "t2" -> (B, H, W, 1) or
 # (B, D, H, W, 1); "mask" -> same shape, float32 0/1 foreground.
@@ -91,23 +90,12 @@ class Backend(Protocol):
         ...
 
 
-FRAMEWORK_MODULES = {"jax", "jaxlib", "flax", "optax", "orbax", "torch"}
-
-
 def import_backend_module(name: str, modules: dict[str, str]) -> Any:
-    """Import ``modules[name]`` (a backend-side module); a clear error if its framework is missing."""
+    """Import ``modules[name]`` (a backend-side module); one line naming the extra if its
+    framework is not installed."""
     if name not in modules:
         raise MrsynthError(f"unknown backend {name!r} (choose from {', '.join(modules)})")
-    try:
-        return importlib.import_module(modules[name])
-    except ModuleNotFoundError as exc:
-        missing = exc.name or "?"
-        if missing.split(".")[0] in FRAMEWORK_MODULES:
-            raise MrsynthError(
-                f"backend {name!r} needs {FRAMEWORK_PACKAGE[name]}, which is not installed "
-                f"(missing module {missing!r})"
-            ) from None
-        raise
+    return import_optional(modules[name], f"backend {name!r}")
 
 
 def get_backend(name: str) -> Backend:

@@ -32,7 +32,7 @@ from mrsynth.errors import CheckpointError
 from mrsynth.inference.volume import synthesize_volume
 from mrsynth.parity.metrics import psnr, rel_l2, worst_rel_l2
 from mrsynth.parity.report import CheckResult
-from mrsynth.parity.tolerances import tolerance, trajectory_regime
+from mrsynth.parity.tolerances import DEFAULT_TOLERANCES, ToleranceTable, trajectory_regime
 from mrsynth.weights import load_portable
 
 from jax_impl import losses as jax_losses
@@ -158,7 +158,8 @@ def transfer_pair(cfg: ModelConfig, direction: str, work_dir: Path, seed: int = 
     return ModelPair(cfg, torch_model.train(), jax_model, direction, path)
 
 
-def round_trip_check(pair: ModelPair, work_dir: Path) -> CheckResult:
+def round_trip_check(pair: ModelPair, work_dir: Path, tolerances: ToleranceTable = DEFAULT_TOLERANCES
+                     ) -> CheckResult:
     """Destination exports again; the source's tensors must come back bit for bit."""
     back = work_dir / f"back-{pair.weight_file.name}"
     if pair.direction == "torch->jax":
@@ -172,7 +173,7 @@ def round_trip_check(pair: ModelPair, work_dir: Path) -> CheckResult:
     if returned.keys() != original.keys():
         worst = float("inf")
     return CheckResult("weights", f"{pair.direction} round trip", "max |diff|", worst,
-                       tolerance("round_trip", "float32"), note=f"{len(original)} tensors")
+                       tolerances["round_trip", "float32"], note=f"{len(original)} tensors")
 
 
 # --- models at a precision ------------------------------------------------------------------
@@ -362,17 +363,17 @@ def _gradient_rows(case: str, got: Evaluation, ref: Evaluation, tol: float, note
     ]
 
 
-def _inert_gradient_row(case: str, framework: str, got: Evaluation, inert: set[str], precision: str
+def _inert_gradient_row(case: str, framework: str, got: Evaluation, inert: set[str], tol: float
                         ) -> CheckResult:
     """Inert biases (see :func:`inert_parameters`) must get a zero gradient up to rounding."""
     total = np.sqrt(sum(float(np.sum(g**2)) for g in got.param_grads.values()))
     worst = max(float(np.linalg.norm(got.param_grads[n])) for n in inert) / max(total, 1e-300)
     return CheckResult("grad", f"{case} {framework}", "max |d loss/d inert bias| / |d loss/d params|", worst,
-                       tolerance("grad_inert", precision), note=f"{len(inert)} conv biases before a per-channel norm")
+                       tol, note=f"{len(inert)} conv biases before a per-channel norm")
 
 
 def train_mode_check(pair: ModelPair, batch: dict[str, np.ndarray], train: TrainConfig,
-                     precision: str) -> list[CheckResult]:
+                     precision: str, tolerances: ToleranceTable = DEFAULT_TOLERANCES) -> list[CheckResult]:
     """Training-mode forward (batch statistics; dropout off: its masks are framework RNG), the
     BatchNorm running statistics it updates, and the gradients w.r.t. input and every parameter.
 
@@ -384,14 +385,14 @@ def train_mode_check(pair: ModelPair, batch: dict[str, np.ndarray], train: Train
     case = f"{pair.direction} train-mode {precision}"
     note = precision_note(precision)
     rows = [CheckResult("forward", case, "rel_l2(output)", rel_l2(got_jax.output, got_torch.output),
-                        tolerance("forward", precision), note=note)]
+                        tolerances["forward", precision], note=note)]
     if got_torch.stats:
         err, name = worst_rel_l2(got_jax.stats, got_torch.stats)
         rows.append(CheckResult("bn_stats", case + " (1 forward)", "max rel_l2(running stats)", err,
-                                tolerance("bn_stats", precision), note=f"worst: {name}"))
-    tol = tolerance("grad", precision)
+                                tolerances["bn_stats", precision], note=f"worst: {name}"))
+    tol = tolerances["grad", precision]
     inert = inert_parameters(pair.cfg, list(got_torch.param_grads))
-    rows += [_inert_gradient_row(case, name, got, inert, precision)
+    rows += [_inert_gradient_row(case, name, got, inert, tolerances["grad_inert", precision])
              for name, got in (("jax", got_jax), ("torch", got_torch)) if inert]
     if precision == "float64":
         return rows + _gradient_rows(case, got_jax, got_torch, tol, note, inert)
@@ -411,7 +412,8 @@ def _jax_forward_pure(graphdef: nnx.GraphDef, state: dict, x: jax.Array) -> jax.
 _jit_forward = jax.jit(_jax_forward_pure, static_argnums=0)
 
 
-def eval_mode_check(pair: ModelPair, x: np.ndarray, precision: str) -> CheckResult:
+def eval_mode_check(pair: ModelPair, x: np.ndarray, precision: str,
+                    tolerances: ToleranceTable = DEFAULT_TOLERANCES) -> CheckResult:
     """Inference-mode forward: BatchNorm on its (perturbed) running statistics, dropout identity."""
     torch_model = torch_model_at(pair, precision)
     jax_model = jax_model_at(pair, precision)
@@ -423,7 +425,7 @@ def eval_mode_check(pair: ModelPair, x: np.ndarray, precision: str) -> CheckResu
         y_jax = _jit_forward(graphdef, _at_precision(nnx.to_pure_dict(state), precision), jax_input(x, precision))
         y_jax = np.asarray(y_jax, np.float64)
     return CheckResult("forward", f"{pair.direction} eval-mode {precision}", "rel_l2(output)",
-                       rel_l2(y_jax, y_torch), tolerance("forward", precision), note=precision_note(precision))
+                       rel_l2(y_jax, y_torch), tolerances["forward", precision], note=precision_note(precision))
 
 
 # --- training steps (the backends' real step functions) ---------------------------------------
@@ -493,7 +495,8 @@ BN_STATS_STEPS = 3  # "a few training steps" for the BatchNorm running-statistic
 
 
 def training_checks(tensors: dict[str, np.ndarray], cfg: Config, batches: Sequence[dict[str, np.ndarray]],
-                    work_dir: Path, case: str, precision: str = "float32"
+                    work_dir: Path, case: str, precision: str = "float32",
+                    tolerances: ToleranceTable = DEFAULT_TOLERANCES
                     ) -> tuple[list[CheckResult], TrainTrace, TrainTrace]:
     """Both engines train from the same weights on the same batches; compare, after update 1,
     the AdamW update (schedule, clipping, decay mask), grad norm and learning rate; after
@@ -503,9 +506,9 @@ def training_checks(tensors: dict[str, np.ndarray], cfg: Config, batches: Sequen
     k = min(BN_STATS_STEPS, n)
     jax_trace, torch_trace = train_both(tensors, cfg, batches, sorted({1, k, n}), work_dir, precision)
     case = f"{case} {precision}"
-    rows = _first_update_rows(tensors, cfg, jax_trace, torch_trace, case, precision)
+    rows = _first_update_rows(tensors, cfg, jax_trace, torch_trace, case, precision, tolerances)
     if cfg.model.norm == "batch":
-        rows += _batchnorm_rows(jax_trace, torch_trace, k, case, precision)
+        rows += _batchnorm_rows(jax_trace, torch_trace, k, case, precision, tolerances)
     loss_errs = [_rel(j["loss"], t["loss"]) for j, t in zip(jax_trace.metrics, torch_trace.metrics)]
     worst_step = int(np.argmax(loss_errs))
     inert = inert_parameters(cfg.model, list(tensors))
@@ -518,18 +521,18 @@ def training_checks(tensors: dict[str, np.ndarray], cfg: Config, batches: Sequen
     lr_err = max(_rel(j["lr"], t["lr"]) for j, t in zip(jax_trace.metrics, torch_trace.metrics))
     rows += [
         CheckResult("trajectory", f"{case} {n} steps", "max rel diff(loss) over steps", max(loss_errs),
-                    tolerance("traj_loss" + suffix, precision),
+                    tolerances["traj_loss" + suffix, precision],
                     note=f"{regime}; worst at step {worst_step + 1}; torch loss {first:.4g} -> {last:.4g}"),
         CheckResult("trajectory", f"{case} {n} steps", "max rel_l2(final params)", err_final,
-                    tolerance("traj_params" + suffix, precision), note=f"{regime}; worst: {name}{excluded}"),
+                    tolerances["traj_params" + suffix, precision], note=f"{regime}; worst: {name}{excluded}"),
         CheckResult("trajectory", f"{case} {n} steps", "max rel diff(lr) over steps", lr_err,
-                    tolerance("lr", precision), note="warmup-cosine, one shared formula"),
+                    tolerances["lr", precision], note="warmup-cosine, one shared formula"),
     ]
     return rows, jax_trace, torch_trace
 
 
-def _batchnorm_rows(jax_trace: TrainTrace, torch_trace: TrainTrace, k: int, case: str, precision: str
-                    ) -> list[CheckResult]:
+def _batchnorm_rows(jax_trace: TrainTrace, torch_trace: TrainTrace, k: int, case: str, precision: str,
+                    tolerances: ToleranceTable) -> list[CheckResult]:
     """Running statistics after update 1 (all of them) and after ``k`` updates (variances and
     counters: from update 2 on, a running mean also accumulates its inert conv bias, whose
     noise-driven AdamW walk differs between frameworks; a variance is blind to that shift)."""
@@ -540,19 +543,20 @@ def _batchnorm_rows(jax_trace: TrainTrace, torch_trace: TrainTrace, k: int, case
     err_k, name_k = worst_rel_l2(*stats_k)
     return [
         CheckResult("bn_stats", f"{case} after 1 step", "max rel_l2(running stats)", err_1,
-                    tolerance("bn_stats", precision), note=f"worst: {name_1}"),
+                    tolerances["bn_stats", precision], note=f"worst: {name_1}"),
         CheckResult("bn_stats", f"{case} after {k} steps", "max rel_l2(running var, count)", err_k,
-                    tolerance("bn_stats_trained", precision), note=f"worst: {name_k}"),
+                    tolerances["bn_stats_trained", precision], note=f"worst: {name_k}"),
     ]
 
 
 def _first_update_rows(tensors: dict[str, np.ndarray], cfg: Config, jax_trace: TrainTrace,
-                       torch_trace: TrainTrace, case: str, precision: str) -> list[CheckResult]:
+                       torch_trace: TrainTrace, case: str, precision: str, tolerances: ToleranceTable
+                       ) -> list[CheckResult]:
     """Update 1 and the gradient norm. Not in bf16: AdamW's first update is ~lr * sign(g), and
     bf16 gradients flip the sign of small elements, so only the gradient norm is compared."""
     mj, mt = jax_trace.metrics[0], torch_trace.metrics[0]
     norm_row = CheckResult("adamw_step", case, "rel diff(grad_norm)", _rel(mj["grad_norm"], mt["grad_norm"]),
-                           tolerance("grad_norm", precision))
+                           tolerances["grad_norm", precision])
     if precision == "bf16":
         return [norm_row]
     inert = inert_parameters(cfg.model, list(tensors))
@@ -564,23 +568,24 @@ def _first_update_rows(tensors: dict[str, np.ndarray], cfg: Config, jax_trace: T
     clip = cfg.train.clip_norm
     clipping = "active" if mt["grad_norm"] > clip else "inactive"
     return [
-        CheckResult("adamw_step", case, "max rel_l2(update 1)", err_upd, tolerance("adamw_update", precision),
+        CheckResult("adamw_step", case, "max rel_l2(update 1)", err_upd, tolerances["adamw_update", precision],
                     note=f"worst: {name_upd}; clipping {clipping} (|g| {mt['grad_norm']:.3g}, clip {clip:g})"
                          + (f"; {len(inert)} inert biases excluded" if inert else "")),
         CheckResult("adamw_step", case, "max rel_l2(params after update 1)", err_new,
-                    tolerance("adamw_params", precision), note=f"worst: {name_new}"),
+                    tolerances["adamw_params", precision], note=f"worst: {name_new}"),
         norm_row,
     ]
 
 
 # --- whole-volume synthesis through the shared inference --------------------------------------
-def synthesis_check(weight_file: Path, t1: np.ndarray, cfg: Config, case: str) -> CheckResult:
+def synthesis_check(weight_file: Path, t1: np.ndarray, cfg: Config, case: str,
+                    tolerances: ToleranceTable = DEFAULT_TOLERANCES) -> CheckResult:
     """Both backends load one portable file (their user path) and synthesize the same volume."""
     with precision_context("float32"):
         jax_out = synthesize_volume(t1, JaxBackend().load_predictor(weight_file), cfg.data, cfg.eval)
         torch_out = synthesize_volume(t1, TorchBackend().load_predictor(weight_file), cfg.data, cfg.eval)
     return CheckResult("synthesis", case, "PSNR(jax vs torch) dB", psnr(jax_out, torch_out),
-                       tolerance("synth_psnr", "float32"), higher_is_better=True,
+                       tolerances["synth_psnr", "float32"], higher_is_better=True,
                        note=f"volume {tuple(t1.shape)}, dims {cfg.model.dims}")
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from mrsynth.config import Config
 from mrsynth.errors import ConfigError
 from mrsynth.parity.report import CheckResult
+from mrsynth.parity.tolerances import ToleranceTable
 from mrsynth.training.loop import load_train_data
 
 from parity_tests import checks
@@ -41,9 +42,9 @@ def training_config(cfg: Config, steps: int, precision: str) -> Config:
     return replace(cfg, model=replace(cfg.model, dropout=0.0), train=train)
 
 
-def run_parity(cfg: Config, precisions: Sequence[str], steps: int, work_dir: Path,
+def run_parity(cfg: Config, precisions: Sequence[str], steps: int, work_dir: Path, tolerances: ToleranceTable,
                log: Callable[[str], None] = print) -> tuple[list[CheckResult], dict[str, Any]]:
-    """All checks for ``cfg``; returns the rows and facts for the report's header."""
+    """All checks for ``cfg`` against ``tolerances``; returns the rows and facts for the report's header."""
     data = load_train_data(cfg)
     rows: list[CheckResult] = []
     log(f"data: {len(data.train)} training volumes; drawing {steps} batches of {cfg.train.batch_size}")
@@ -52,15 +53,15 @@ def run_parity(cfg: Config, precisions: Sequence[str], steps: int, work_dir: Pat
     first = {k: v[:GRADIENT_BATCH] for k, v in batches[0].items()}
 
     pairs = {d: checks.transfer_pair(cfg.model, d, work_dir / "weights") for d in checks.DIRECTIONS}
-    rows += [checks.round_trip_check(pair, work_dir / "weights") for pair in pairs.values()]
+    rows += [checks.round_trip_check(pair, work_dir / "weights", tolerances) for pair in pairs.values()]
     rows += checks.mismatch_checks(pairs["torch->jax"].weight_file, work_dir / "broken")
 
     for precision in precisions:
         log(f"forward and gradients, {precision}")
         for pair in pairs.values():
-            rows += checks.train_mode_check(pair, first, cfg.train, precision)
+            rows += checks.train_mode_check(pair, first, cfg.train, precision, tolerances)
             if cfg.model.norm == "batch" or cfg.model.dropout > 0:
-                rows.append(checks.eval_mode_check(pair, first["t1"], precision))
+                rows.append(checks.eval_mode_check(pair, first["t1"], precision, tolerances))
 
     weight_files = {"torch->jax": pairs["torch->jax"].weight_file}
     initial = pairs["torch->jax"].tensors()
@@ -70,7 +71,7 @@ def run_parity(cfg: Config, precisions: Sequence[str], steps: int, work_dir: Pat
         log(f"training {steps} steps in both backends, {precision}")
         train_cfg = training_config(cfg, steps, precision)
         found, jax_trace, torch_trace = checks.training_checks(
-            initial, train_cfg, batches, work_dir / f"train-{precision}", "train", precision)
+            initial, train_cfg, batches, work_dir / f"train-{precision}", "train", precision, tolerances)
         rows += found
         if precision == "float32":
             weight_files = {
@@ -80,7 +81,7 @@ def run_parity(cfg: Config, precisions: Sequence[str], steps: int, work_dir: Pat
 
     volume = (data.val or data.train)[0]
     log(f"synthesizing {volume.subject} in both backends")
-    rows += [checks.synthesis_check(path, np.asarray(volume.t1), cfg, f"{case}, {volume.subject}")
+    rows += [checks.synthesis_check(path, np.asarray(volume.t1), cfg, f"{case}, {volume.subject}", tolerances)
              for case, path in weight_files.items()]
     facts = {
         "device": "gpu" if checks.on_gpu() else "cpu",

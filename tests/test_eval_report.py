@@ -16,8 +16,9 @@ from mrsynth.config import config_from_dict, save_config
 from mrsynth.data.contract import build_contract, read_contract, write_contract
 from mrsynth.data.discovery import discover_pairs
 from mrsynth.data.preprocess import load_volume
-from mrsynth.evaluation.report import format_number, format_summary
+from mrsynth.evaluation.report import format_summary
 from mrsynth.evaluation.runner import evaluate_runs, load_run
+from mrsynth.reporting import format_number
 
 SUBJECTS = ["IXI001", "IXI002", "IXI003", "IXI004", "IXI005"]
 SHAPE = (20, 24, 18)

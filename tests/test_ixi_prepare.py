@@ -257,13 +257,17 @@ def test_resume_skips_finished_and_redoes_partial(small_raw_ixi, tmp_path):
     assert record["settings"]["grid"] == "iso:9"
 
 
-def test_corrupt_subject_is_skipped_and_reported(small_raw_ixi, tmp_path, capsys):
-    root = small_raw_ixi
-    raw = tmp_path / "raw"
+def copy_raw(source: Path, dest: Path, pattern: str) -> Path:
+    """The raw t1/ and t2/ files matching ``pattern``, copied into ``dest`` (to damage or extend)."""
     for sub in ("t1", "t2"):
-        (raw / sub).mkdir(parents=True)
-        for path in (root / sub).glob("IXI10[12]*"):
-            (raw / sub / path.name).write_bytes(path.read_bytes())
+        (dest / sub).mkdir(parents=True)
+        for path in (source / sub).glob(pattern):
+            (dest / sub / path.name).write_bytes(path.read_bytes())
+    return dest
+
+
+def test_corrupt_subject_is_skipped_and_reported(small_raw_ixi, tmp_path, capsys):
+    raw = copy_raw(small_raw_ixi, tmp_path / "raw", "IXI10[12]*")
     bad = raw / "t2" / "IXI102-HH-0002-T2.nii.gz"
     bad.write_bytes(bad.read_bytes()[: len(bad.read_bytes()) // 2])  # truncated download
     out = tmp_path / "out"
@@ -278,14 +282,26 @@ def test_corrupt_subject_is_skipped_and_reported(small_raw_ixi, tmp_path, capsys
     assert not (out / "subjects" / "IXI102" / "done.json").exists()
 
     # Nothing usable at all: the command fails.
-    only_bad = tmp_path / "only_bad"
-    (only_bad / "t1").mkdir(parents=True)
-    (only_bad / "t2").mkdir(parents=True)
-    (only_bad / "t1" / "IXI102-HH-0002-T1.nii.gz").write_bytes((raw / "t1" / "IXI102-HH-0002-T1.nii.gz").read_bytes())
-    (only_bad / "t2" / bad.name).write_bytes(bad.read_bytes())
+    only_bad = copy_raw(raw, tmp_path / "only_bad", "IXI102*")
     code = main(["prepare-ixi", "--t1-dir", str(only_bad / "t1"), "--t2-dir", str(only_bad / "t2"),
                  "--out", str(tmp_path / "out2"), "--grid", "iso:8"])
     assert code == 1
+
+
+def test_inputs_are_read_by_the_shared_nifti_reader(small_raw_ixi, tmp_path):
+    """A T1 with NaN voxels fails with the reader's one-line message naming the file; a mask
+    beside the T1s (an IXI name with another role) is not taken for a scan."""
+    raw = copy_raw(small_raw_ixi, tmp_path / "raw", "IXI102*")
+    bad = raw / "t1" / "IXI102-HH-0002-T1.nii.gz"
+    image = nib.load(bad)
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    data[0, 0, :3] = np.nan
+    nib.save(nib.Nifti1Image(data, image.affine), bad)
+    nib.save(nib.Nifti1Image(np.ones((2, 2, 2), np.uint8), np.eye(4)), raw / "t1" / "IXI102-HH-0002-mask.nii.gz")
+    assert [p.t1.name for p in pair_ixi(raw / "t1", raw / "t2")[0]] == [bad.name]
+    summary = prepare_ixi(raw / "t1", raw / "t2", tmp_path / "out", PrepareSettings(grid="iso:8"),
+                          qc_samples=0, progress=False, log=lambda _: None)
+    assert summary.failed == {"IXI102": f"DataError: {bad}: 3 voxels are NaN or Inf"}
 
 
 def displace_t2_header(path: Path, shift_mm: np.ndarray) -> None:
@@ -304,11 +320,7 @@ def test_registration_problem_bounds():
 
 
 def test_displaced_t2_is_left_out_and_the_command_fails(small_raw_ixi, tmp_path, capsys):
-    raw = tmp_path / "raw"
-    for sub in ("t1", "t2"):
-        (raw / sub).mkdir(parents=True)
-        for path in (small_raw_ixi / sub).glob("IXI10[12]*"):
-            (raw / sub / path.name).write_bytes(path.read_bytes())
+    raw = copy_raw(small_raw_ixi, tmp_path / "raw", "IXI10[12]*")
     # The same head with a T2 header 10 km off (the IXI incident) and one 80 mm off.
     for i, (stem, shift) in enumerate((("IXI105-Guys-0005", [10_000.0, 0, 0]), ("IXI106-HH-0006", [0, 80.0, 0]))):
         write_raw_subject(raw, stem, 5.0, np.zeros(3), seed=5 + i, factor=2)

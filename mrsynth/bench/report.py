@@ -5,27 +5,23 @@ not at all.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from mrsynth.fileio import atomic_dir
+from mrsynth.reporting import MISSING, format_number, json_text, markdown_table, text_table
 
 RESULTS_FILE = "results.json"
 MARKDOWN_FILE = "README.md"
 PLOTS = ("step_time.png", "throughput.png", "scaling.png")
 
 
-def _fmt(value: float | None, spec: str = ".3g", missing: str = "-") -> str:
-    return missing if value is None else format(value, spec)
-
-
 def _rate(row: dict[str, Any], key: str = "samples_per_s") -> str:
     """Images/s for 2D, megavoxels/s for 3D."""
     value = row.get(key) if key in row else None
     if value is None:
-        return "-"
+        return MISSING
     if row["dims"] == 3:
         return f"{value * math.prod(row['size']) / 1e6:.3g} Mvox/s"
     return f"{value:.4g} img/s"
@@ -46,25 +42,13 @@ def train_table_rows(results: dict[str, Any]) -> list[list[str]]:
         rows.append([
             r["case"], r["backend"], r["variant"], f"{step['median_ms']:.1f}", f"{step['p10_ms']:.1f}",
             f"{step['p90_ms']:.1f}", f"{r['first_step_s']:.2f}", _rate(r), f"{r['tflops']:.3g}",
-            _fmt(None if r["peak_fraction"] is None else 100 * r["peak_fraction"], ".1f"),
+            format_number(None if r["peak_fraction"] is None else 100 * r["peak_fraction"], ".1f"),
             _rate({**r, **({"pipeline_rate": pipeline["samples_per_s"]} if pipeline else {})}, "pipeline_rate"),
-            _fmt(inference["median_s"] if inference else None, ".2f"),
-            _fmt(memory.get("device_peak_mib"), ".0f"), _fmt(memory.get("host_peak_rss_mib"), ".0f"),
+            format_number(inference["median_s"] if inference else None, ".2f"),
+            format_number(memory.get("device_peak_mib"), ".0f"),
+            format_number(memory.get("host_peak_rss_mib"), ".0f"),
         ])
     return rows
-
-
-def _text_table(header: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    lines = ["  ".join(str(c).rjust(w) for c, w in zip(header, widths))]
-    lines += ["  ".join(str(c).rjust(w) for c, w in zip(row, widths)) for row in rows]
-    return "\n".join(lines)
-
-
-def _md_table(header: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 SCALING_COLUMNS = ("dims", "mode", "devices", "global batch", "median ms", "p10 ms", "p90 ms", "samples/s",
@@ -77,7 +61,7 @@ def scaling_table_rows(results: dict[str, Any]) -> list[list[str]]:
         for r in block["rows"]:
             if "step" not in r:
                 rows.append([str(block["dims"]), r["mode"], str(r["devices"]), str(r["batch"]),
-                             *["-"] * 5, r.get("skipped", "-")])
+                             *[MISSING] * 5, r.get("skipped", MISSING)])
                 continue
             rows.append([str(block["dims"]), r["mode"], str(r["devices"]), str(r["batch"]),
                          f"{r['step']['median_ms']:.1f}", f"{r['step']['p10_ms']:.1f}", f"{r['step']['p90_ms']:.1f}",
@@ -86,18 +70,18 @@ def scaling_table_rows(results: dict[str, Any]) -> list[list[str]]:
 
 
 def terminal_summary(results: dict[str, Any]) -> str:
-    parts = [_text_table(TRAIN_COLUMNS, train_table_rows(results))]
+    parts = [text_table(TRAIN_COLUMNS, train_table_rows(results))]
     loaders = [(c["id"], c["loader"]["samples_per_s"]) for c in results["cases"] if "loader" in c]
     if loaders:
         parts.append("loader alone: " + ", ".join(f"{cid} {rate:.4g} samples/s" for cid, rate in loaders))
     if results.get("scaling"):
         parts.append("JAX data-parallel scaling (weak: fixed batch per device)\n"
-                     + _text_table(SCALING_COLUMNS, scaling_table_rows(results)))
+                     + text_table(SCALING_COLUMNS, scaling_table_rows(results)))
     return "\n\n".join(parts)
 
 
 def _loads(values: list[float] | None) -> str:
-    return "-" if not values else ", ".join(f"{v:.2f}" for v in values)
+    return MISSING if not values else ", ".join(f"{v:.2f}" for v in values)
 
 
 def _machine_lines(results: dict[str, Any]) -> list[str]:
@@ -105,7 +89,7 @@ def _machine_lines(results: dict[str, Any]) -> list[str]:
     lines = [
         f"- host: `{m['hostname']}`, {m['os']}, Python {m['python']}",
         f"- CPU: {m['cpu_model']}, {m['cpu_count']} cores ({m['cpu_usable']} usable), "
-        f"{_fmt(m['memory_gib'], '.1f')} GiB RAM",
+        f"{format_number(m['memory_gib'], '.1f')} GiB RAM",
         f"- load average (1, 5, 15 min) at start {_loads(m['load_average'])}, at end {_loads(m.get('load_average_end'))} "
         "(a load above the core count means other processes shared the CPU: timings are noisy)",
     ]
@@ -142,18 +126,18 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
         "- Inference: whole-volume synthesis (`mrsynth.inference.volume.synthesize_volume`), 2D slice-wise or 3D "
         "patch-wise, median seconds per volume after one untimed volume.",
         "- Memory: device peak from `memory_stats()['peak_bytes_in_use']` (JAX, a process high-water mark) or "
-        "`torch.cuda.max_memory_allocated` (per session); `-` on a CPU. Host RSS is the process peak so far.",
+        f"`torch.cuda.max_memory_allocated` (per session); `{MISSING}` on a CPU. Host RSS is the process peak so far.",
         "",
         "## Cases",
-        _md_table(("case", "parameters", "channels", "forward GFLOP", "train step GFLOP", "loader alone"),
+        markdown_table(("case", "parameters", "channels", "forward GFLOP", "train step GFLOP", "loader alone"),
                   [[c["id"], f"{c['parameters']:,}",
                     "-".join(str(c["model"]["base_channels"] * m) for m in c["model"]["channel_mults"]),
                     f"{c['forward_flops'] / 1e9:.4g}", f"{c['train_step_flops'] / 1e9:.4g}",
-                    f"{c['loader']['samples_per_s']:.4g} samples/s" if "loader" in c else "-"]
+                    f"{c['loader']['samples_per_s']:.4g} samples/s" if "loader" in c else MISSING]
                    for c in results["cases"]]),
         "",
         "## Training step",
-        _md_table(TRAIN_COLUMNS, train_table_rows(results)),
+        markdown_table(TRAIN_COLUMNS, train_table_rows(results)),
         "",
         "Rates: images/s (2D) or megavoxels/s (3D). \"synthetic\": device-resident batch; \"pipeline\": fed by the "
         "real loader. A pipeline rate well below the synthetic one means the input pipeline starves the device.",
@@ -162,7 +146,7 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
         out += ["", "## JAX data-parallel scaling",
                 "Weak scaling (fixed batch per device), sharded jit vs pmap. On a CPU the devices are forced host "
                 "devices sharing the same cores: this checks the mechanism, not a speed-up.", "",
-                _md_table(SCALING_COLUMNS, scaling_table_rows(results))]
+                markdown_table(SCALING_COLUMNS, scaling_table_rows(results))]
     if plots:
         out += ["", "## Plots", *[f"![{p}]({p})" for p in plots]]
     return "\n".join(out) + "\n"
@@ -231,7 +215,7 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
     """results.json + README.md + plots in ``out_dir`` (replaced atomically)."""
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
-        (tmp / RESULTS_FILE).write_text(json.dumps(results, indent=2, default=str) + "\n")
+        (tmp / RESULTS_FILE).write_text(json_text(results))
         plots = _plot(results, tmp)
         (tmp / MARKDOWN_FILE).write_text(markdown(results, plots))
     return out_dir

@@ -8,7 +8,6 @@ and exits 1 if any check fails.
 from __future__ import annotations
 
 import argparse
-import copy
 import platform
 import sys
 import tempfile
@@ -20,8 +19,9 @@ from mrsynth.backend import library_versions
 from mrsynth.commands.common import add_config_arguments
 from mrsynth.config import load_config
 from mrsynth.errors import MrsynthError
-from mrsynth.parity import tolerances
+from mrsynth.extras import import_optional
 from mrsynth.parity.report import JSON_FILE, MARKDOWN_FILE, format_table, write_report
+from mrsynth.parity.tolerances import DEFAULT_TOLERANCES
 
 PRECISION_CHOICES = ("float32", "float64", "tf32", "bf16", "all")
 
@@ -44,26 +44,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise MrsynthError(f"--steps: must be >= 1, got {args.steps}")
-    try:  # both frameworks and the parity_tests package (a source checkout or an install)
-        from parity_tests import driver
-    except ModuleNotFoundError as exc:
-        raise MrsynthError(f"parity needs both jax and torch and the parity_tests package "
-                           f"(missing module {exc.name!r})") from None
+    driver = import_optional("parity_tests.driver", "parity")  # imports both frameworks
     cfg = driver.capped_patch(load_config(args.config, args.overrides), args.max_size)
     precisions = [p for p in PRECISION_CHOICES[:-1] if args.precision in (p, "all")]
     out = args.out or Path("reports") / f"parity-{datetime.now():%Y%m%d-%H%M%S}"
-    saved = copy.deepcopy(tolerances.TOLERANCES)
+    tolerances = DEFAULT_TOLERANCES.with_overrides(args.tolerance)
     started = time.time()
-    try:
-        for text in args.tolerance:
-            tolerances.override(text)
-        with tempfile.TemporaryDirectory(prefix="mrsynth-parity-") as work:
-            rows, facts = driver.run_parity(cfg, precisions, args.steps, Path(work),
-                                            log=lambda m: print(m, file=sys.stderr, flush=True))
-    finally:
-        changed = {k: v for k, v in tolerances.TOLERANCES.items() if v != saved[k]}
-        tolerances.TOLERANCES.clear()
-        tolerances.TOLERANCES.update(saved)
+    with tempfile.TemporaryDirectory(prefix="mrsynth-parity-") as work:
+        rows, facts = driver.run_parity(cfg, precisions, args.steps, Path(work), tolerances,
+                                        log=lambda m: print(m, file=sys.stderr, flush=True))
     context = {
         "config": str(args.config or "built-in defaults (= configs/demo.yaml)"),
         "overrides": list(args.overrides),
@@ -71,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         "patch_size": list(cfg.data.patch_size),
         "precisions": precisions,
         **facts,
-        "tolerances changed on the command line": changed or "none",
+        "tolerances changed on the command line": tolerances.changed_from(DEFAULT_TOLERANCES) or "none",
         "host": platform.node(),
         "versions": library_versions(),
         "seconds": round(time.time() - started, 1),

@@ -1,10 +1,14 @@
-"""``prepare-ixi``: raw IXI T1/T2 folders -> registered, resampled pairs and a manifest CSV."""
+"""``prepare-ixi``: raw IXI T1/T2 folders -> registered, resampled pairs and a manifest CSV.
+
+The preparation needs SimpleITK (``pip install 'mrsynth[ixi]'``); it is imported only when the
+command runs, so every other command works without it.
+"""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from mrsynth.ixi.prepare import PrepareSettings, parse_fractions, prepare_ixi
+from mrsynth.extras import import_optional
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,10 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    fractions = parse_fractions(args.split)
-    settings = PrepareSettings(grid=args.grid, n4=args.n4, normalize=args.normalize, seed=args.seed,
-                                skull_strip=args.skull_strip)
-    summary = prepare_ixi(
+    prepare = import_optional("mrsynth.ixi.prepare", "prepare-ixi")
+    fractions = prepare.parse_fractions(args.split)
+    settings = prepare.PrepareSettings(grid=args.grid, n4=args.n4, normalize=args.normalize, seed=args.seed,
+                                       skull_strip=args.skull_strip)
+    summary = prepare.prepare_ixi(
         args.t1_dir,
         args.t2_dir,
         args.out,

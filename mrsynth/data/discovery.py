@@ -30,7 +30,9 @@ from mrsynth.config import DataConfig
 from mrsynth.errors import DataError
 
 _NII = r"\.nii(?:\.gz)?"
-_IXI_RE = re.compile(rf"^(IXI\d+)-([A-Za-z]+)-(\d+)-(T1|T2|mask|labels){_NII}$")
+# IXI002-Guys-0828-T1.nii.gz: groups subject (IXI002), site (Guys), scan (0828), role (T1|T2|mask|labels);
+# also the raw-file pattern of prepare-ixi, so both tools agree on what an IXI name is.
+IXI_FILE_PATTERN = re.compile(rf"^(IXI\d+)-([A-Za-z]+)-(\d+)-(T1|T2|mask|labels){_NII}$")
 _COURSE_RE = re.compile(rf"^(IXI\d+)-([A-Za-z]+)-(\d+)-(T1_fcm|T2_reg_fcm|mask){_NII}$")
 _COURSE_ROLES = {"T1_fcm": "t1", "T2_reg_fcm": "t2", "mask": "mask"}
 _IXI_ROLES = {"T1": "t1", "T2": "t2", "mask": "mask", "labels": "labels"}
@@ -71,7 +73,7 @@ def discover_pairs(cfg: DataConfig, *, require_t2: bool = True) -> list[SubjectF
                 raise DataError("data.t1_glob/data.t2_glob: required when data.source is 'glob'")
             found = _from_globs(root, cfg.t1_glob, cfg.t2_glob, cfg.mask_glob)
         else:
-            pattern, roles = (_COURSE_RE, _COURSE_ROLES) if cfg.source == "course" else (_IXI_RE, _IXI_ROLES)
+            pattern, roles = (_COURSE_RE, _COURSE_ROLES) if cfg.source == "course" else (IXI_FILE_PATTERN, _IXI_ROLES)
             found = _from_names(root, pattern, roles)
     return _assemble(found, where, require_t2)
 

@@ -14,8 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from mrsynth.errors import DataError
-
-_MISSING = "--skull-strip: needs the optional extra: pip install 'mrsynth[skullstrip]'"
+from mrsynth.extras import missing_extra_message
 
 # BET's fractional intensity threshold; 0.5 is FSL's default, kept rather than tuned on our few
 # test volumes (lower keeps more brain on the phantom, higher trims more neck on MNI).
@@ -44,7 +43,7 @@ def extract_brain(t1_ras: np.ndarray, voxel_size: tuple[float, float, float]) ->
         import nibabel as nib
         from brainextractor import BrainExtractor
     except ImportError as exc:
-        raise DataError(_MISSING) from exc
+        raise DataError(missing_extra_message("brainextractor", "--skull-strip")) from exc
 
     volume = np.asarray(t1_ras, dtype=np.float32)
     if volume.ndim != 3:

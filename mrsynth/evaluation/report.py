@@ -1,8 +1,8 @@
 """The evaluation report: one list of blocks rendered as Markdown and as a self-contained HTML page.
 
 The HTML embeds its figures as base64 PNG so it can be mailed or opened from anywhere; the
-Markdown links the PNG files next to it. Numbers are formatted by one function, so the page
-shows exactly what summary.csv holds (rounded).
+Markdown links the PNG files next to it. Numbers and tables come from :mod:`mrsynth.reporting`,
+so the page shows exactly what summary.csv holds (rounded).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any
 from mrsynth.evaluation.metrics import METRIC_DESCRIPTIONS
 from mrsynth.evaluation.results import FULL_METRICS, MAIN_METRICS, SCALE_INVARIANT_METRICS, EvaluationResult
 from mrsynth.fileio import atomic_write_text
+from mrsynth.reporting import MISSING, format_number, html_table, markdown_table
 
 
 @dataclass
@@ -30,18 +31,6 @@ class Block:
     image: Path | None = None
 
 
-def format_number(value: Any) -> str:
-    """The one number format of reports: 4 decimals (1 for |x| >= 1000), inf/nan spelled out."""
-    if value is None or value == "":
-        return "–"
-    value = float(value)
-    if math.isnan(value):
-        return "nan"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return f"{value:.1f}" if abs(value) >= 1000 else f"{value:.4f}"
-
-
 def format_summary(stats: dict[str, float]) -> str:
     """mean ± sd [95% CI low, high] as the tables show it (the mean alone for fewer than 2 subjects)."""
     text = format_number(stats["mean"])
@@ -51,9 +40,10 @@ def format_summary(stats: dict[str, float]) -> str:
 
 
 def format_p(value: float) -> str:
+    """A p-value; NaN (no test, e.g. fewer than 2 subjects) is a missing value."""
     if not math.isfinite(value):
-        return "–"
-    return f"{value:.2e}" if value < 1e-3 else f"{value:.4f}"
+        return MISSING
+    return format_number(value, ".2e" if value < 1e-3 else ".4f")
 
 
 def _summary_table(result: EvaluationResult, metrics: list[str]) -> Block:
@@ -173,10 +163,6 @@ def build_blocks(result: EvaluationResult, context: dict[str, Any], figures: dic
     return blocks
 
 
-def _md_escape_cell(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
 def render_markdown(blocks: list[Block], base: Path) -> str:
     out: list[str] = []
     for b in blocks:
@@ -187,9 +173,7 @@ def render_markdown(blocks: list[Block], base: Path) -> str:
         elif b.kind == "ul":
             out.append("\n".join(f"- {item}" for item in b.items or []))
         elif b.kind == "table":
-            lines = ["| " + " | ".join(b.header or []) + " |", "|" + "---|" * len(b.header or [])]
-            lines += ["| " + " | ".join(_md_escape_cell(c) for c in row) + " |" for row in b.rows or []]
-            out.append("\n".join(lines))
+            out.append(markdown_table(b.header or [], b.rows or []))
         elif b.kind == "img":
             out.append(f"![{b.text}]({Path(b.image).relative_to(base).as_posix()})")
     return "\n\n".join(out) + "\n"
@@ -227,10 +211,7 @@ def render_html(blocks: list[Block]) -> str:
         elif b.kind == "ul":
             out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b.items or []) + "</ul>")
         elif b.kind == "table":
-            head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header or [])
-            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                           for row in b.rows or [])
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            out.append(html_table(b.header or [], b.rows or []))
         elif b.kind == "img":
             data = base64.b64encode(Path(b.image).read_bytes()).decode("ascii")
             out.append(f"<p><img alt='{html.escape(b.text)}' src='data:image/png;base64,{data}'></p>")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from typing import Any
 
 from mrsynth.evaluation.stats import paired_test, summarize
 from mrsynth.fileio import atomic_write_text
+from mrsynth.reporting import json_text
 
 MAIN_METRICS = ("psnr", "ssim", "ssim2d", "mae", "nrmse", "pearson")
 SCALE_INVARIANT_METRICS = ("psnr_z", "ssim_z", "mae_z", "sharpness")
@@ -82,17 +82,6 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
-def _json_safe(value: Any) -> Any:
-    """JSON has no inf/nan: write them as strings a reader can pass to float()."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def summary_rows(result: EvaluationResult) -> list[dict[str, Any]]:
     return [
         {"method": m, "kind": result.kinds[m], "metric": k, **result.summary[m][k]}
@@ -121,5 +110,5 @@ def write_tables(result: EvaluationResult, out_dir: Path, context: dict[str, Any
         "subjects": result.subjects,
         "paired_tests": result.tests,
     }
-    atomic_write_text(paths["summary_json"], json.dumps(_json_safe(payload), indent=2) + "\n")
+    atomic_write_text(paths["summary_json"], json_text(payload))
     return paths

@@ -26,6 +26,7 @@ from mrsynth.evaluation.metrics import literature_slice_metrics, volume_metrics
 from mrsynth.evaluation.report import write_report
 from mrsynth.evaluation.results import MAIN_METRICS, EvaluationResult, finalize, write_tables
 from mrsynth.fileio import atomic_dir
+from mrsynth.reporting import format_number, text_table
 from mrsynth import runs
 
 SUBJECT_CHOICES = ("test", "val", "train", "all")
@@ -212,11 +213,7 @@ def evaluate_runs(
 
 def print_summary(result: EvaluationResult, report: Path) -> None:
     """A short table on stdout: mean of the main metrics per method."""
-    from mrsynth.evaluation.report import format_number
-
     metrics = [m for m in (*MAIN_METRICS, "psnr_z", "ssim_z", "sharpness") if m in result.metrics]
-    width = max(len(m) for m in result.methods) + 2
-    print("method".ljust(width) + "".join(k.rjust(10) for k in metrics))
-    for m in result.methods:
-        print(m.ljust(width) + "".join(format_number(result.summary[m][k]["mean"]).rjust(10) for k in metrics))
+    rows = [[m, *(format_number(result.summary[m][k]["mean"]) for k in metrics)] for m in result.methods]
+    print(text_table(["method", *metrics], rows))
     print(f"report: {report}")

@@ -13,9 +13,7 @@ import io
 import json
 import math
 import os
-import re
 import time
-import zlib
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -23,21 +21,19 @@ from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 from tqdm import tqdm
 
 from mrsynth.ixi import registration as reg
-from mrsynth.data.io import save_nifti
+from mrsynth.data.discovery import IXI_FILE_PATTERN
+from mrsynth.data.io import read_nifti, save_nifti
 from mrsynth.data.preprocess import otsu_foreground, white_matter_peak
 from mrsynth.ixi.registration import Grid, centred_grid, isotropic_grid
 from mrsynth.errors import DataError
 from mrsynth.fileio import atomic_path, atomic_write_text
 
-# IXI002-Guys-0828-T1.nii.gz -> subject IXI002, site Guys, scan 0828, modality T1.
-_IXI_NAME = re.compile(r"^(IXI\d{3})-([A-Za-z]+)-(\d{4})-(T1|T2)\.nii(\.gz)?$")
 COURSE_SHAPE_RAS = (90, 120, 120)  # the course's 120x120x90 PSR volumes, in RAS+ axis order
 COURSE_SPACING_MM = 2.0
 SPLITS = ("train", "val", "test")
@@ -96,7 +92,7 @@ class PrepareSummary:
 
 def parse_ixi_name(name: str) -> tuple[str, str, str, str] | None:
     """``IXI002-Guys-0828-T1.nii.gz`` -> ("IXI002", "Guys", "IXI002-Guys-0828", "T1"); else None."""
-    match = _IXI_NAME.match(name)
+    match = IXI_FILE_PATTERN.match(name)
     if match is None:
         return None
     subject, site, scan, modality = match.group(1, 2, 3, 4)
@@ -153,22 +149,6 @@ def parse_fractions(text: str) -> tuple[float, float, float]:
 
 
 # ----------------------------------------------------------------------------- one subject
-
-
-def load_canonical(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Load a 3D NIfTI reoriented to RAS+ (float32 array, affine); DataError if unreadable."""
-    try:
-        image = nib.as_closest_canonical(nib.load(str(path)))
-        data = np.asarray(image.dataobj, dtype=np.float32)
-    except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as exc:
-        raise DataError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from None
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise DataError(f"{path}: expected a 3D volume, got shape {data.shape}")
-    if not np.isfinite(data).all():
-        raise DataError(f"{path}: contains NaN or infinite values")
-    return data, image.affine
 
 
 def _target_grid(settings: PrepareSettings, t1_grid: Grid, t1_mask_world_centre: np.ndarray) -> Grid:
@@ -241,8 +221,9 @@ def prepare_subject(pair: RawPair, out_dir: Path, settings: PrepareSettings, qc_
     """Register, resample, correct, mask and write one subject; returns its manifest row."""
 
     start = time.perf_counter()
-    t1, t1_affine = load_canonical(pair.t1)
-    t2, t2_affine = load_canonical(pair.t2)
+    t1, t1_geometry = read_nifti(pair.t1, what="T1")
+    t2, t2_geometry = read_nifti(pair.t2, what="T2")
+    t1_affine, t2_affine = t1_geometry.ras_affine, t2_geometry.ras_affine
     t1_img, t2_img = reg.to_sitk(t1, t1_affine), reg.to_sitk(t2, t2_affine)
     t1_grid = reg.Grid.from_affine(t1_affine, t1.shape)
 

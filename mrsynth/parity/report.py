@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mrsynth.fileio import atomic_dir
+from mrsynth.reporting import format_significant, json_text, markdown_table, text_table
 
 JSON_FILE = "parity.json"
 MARKDOWN_FILE = "parity.md"
@@ -38,43 +39,25 @@ class CheckResult:
         return self.value >= self.tolerance if self.higher_is_better else self.value <= self.tolerance
 
     def bound(self) -> str:
-        return f"{'>=' if self.higher_is_better else '<='} {format_number(self.tolerance)}"
+        return f"{'>=' if self.higher_is_better else '<='} {format_significant(self.tolerance)}"
 
     def cells(self) -> tuple[str, ...]:
-        return (self.check, self.case, self.metric, format_number(self.value), self.bound(),
+        return (self.check, self.case, self.metric, format_significant(self.value), self.bound(),
                 "pass" if self.passed else "FAIL", self.note)
 
     def describe(self) -> str:
         """One line for assertion messages."""
-        return (f"{self.check} [{self.case}] {self.metric} = {format_number(self.value)} "
+        return (f"{self.check} [{self.case}] {self.metric} = {format_significant(self.value)} "
                 f"(needs {self.bound()}){' ' + self.note if self.note else ''}")
 
     def to_json(self) -> dict[str, Any]:
-        row = asdict(self)
-        row["passed"] = self.passed
-        for key in ("value", "tolerance"):  # JSON has no inf/nan: write them as strings
-            if not math.isfinite(row[key]):
-                row[key] = str(row[key])
-        return row
-
-
-def format_number(x: float) -> str:
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    if x == 0:
-        return "0"
-    if abs(x) >= 1e4 or abs(x) < 1e-3:
-        return f"{x:.2e}"
-    return f"{x:.4g}"
+        """The row's fields and its verdict (non-finite numbers become strings when written)."""
+        return {**asdict(self), "passed": self.passed}
 
 
 def format_table(rows: Sequence[CheckResult]) -> str:
     """A fixed-width text table for the terminal."""
-    cells = [COLUMNS] + [r.cells() for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c[i].ljust(widths[i]) for i in range(len(COLUMNS))).rstrip() for c in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return text_table(COLUMNS, [r.cells() for r in rows])
 
 
 def markdown(rows: Sequence[CheckResult], context: dict[str, Any]) -> str:
@@ -87,9 +70,7 @@ def markdown(rows: Sequence[CheckResult], context: dict[str, Any]) -> str:
     ]
     head += [f"- {key}: `{json.dumps(value) if not isinstance(value, str) else value}`"
              for key, value in context.items()]
-    table = ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    table += ["| " + " | ".join(c.replace("|", "\\|") for c in r.cells()) + " |" for r in rows]
-    return "\n".join(head + table) + "\n"
+    return "\n".join([*head, "", markdown_table(COLUMNS, [r.cells() for r in rows])]) + "\n"
 
 
 def write_report(out_dir: Path, rows: Sequence[CheckResult], context: dict[str, Any]) -> None:
@@ -97,5 +78,5 @@ def write_report(out_dir: Path, rows: Sequence[CheckResult], context: dict[str, 
     payload = {"passed": all(r.passed for r in rows), "context": context,
                "checks": [r.to_json() for r in rows]}
     with atomic_dir(out_dir) as tmp:
-        (tmp / JSON_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+        (tmp / JSON_FILE).write_text(json_text(payload))
         (tmp / MARKDOWN_FILE).write_text(markdown(rows, context))
