@@ -10,8 +10,9 @@ import pytest
 
 from mrsynth.cli import main
 from mrsynth.config import DataConfig
-from mrsynth.data.contract import PreprocessingContract, build_contract
+from mrsynth.data.contract import PreprocessingContract, build_contract, read_contract
 from mrsynth.data.discovery import discover_pairs
+from mrsynth.data.io import read_nifti
 from mrsynth.data.normalization import FCM_SEED, normalize_subject, nyul_percentiles
 from mrsynth.data.preprocess import (fit_training_normalization, load_t1_only, preprocess,
                                      preprocessing_settings)
@@ -152,3 +153,29 @@ def test_nyul_refuses_tied_landmarks():
     with pytest.raises(DataError, match=r"t1.nii: data.normalization=nyul: the intensities at percentiles 1 and 10 "
                                         r"are both 50 .*; use zscore"):
         normalize_subject(t1, head["t2"], head["mask"], cfg, "t1.nii", "t2.nii")
+
+
+@pytest.mark.slow
+def test_a_nyul_run_predicts_what_evaluate_scores(tmp_path):
+    """Training learns the scales, evaluate and predict apply the stored ones: predict's output is
+    evaluate's synthesized volume in the T2 reference's units."""
+    overrides = ["data.normalization=nyul", f"data.root={tmp_path / 'phantom'}", "data.phantom_subjects=4",
+                 "data.phantom_shape=[64,72,56]", "data.patch_size=[64,64]", "data.split_fractions=[0.5,0.25,0.25]",
+                 f"data.cache_dir={tmp_path / 'cache'}", "model.depth=2", "model.base_channels=8",
+                 "model.channel_mults=[1,2,4]", "model.groups=2", "train.steps=10", "train.batch_size=4",
+                 "train.warmup_steps=2", "train.val_every=10", "train.ckpt_every=10", "train.log_every=10"]
+    run = tmp_path / "run"
+    assert main(["train", "--backend", "jax", "--run-dir", str(run), *[a for o in overrides for a in ("--set", o)]]) == 0
+    contract = read_contract(run)
+    assert len(contract.nyul_t1_landmarks) == 11 and len(contract.nyul_t2_landmarks) == 11
+    assert main(["evaluate", "--checkpoint", str(run), "--out", str(tmp_path / "eval")]) == 0
+    subject = contract.subjects["test"][0]
+    t1 = next((tmp_path / "phantom").glob(f"{subject}*-T1.nii.gz"))
+    mask = next((tmp_path / "phantom").glob(f"{subject}*-mask.nii.gz"))
+    assert main(["predict", "--checkpoint", str(run), "--input", str(t1), "--mask", str(mask),
+                 "--out", str(tmp_path / "pred")]) == 0
+    evaluated, _ = read_nifti(next((tmp_path / "eval" / "nifti").glob(f"{subject}*_T2.nii.gz")))
+    predicted, _ = read_nifti(next((tmp_path / "pred").glob("*synthT2.nii.gz")))
+    inside = evaluated != 0
+    reference = contract.t2_reference
+    np.testing.assert_allclose(predicted[inside], reference.denormalize(evaluated[inside]), rtol=1e-4, atol=1e-2)
