@@ -80,19 +80,17 @@ def normalize_subject(t1: np.ndarray, t2: np.ndarray | None, mask: np.ndarray, c
     """T1 and T2 (None for a T1-only input) normalized with statistics from inside ``mask``."""
     inside = np.asarray(mask, dtype=bool)
     white_matter = fcm_white_matter(t1[inside], t1_path) if cfg.normalization == "fcm" else None
-    results: list[Normalized | None] = []
-    for contrast, x, path in (("t1", t1, t1_path), ("t2", t2, t2_path)):
-        if x is None:
-            results.append(None)
-        elif cfg.normalization == "nyul":
-            results.append(nyul_normalize(x, inside, nyul_scale(cfg, contrast), cfg.percentiles, path))
+
+    def normalized(x: np.ndarray, contrast: str, path: Path | str) -> Normalized:
+        if cfg.normalization == "nyul":
+            return nyul_normalize(x, inside, nyul_scale(cfg, contrast), cfg.percentiles, path)
+        if white_matter is not None:
+            stats = _checked(0.0, float(np.average(x[inside], weights=white_matter)), path)
         else:
-            if white_matter is not None:
-                stats = _checked(0.0, float(np.average(x[inside], weights=white_matter)), path)
-            else:
-                stats = fit_normalization(x, inside, cfg, path, contrast)
-            results.append(Normalized(stats.normalize(x), stats))
-    return results[0], results[1]  # type: ignore[return-value]
+            stats = fit_normalization(x, inside, cfg, path, contrast)
+        return Normalized(stats.normalize(x), stats)
+
+    return normalized(t1, "t1", t1_path), (normalized(t2, "t2", t2_path) if t2 is not None else None)
 
 
 def fit_normalization(x: np.ndarray, mask: np.ndarray, cfg: DataConfig, path: Path | str,
@@ -143,6 +141,7 @@ def white_matter_peak(values: np.ndarray, bins: int = 256, sigma_bins: float = 2
 
 
 # ---------------------------------------------------------------- intensity-normalization methods
+# The package is imported where a method uses it: its import takes over a second (scipy.signal).
 
 
 def _image(values: np.ndarray) -> Any:
