@@ -40,8 +40,12 @@ class DataConfig:
     test_subjects: list[str] | None = None
     # Preprocessing (identical for train and test).
     mask: str = "given_or_otsu"  # given_or_otsu | otsu | given | nonzero | none
-    normalization: str = "zscore"  # zscore | percentile | wm_peak
+    normalization: str = "zscore"  # zscore | percentile | wm_peak | fcm | whitestripe | nyul | kde
     percentiles: tuple[float, float] = (1.0, 99.0)
+    # nyul: the standard scale, T1 and T2 intensities at NYUL_LANDMARKS percentiles (data.percentiles'
+    # ends -> 0 and 1, the deciles between); empty = learned on the training subjects at run start.
+    nyul_t1_landmarks: tuple[float, ...] = ()
+    nyul_t2_landmarks: tuple[float, ...] = ()
     cache_dir: str = ".cache/mrsynth"
     # Sampling: model.dims == 2 -> slices along slice_axis (RAS axis index), cropped/padded to
     # patch_size (2 numbers); dims == 3 -> patches of patch_size (3 numbers).
@@ -57,6 +61,11 @@ class DataConfig:
     scale_range: float = 0.0
     gamma_range: float = 0.0
     noise_std: float = 0.0
+    # Scanner-like intensity augmentation of the input T1 (inside the mask): a smooth multiplicative
+    # field exp(a p), p a random cubic polynomial with max |p| = 1 and a up to bias_field; deviations
+    # from the in-mask mean scaled by a factor in 1 +- contrast_range.
+    bias_field: float = 0.0
+    contrast_range: float = 0.0
     workers: int = 0
     prefetch: int = 2
     # 3D only: patches drawn per training volume per epoch (the epoch length is this x volumes).
@@ -175,10 +184,13 @@ class Config:
         return _to_plain(dataclasses.asdict(self))
 
 
+# Nyul landmarks: data.percentiles' two ends and the deciles 10..90 between them.
+NYUL_DECILES: tuple[float, ...] = (10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0)
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.source": ("phantom", "ixi", "course", "manifest", "glob"),
     "data.mask": ("given_or_otsu", "otsu", "given", "nonzero", "none"),
-    "data.normalization": ("zscore", "percentile", "wm_peak"),
+    "data.normalization": ("zscore", "percentile", "wm_peak", "fcm", "whitestripe", "nyul", "kde"),
     "model.norm": ("group", "batch", "instance", "none"),
     "model.upsample": ("transpose", "resize_conv"),
     "model.downsample": ("maxpool", "conv"),
@@ -376,6 +388,26 @@ def save_config(cfg: Config, path: Path) -> None:
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
+def _validate_nyul(d: DataConfig) -> None:
+    """Nyul's landmarks: increasing percentiles, and a standard scale only where it is used."""
+    given = {name: getattr(d, name) for name in ("nyul_t1_landmarks", "nyul_t2_landmarks")}
+    if d.normalization != "nyul":
+        for name, values in given.items():
+            if values:
+                raise ConfigError(f"data.{name}: only used with data.normalization=nyul, got {d.normalization!r}")
+        return
+    low, high = d.percentiles
+    if not 0.0 <= low < NYUL_DECILES[0] or not NYUL_DECILES[-1] < high <= 100.0:
+        raise ConfigError(f"data.percentiles: nyul needs [low < {NYUL_DECILES[0]:g}, high > {NYUL_DECILES[-1]:g}] "
+                          f"around its deciles, got {list(d.percentiles)}")
+    if bool(given["nyul_t1_landmarks"]) != bool(given["nyul_t2_landmarks"]):
+        raise ConfigError("data.nyul_t1_landmarks/data.nyul_t2_landmarks: set both or neither")
+    count = len(NYUL_DECILES) + 2
+    for name, values in given.items():
+        if values and (len(values) != count or any(b <= a for a, b in zip(values, values[1:]))):
+            raise ConfigError(f"data.{name}: needs {count} increasing values, got {list(values)}")
+
+
 def validate(cfg: Config) -> None:
     """Reject impossible combinations with a message naming the key."""
     for key, allowed in CHOICES.items():
@@ -437,6 +469,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.patches_per_volume: must be >= 1, got {d.patches_per_volume}")
     if d.workers < 0:
         raise ConfigError(f"data.workers: must be >= 0, got {d.workers}")
+    if not 0.0 <= d.bias_field <= 1.0:
+        raise ConfigError(f"data.bias_field: must be in [0, 1] (largest log-amplitude of the field), got {d.bias_field}")
+    if not 0.0 <= d.contrast_range < 1.0:
+        raise ConfigError(f"data.contrast_range: must be in [0, 1), got {d.contrast_range}")
+    _validate_nyul(d)
     if t.steps < 1 or t.batch_size < 1:
         raise ConfigError("train.steps and train.batch_size must be >= 1")
     if t.warmup_steps < 0 or t.warmup_steps >= t.steps:

@@ -45,11 +45,41 @@ def test_overrides_are_typed():
     ("data.split_fractions=[0.5,0.5,0.5]", "sum to 1"),
     ("train.warmup_steps=600", "train.warmup_steps"),
     ("nosection", "expected section.key=value"),
+    ("data.normalization=nyquist", "data.normalization: 'nyquist' is not one of"),
+    ("data.bias_field=1.5", "data.bias_field: must be in [0, 1]"),
+    ("data.contrast_range=1.0", "data.contrast_range: must be in [0, 1)"),
+    ("data.nyul_t1_landmarks=[0,1]", "data.nyul_t1_landmarks: only used with data.normalization=nyul"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=None) as info:
         load_config(None, [override])
     assert message in str(info.value)
+
+
+STANDARD_SCALE = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.percentiles=[15,99]"], "data.percentiles: nyul needs [low < 10, high > 90]"),
+    ([f"data.nyul_t1_landmarks={STANDARD_SCALE}"], "set both or neither"),
+    ([f"data.nyul_t1_landmarks={STANDARD_SCALE[:5]}", f"data.nyul_t2_landmarks={STANDARD_SCALE}"],
+     "data.nyul_t1_landmarks: needs 11 increasing values"),
+    ([f"data.nyul_t1_landmarks={STANDARD_SCALE}", f"data.nyul_t2_landmarks={STANDARD_SCALE[::-1]}"],
+     "data.nyul_t2_landmarks: needs 11 increasing values"),
+])
+def test_bad_nyul_settings_name_the_key(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["data.normalization=nyul", *overrides])
+    assert message in str(info.value)
+
+
+def test_new_normalizations_and_augmentations_load():
+    for method in ("fcm", "whitestripe", "nyul", "kde"):
+        assert load_config(None, [f"data.normalization={method}"]).data.normalization == method
+    cfg = load_config(None, ["data.normalization=nyul", f"data.nyul_t1_landmarks={STANDARD_SCALE}",
+                             f"data.nyul_t2_landmarks={STANDARD_SCALE}", "data.bias_field=0.3",
+                             "data.contrast_range=0.2"])
+    assert cfg.data.nyul_t2_landmarks == tuple(STANDARD_SCALE) and cfg.data.bias_field == 0.3
 
 
 def test_3d_patch_needs_three_sizes():

@@ -9,7 +9,8 @@ import pytest
 from mrsynth.config import DataConfig
 from mrsynth.data import preprocess as preprocess_module
 from mrsynth.data.discovery import discover_pairs
-from mrsynth.data.preprocess import NormStats, fit_normalization, load_volume, otsu_foreground
+from mrsynth.data.normalization import NormStats, fit_normalization
+from mrsynth.data.preprocess import load_volume, otsu_foreground
 from mrsynth.errors import DataError
 
 from data_fixtures import synthetic_head

@@ -28,7 +28,7 @@ import numpy as np
 from mrsynth.config import Config
 from mrsynth.data.dataset import available_pairs
 from mrsynth.data.loader import make_train_loader
-from mrsynth.data.preprocess import Volume, load_volume
+from mrsynth.data.preprocess import Volume, fit_training_normalization, load_volume
 from mrsynth.errors import ConfigError
 from mrsynth.inference.volume import synthesize_volume
 
@@ -61,7 +61,9 @@ def _chunks(total: int, parts: int) -> list[int]:
 
 def load_volumes(cfg: Config) -> list[Volume]:
     """The configured subjects (phantom generated on first use), preprocessed through the cache."""
-    return [load_volume(files, cfg.data) for files in available_pairs(cfg.data)]
+    pairs = available_pairs(cfg.data)
+    data_cfg = fit_training_normalization(cfg.data, pairs)
+    return [load_volume(files, data_cfg) for files in pairs]
 
 
 def measure_loader(loader: Any, steps: int, batch: int) -> dict[str, float]:

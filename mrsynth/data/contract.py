@@ -9,7 +9,9 @@ Training fixes it once (from the config and the training subjects) and writes it
   normalized with statistics from inside this mask, so an input masked differently (a head
   mask for a brain-trained model) is shifted and scaled differently; ``predict`` therefore
   requires a brain mask (``--mask`` or ``--skull-strip``) from a run trained on given masks.
-- ``normalization`` / ``percentiles``: the intensity normalization of T1 and T2.
+- ``normalization`` / ``percentiles``: the intensity normalization of T1 and T2, and what it
+  learned on the training subjects (``nyul``'s standard scales of T1 and T2, applied to every
+  later input: a T1-only input uses the T1's).
 - ``slice_axis`` / ``min_foreground``: which slices training saw (2D); other slices are still
   synthesized, and their output is bounded by the clip range.
 - ``t2_reference``: the output units (mean T2 normalization statistics of the training set).
@@ -29,7 +31,8 @@ import numpy as np
 
 from mrsynth.config import DataConfig
 from mrsynth.data.discovery import SubjectFiles
-from mrsynth.data.preprocess import NormStats, Volume
+from mrsynth.data.normalization import NormStats
+from mrsynth.data.preprocess import Volume
 from mrsynth.errors import MrsynthError
 
 CONTRACT_FILE = "preprocessing.json"
@@ -46,6 +49,8 @@ class PreprocessingContract:
     t2_reference: NormStats
     t2_range: tuple[float, float]
     subjects: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    nyul_t1_landmarks: tuple[float, ...] = ()
+    nyul_t2_landmarks: tuple[float, ...] = ()
 
     def output_range(self) -> tuple[float, float]:
         """The clip range in output (training T2) units."""
@@ -56,13 +61,20 @@ class PreprocessingContract:
     def data_config(self, base: DataConfig, mask: str | None = None) -> DataConfig:
         """``base`` with the contract's preprocessing (and ``mask`` policy, default the contract's)."""
         return dataclasses.replace(
-            base, mask=mask or self.mask, normalization=self.normalization,
+            self.with_learned_normalization(base), mask=mask or self.mask, normalization=self.normalization,
             percentiles=tuple(self.percentiles), slice_axis=self.slice_axis,
             min_foreground=self.min_foreground,
         )
 
+    def with_learned_normalization(self, base: DataConfig) -> DataConfig:
+        """``base`` with what the normalization learned on the training subjects (nyul's scales)."""
+        if self.normalization != "nyul":
+            return base
+        return dataclasses.replace(base, nyul_t1_landmarks=self.nyul_t1_landmarks,
+                                   nyul_t2_landmarks=self.nyul_t2_landmarks)
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        raw = {
             "mask": self.mask,
             "normalization": self.normalization,
             "percentiles": list(self.percentiles),
@@ -72,6 +84,10 @@ class PreprocessingContract:
             "t2_range": list(self.t2_range),
             "subjects": self.subjects,
         }
+        if self.normalization == "nyul":
+            raw["nyul_t1_landmarks"] = list(self.nyul_t1_landmarks)
+            raw["nyul_t2_landmarks"] = list(self.nyul_t2_landmarks)
+        return raw
 
     @classmethod
     def from_json(cls, raw: dict[str, Any], where: str) -> PreprocessingContract:
@@ -83,11 +99,15 @@ class PreprocessingContract:
                 t2_reference=NormStats.from_json(raw["t2_reference"]),
                 t2_range=tuple(float(v) for v in raw["t2_range"]),  # type: ignore[arg-type]
                 subjects={k: list(v) for k, v in raw.get("subjects", {}).items()},
+                nyul_t1_landmarks=tuple(float(v) for v in raw.get("nyul_t1_landmarks", ())),
+                nyul_t2_landmarks=tuple(float(v) for v in raw.get("nyul_t2_landmarks", ())),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise MrsynthError(f"{where}: incomplete preprocessing contract ({type(exc).__name__}: {exc})") from None
         if contract.mask not in MASK_SOURCES:
             raise MrsynthError(f"{where}: unknown mask source {contract.mask!r}")
+        if contract.normalization == "nyul" and not (contract.nyul_t1_landmarks and contract.nyul_t2_landmarks):
+            raise MrsynthError(f"{where}: incomplete preprocessing contract (nyul without its standard scales)")
         return contract
 
 
@@ -100,7 +120,11 @@ def training_mask_source(cfg: DataConfig, files: list[SubjectFiles]) -> str:
 
 def build_contract(cfg: DataConfig, files: list[SubjectFiles], volumes: list[Volume],
                    subjects: dict[str, list[str]]) -> PreprocessingContract:
-    """The contract of a run trained on ``volumes`` (the training subjects' preprocessed data)."""
+    """The contract of a run trained on ``volumes`` (the training subjects' preprocessed data).
+
+    ``cfg`` carries what the normalization learned on them (:func:`mrsynth.data.preprocess.fit_training_normalization`).
+    For ``nyul`` the T2 reference averages each volume's end-landmark frame (its NormStats).
+    """
     with_t2 = [v for v in volumes if v.t2_stats is not None and v.t2 is not None]
     if not with_t2:
         raise MrsynthError("data: no training subject has a T2")
@@ -112,6 +136,7 @@ def build_contract(cfg: DataConfig, files: list[SubjectFiles], volumes: list[Vol
         mask=training_mask_source(cfg, files), normalization=cfg.normalization,
         percentiles=tuple(cfg.percentiles), slice_axis=cfg.slice_axis,  # type: ignore[arg-type]
         min_foreground=cfg.min_foreground, t2_reference=reference, t2_range=t2_range, subjects=subjects,
+        nyul_t1_landmarks=tuple(cfg.nyul_t1_landmarks), nyul_t2_landmarks=tuple(cfg.nyul_t2_landmarks),
     )
 
 

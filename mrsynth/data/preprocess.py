@@ -8,16 +8,16 @@ Choices, identical for training and inference:
   largest component), ``given_or_otsu`` (the file when there is one), ``nonzero`` (the non-zero
   voxels of an already skull-stripped T1, holes filled), ``none`` (all ones). ``predict`` may
   instead hand in a mask function (brain extraction).
-- Normalization (``data.normalization``) is ``(x - offset) / scale`` with statistics from the
-  voxels inside the mask: ``zscore`` (mean, std), ``percentile`` (``data.percentiles`` mapped
-  to [0, 1]), ``wm_peak`` (offset 0, scale = the highest-intensity mode of the smoothed
-  histogram, i.e. white matter on T1 -> 1). :class:`NormStats` inverts it exactly.
+- Normalization (``data.normalization``, :mod:`mrsynth.data.normalization`) uses statistics
+  from the voxels inside the mask; ``nyul``'s standard scale is learned on the training subjects
+  when a run starts (:func:`fit_training_normalization`) and travels in the config from then on.
 - Outside the mask both normalized volumes are set to 0: the background carries no anatomy,
   zero is what the network's zero padding assumes, and the predicted T2 is written with a
   clean background. (With ``data.mask: none`` nothing is zeroed.)
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,28 +30,8 @@ from mrsynth.config import DataConfig
 from mrsynth.data import cache
 from mrsynth.data.discovery import SubjectFiles
 from mrsynth.data.io import Geometry, read_nifti
+from mrsynth.data.normalization import NormStats, normalize_subject, nyul_volume_scale
 from mrsynth.errors import DataError
-
-
-@dataclass(frozen=True)
-class NormStats:
-    """Per-volume intensity normalization: ``normalized = (x - offset) / scale``."""
-
-    offset: float
-    scale: float
-
-    def normalize(self, x: np.ndarray) -> np.ndarray:
-        return ((np.asarray(x, dtype=np.float64) - self.offset) / self.scale).astype(np.float32)
-
-    def denormalize(self, y: np.ndarray) -> np.ndarray:
-        return (np.asarray(y, dtype=np.float64) * self.scale + self.offset).astype(np.float32)
-
-    def to_json(self) -> dict[str, float]:
-        return {"offset": self.offset, "scale": self.scale}
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> NormStats:
-        return cls(offset=float(raw["offset"]), scale=float(raw["scale"]))
 
 
 @dataclass
@@ -104,14 +84,43 @@ def load_t1_only(path: Path, cfg: DataConfig, mask: Path | None = None, mask_fn:
 
 def preprocessing_settings(cfg: DataConfig) -> dict[str, Any]:
     """The settings that change a preprocessed volume (part of the cache key)."""
-    return {"mask": cfg.mask, "normalization": cfg.normalization, "percentiles": list(cfg.percentiles)}
+    settings: dict[str, Any] = {"mask": cfg.mask, "normalization": cfg.normalization,
+                                "percentiles": list(cfg.percentiles)}
+    if cfg.normalization == "nyul":
+        settings["nyul_landmarks"] = [list(cfg.nyul_t1_landmarks), list(cfg.nyul_t2_landmarks)]
+    return settings
 
 
-def preprocess(files: SubjectFiles, cfg: DataConfig, mask_fn: MaskFn | None = None) -> Volume:
-    """Read, reorient, align, mask and normalize one subject (no cache).
+def fit_training_normalization(cfg: DataConfig, train: list[SubjectFiles]) -> DataConfig:
+    """``cfg`` with what its normalization learns from the training subjects: nyul's standard
+    scales (unless the config gives them), the mean of each subject's own scale."""
+    if cfg.normalization != "nyul" or cfg.nyul_t1_landmarks:
+        return cfg
+    scales: dict[str, list[np.ndarray]] = {"t1": [], "t2": []}
+    for files in train:
+        subject = read_subject(files, cfg)
+        for contrast, image, path in (("t1", subject.t1, files.t1), ("t2", subject.t2, files.t2)):
+            if image is not None:
+                scales[contrast].append(nyul_volume_scale(image[subject.mask], cfg.percentiles, path))
+    if not scales["t2"]:
+        raise DataError("data.normalization=nyul: no training subject has a T2 to learn its standard scale from")
+    t1_scale, t2_scale = (tuple(float(v) for v in np.mean(scales[c], axis=0)) for c in ("t1", "t2"))
+    return dataclasses.replace(cfg, nyul_t1_landmarks=t1_scale, nyul_t2_landmarks=t2_scale)
 
-    ``mask_fn`` replaces the ``data.mask`` policy (``predict --skull-strip``).
-    """
+
+@dataclass
+class RawSubject:
+    """One subject before normalization: RAS+ raw intensities on the T1 grid and the final mask."""
+
+    t1: np.ndarray
+    t2: np.ndarray | None
+    mask: np.ndarray  # bool
+    labels: np.ndarray | None
+    geometry: Geometry
+
+
+def read_subject(files: SubjectFiles, cfg: DataConfig, mask_fn: MaskFn | None = None) -> RawSubject:
+    """Read, reorient, align and mask one subject (``mask_fn`` replaces the ``data.mask`` policy)."""
     t1_raw, geometry = read_nifti(files.t1, what="T1")
     _check_not_constant(t1_raw, files.t1)
     coverage = np.ones(t1_raw.shape, dtype=bool)
@@ -129,26 +138,29 @@ def preprocess(files: SubjectFiles, cfg: DataConfig, mask_fn: MaskFn | None = No
     if files.labels is not None:
         labels_src, labels_geometry = read_nifti(files.labels, what="labels")
         labels = np.rint(resample_to(labels_src, labels_geometry, geometry, order=0)).astype(np.int16)
+    return RawSubject(t1=t1_raw, t2=t2_raw, mask=mask, labels=labels, geometry=geometry)
 
-    t1_stats = fit_normalization(t1_raw, mask, cfg, files.t1)
-    t1 = t1_stats.normalize(t1_raw)
-    t2 = t2_stats = None
-    if t2_raw is not None:
-        t2_stats = fit_normalization(t2_raw, mask, cfg, files.t2)
-        t2 = t2_stats.normalize(t2_raw)
+
+def preprocess(files: SubjectFiles, cfg: DataConfig, mask_fn: MaskFn | None = None) -> Volume:
+    """Read, reorient, align, mask and normalize one subject (no cache).
+
+    ``mask_fn`` replaces the ``data.mask`` policy (``predict --skull-strip``).
+    """
+    raw = read_subject(files, cfg, mask_fn)
+    t1, t2 = normalize_subject(raw.t1, raw.t2, raw.mask, cfg, files.t1, files.t2)
     if cfg.mask != "none":
-        t1[~mask] = 0.0
+        t1.values[~raw.mask] = 0.0
         if t2 is not None:
-            t2[~mask] = 0.0
+            t2.values[~raw.mask] = 0.0
     return Volume(
         subject=files.subject,
-        t1=t1,
-        t2=t2,
-        mask=mask.astype(np.uint8),
-        labels=labels,
-        t1_stats=t1_stats,
-        t2_stats=t2_stats,
-        geometry=geometry,
+        t1=t1.values,
+        t2=t2.values if t2 is not None else None,
+        mask=raw.mask.astype(np.uint8),
+        labels=raw.labels,
+        t1_stats=t1.stats,
+        t2_stats=t2.stats if t2 is not None else None,
+        geometry=raw.geometry,
     )
 
 
@@ -237,46 +249,6 @@ def _foreground(files: SubjectFiles, cfg: DataConfig, t1: np.ndarray, geometry: 
 def nonzero_foreground(t1: np.ndarray) -> np.ndarray:
     """The brain of an already skull-stripped T1: its non-zero voxels, enclosed holes filled."""
     return ndimage.binary_fill_holes(t1 != 0)
-
-
-# ---------------------------------------------------------------- normalization
-
-
-def fit_normalization(x: np.ndarray, mask: np.ndarray, cfg: DataConfig, path: Path | str) -> NormStats:
-    """Normalization statistics of ``x`` inside ``mask`` for ``data.normalization``."""
-    values = np.asarray(x, dtype=np.float64)[mask.astype(bool)]
-    if values.size == 0:
-        raise DataError(f"{path}: no voxels inside the foreground mask")
-    if cfg.normalization == "zscore":
-        offset, scale = float(values.mean()), float(values.std())
-    elif cfg.normalization == "percentile":
-        low, high = np.percentile(values, cfg.percentiles)
-        offset, scale = float(low), float(high - low)
-    elif cfg.normalization == "wm_peak":
-        offset, scale = 0.0, white_matter_peak(values)
-    else:
-        raise DataError(f"data.normalization: unknown method {cfg.normalization!r}")
-    if not np.isfinite(scale) or scale <= 1e-12 * max(1.0, abs(offset)):
-        raise DataError(f"{path}: constant intensities inside the mask (zero variance), cannot normalize")
-    return NormStats(offset=offset, scale=scale)
-
-
-def white_matter_peak(values: np.ndarray, bins: int = 256, sigma_bins: float = 2.0, min_height: float = 0.1) -> float:
-    """Intensity of the highest-intensity mode of the smoothed histogram.
-
-    Modes lower than ``min_height`` x the tallest one are noise; among the rest, the brightest
-    is white matter on a T1w volume (the convention FCM-normalized data follows: WM -> 1).
-    """
-    low, high = np.percentile(values, [0.5, 99.5])
-    if high <= low:
-        return float(high)
-    hist, edges = np.histogram(values, bins=bins, range=(low, high))
-    smooth = ndimage.gaussian_filter1d(hist.astype(np.float64), sigma_bins, mode="constant")
-    inner = smooth[1:-1]
-    peaks = np.flatnonzero((inner >= smooth[:-2]) & (inner > smooth[2:])) + 1
-    peaks = [p for p in peaks if smooth[p] >= min_height * smooth.max()]
-    best = max(peaks) if peaks else int(np.argmax(smooth))
-    return float((edges[best] + edges[best + 1]) / 2)
 
 
 def _check_not_constant(x: np.ndarray, path: Path) -> None:

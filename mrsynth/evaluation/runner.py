@@ -152,7 +152,12 @@ def evaluate_runs(
     train_files = splits["train"][:BASELINE_MAX_TRAIN]
     if not train_files:
         raise DataError("data: no training subjects to fit the baselines on")
-    baselines = fit_baselines([load_volume(f, cfg.data) for f in train_files])
+    data_cfg = contracts[0].with_learned_normalization(cfg.data)
+    for run, contract in zip(runs[1:], contracts[1:]):
+        if contract.with_learned_normalization(cfg.data) != data_cfg:
+            raise ConfigError(f"{run.run_dir}: its nyul standard scales differ from {runs[0].run_dir}'s; "
+                              "runs must share data settings to be compared on the same subjects")
+    baselines = fit_baselines([load_volume(f, data_cfg) for f in train_files])
     methods = [r.label for r in runs] + list(baselines)
     result = EvaluationResult(methods=methods, kinds={**{r.label: "run" for r in runs},
                                                       **{b: "baseline" for b in baselines}},
@@ -160,7 +165,7 @@ def evaluate_runs(
     with atomic_dir(out) as tmp:
         figure_paths: dict[str, Path] = {}
         for index, files in enumerate(tqdm(chosen, desc=f"evaluate {subjects}", unit="subject")):
-            volume = load_volume(files, cfg.data)
+            volume = load_volume(files, data_cfg)
             predictions: dict[str, np.ndarray] = {}
             inside = volume.mask > 0
             for run, predictor, contract in zip(runs, predictors, contracts):

@@ -15,7 +15,8 @@ import numpy as np
 
 from mrsynth.config import DataConfig
 from mrsynth.data.io import read_nifti
-from mrsynth.data.preprocess import NormStats, fit_normalization, resample_to
+from mrsynth.data.normalization import NormStats, fit_normalization
+from mrsynth.data.preprocess import resample_to
 from mrsynth.evaluation.metrics import volume_metrics
 
 
@@ -33,7 +34,7 @@ def score_prediction(pred_path: Path, t2_path: Path, mask_path: Path, t2_referen
     mask_raw, mask_geometry = read_nifti(mask_path, what="mask")
     t2 = resample_to(t2_raw, t2_geometry, pred_geometry, order=1)
     mask = resample_to(mask_raw, mask_geometry, pred_geometry, order=0) > 0.5
-    t2_norm = fit_normalization(t2, mask, data_cfg, t2_path).normalize(t2)
+    t2_norm = fit_normalization(t2, mask, data_cfg, t2_path, "t2").normalize(t2)
     coverage = float((mask & (pred_raw != 0)).sum() / max(1, int(mask.sum())))
     if within_output:
         mask = mask & (pred_raw != 0)

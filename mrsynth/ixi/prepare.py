@@ -29,7 +29,8 @@ from tqdm import tqdm
 from mrsynth.ixi import registration as reg
 from mrsynth.data.discovery import IXI_FILE_PATTERN
 from mrsynth.data.io import read_nifti, save_nifti
-from mrsynth.data.preprocess import otsu_foreground, white_matter_peak
+from mrsynth.data.normalization import white_matter_peak
+from mrsynth.data.preprocess import otsu_foreground
 from mrsynth.ixi.registration import Grid, centred_grid, isotropic_grid
 from mrsynth.errors import DataError
 from mrsynth.fileio import atomic_path, atomic_write_text
@@ -164,7 +165,7 @@ def normalize_pair(t1: np.ndarray, t2: np.ndarray, mask: np.ndarray, how: str) -
     """Optional intensity normalization (the training pipeline normalizes again either way).
 
     ``zscore``: zero mean, unit variance inside the mask, per image. ``wm_peak``: T1 divided
-    by its white-matter histogram peak (``preprocess.white_matter_peak``, the pipeline's own
+    by its white-matter histogram peak (``normalization.white_matter_peak``, the pipeline's own
     definition: WM = 1 like the course's FCM files); T2 divided by its median inside the
     T1-defined white matter (|T1 - 1| < 0.1), so both are in "white matter units".
     """

@@ -26,7 +26,7 @@ from mrsynth.config import Config, with_absolute_paths
 from mrsynth.data.contract import PreprocessingContract, build_contract, write_contract
 from mrsynth.data.dataset import subject_splits
 from mrsynth.data.loader import make_train_loader
-from mrsynth.data.preprocess import Volume, load_volume
+from mrsynth.data.preprocess import Volume, fit_training_normalization, load_volume
 from mrsynth.errors import CheckpointError, ConfigError, Interrupted, MrsynthError, TrainingDiverged
 from mrsynth.inference.volume import synthesize_subject
 from mrsynth.evaluation.metrics import volume_metrics
@@ -55,10 +55,11 @@ def load_train_data(cfg: Config) -> TrainData:
     splits = subject_splits(cfg.data)
     if not splits["train"]:
         raise ConfigError("data: the split leaves no training subjects")
-    train = [load_volume(f, cfg.data) for f in splits["train"]]
-    val = [load_volume(f, cfg.data) for f in splits["val"][: cfg.train.val_subjects_max]]
+    data_cfg = fit_training_normalization(cfg.data, splits["train"])
+    train = [load_volume(f, data_cfg) for f in splits["train"]]
+    val = [load_volume(f, data_cfg) for f in splits["val"][: cfg.train.val_subjects_max]]
     subjects = {k: [f.subject for f in v] for k, v in splits.items()}
-    contract = build_contract(cfg.data, splits["train"], train, subjects)
+    contract = build_contract(data_cfg, splits["train"], train, subjects)
     return TrainData(train, val, contract, subjects)
 
 

@@ -1,0 +1,76 @@
+"""Scanner-like intensity augmentation of the input T1: a smooth bias field and a random contrast."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mrsynth.config import DataConfig
+from mrsynth.data.augment import augment_intensity, bias_field
+from mrsynth.data.sampling import build_epoch_index, draw_sample
+
+from data_fixtures import synthetic_head
+
+SCANNER = dict(bias_field=0.4, contrast_range=0.3)
+
+
+def _arrays() -> dict[str, np.ndarray]:
+    head = synthetic_head()
+    return {"t1": head["t1"] / 100.0, "t2": head["t2"] / 100.0, "mask": head["mask"]}
+
+
+def _draw(cfg: DataConfig, index: int, epoch: int = 0) -> dict[str, np.ndarray]:
+    arrays = _arrays()
+    table = build_epoch_index([arrays["mask"]], 2, cfg)
+    return draw_sample(arrays, table.rows[len(table) // 2], table.bboxes[0], 2, cfg, seed=3, epoch=epoch, index=index)
+
+
+def test_scanner_augmentation_is_a_function_of_seed_epoch_index_and_touches_only_t1_inside_the_mask():
+    cfg = DataConfig(patch_size=(16, 16), flip_prob=0.5, **SCANNER)
+    plain_cfg = DataConfig(patch_size=(16, 16), flip_prob=0.5)
+    sample, again = _draw(cfg, index=4), _draw(cfg, index=4)
+    assert all(np.array_equal(sample[k], again[k]) for k in sample)
+    assert not np.allclose(sample["t1"], _draw(cfg, index=4, epoch=1)["t1"])
+    plain = _draw(plain_cfg, index=4)  # same location and flips: the spatial draws do not move
+    assert np.array_equal(sample["t2"], plain["t2"]) and np.array_equal(sample["mask"], plain["mask"])
+    inside = plain["mask"] > 0
+    assert np.array_equal(sample["t1"][~inside], plain["t1"][~inside])
+    assert not np.allclose(sample["t1"][inside], plain["t1"][inside])
+
+
+@pytest.mark.parametrize("shape", [(24, 28), (16, 16, 12)])
+def test_bias_field_is_bounded_by_its_strength_and_reaches_it(shape):
+    strength = 0.3
+    fields = [bias_field(shape, np.random.default_rng(seed), strength) for seed in range(40)]
+    logs = np.stack([np.log(f) for f in fields])
+    assert np.abs(logs).max() <= strength + 1e-5
+    assert np.abs(logs).max(axis=tuple(range(1, logs.ndim))).max() > 0.8 * strength
+    assert np.array_equal(bias_field(shape, np.random.default_rng(0), 0.0), np.ones(shape, np.float32))
+
+
+def test_bias_field_multiplies_the_signal_above_the_darkest_brain_voxel():
+    arrays = _arrays()
+    t1, mask = arrays["t1"][:, :, 10], arrays["mask"][:, :, 10]
+    inside = mask > 0
+    strength = 0.5
+    out = augment_intensity(t1, mask, np.random.default_rng(1), DataConfig(bias_field=strength))
+    low = t1[inside].min()
+    signal = t1[inside] - low
+    ratio = (out[inside] - low)[signal > 1e-3] / signal[signal > 1e-3]
+    assert np.exp(-strength) - 1e-4 <= ratio.min() and ratio.max() <= np.exp(strength) + 1e-4
+    assert ratio.std() > 1e-3  # a field, not a constant factor
+    assert np.array_equal(out[~inside], t1[~inside])
+
+
+def test_contrast_scales_deviations_from_the_in_mask_mean_within_its_range():
+    arrays = _arrays()
+    t1, mask = arrays["t1"][:, :, 10], arrays["mask"][:, :, 10]
+    inside = mask > 0
+    spread = 0.3
+    factors = []
+    for seed in range(60):
+        out = augment_intensity(t1, mask, np.random.default_rng(seed), DataConfig(contrast_range=spread))
+        mean = t1[inside].mean()
+        assert out[inside].mean() == pytest.approx(mean, abs=1e-5)
+        factors.append(np.std(out[inside] - mean) / np.std(t1[inside] - mean))
+    assert 1 - spread - 1e-4 <= min(factors) and max(factors) <= 1 + spread + 1e-4
+    assert max(factors) - min(factors) > spread  # the range is used, not just respected

@@ -1,0 +1,181 @@
+"""The standard MR normalizations (intensity-normalization package): what each standardizes, the
+refusals of fits that cannot standardize, and nyul's standard scale from training to predict."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from mrsynth.cli import main
+from mrsynth.config import DataConfig
+from mrsynth.data.contract import PreprocessingContract, build_contract, read_contract
+from mrsynth.data.discovery import discover_pairs
+from mrsynth.data.io import read_nifti
+from mrsynth.data.normalization import FCM_SEED, normalize_subject, nyul_percentiles
+from mrsynth.data.preprocess import (fit_training_normalization, load_t1_only, preprocess,
+                                     preprocessing_settings)
+from mrsynth.errors import DataError, MrsynthError
+
+AFFINE_METHODS = ("fcm", "kde", "whitestripe")
+
+
+def three_tissue_head(noise: float, seed: int = 0, shape: tuple[int, int, int] = (32, 36, 28)) -> dict[str, np.ndarray]:
+    """A brain of white matter (about half), grey matter and a CSF rim with Gaussian tissue noise:
+    T1 100 / 60 / 20, T2 40 / 80 / 160 (WM is the brightest T1 tissue and the darkest T2 one)."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
+    radius = np.sqrt((grid**2).sum(axis=0))
+    mask = radius < 0.9
+    wm, csf = radius < 0.7, radius >= 0.85
+    t1 = np.where(wm, 100.0, np.where(csf, 20.0, 60.0)) + rng.normal(0, noise, shape)
+    t2 = np.where(wm, 40.0, np.where(csf, 160.0, 80.0)) + rng.normal(0, noise, shape)
+    return {"t1": (t1 * mask).astype(np.float32), "t2": (t2 * mask).astype(np.float32), "mask": mask, "wm": wm}
+
+
+def _normalize(head: dict[str, np.ndarray], method: str, gain: float = 1.0):
+    return normalize_subject(gain * head["t1"], gain * head["t2"], head["mask"], DataConfig(normalization=method),
+                             "t1.nii", "t2.nii")
+
+
+@pytest.mark.parametrize("method", AFFINE_METHODS)
+def test_white_matter_lands_on_the_method_reference_whatever_the_scanner_gain(method):
+    head = three_tissue_head(noise=10.0)
+    t1, t2 = _normalize(head, method)
+    reference = 0.0 if method == "whitestripe" else 1.0  # N(0, 1) stripe, or WM -> 1
+    # stripe SDs; fcm's fuzzy memberships weigh in some grey matter; kde's mode is the WM peak
+    tolerance = {"whitestripe": 1.0, "fcm": 0.08, "kde": 0.03}[method]
+    for normalized, raw in ((t1, head["t1"]), (t2, head["t2"])):
+        assert abs(float(normalized.values[head["wm"]].mean()) - reference) < tolerance
+        np.testing.assert_allclose(normalized.stats.denormalize(normalized.values), raw, rtol=1e-5, atol=1e-3)
+    # Another scanner's gain changes nothing (the KDE's bandwidth must scale with the data).
+    t1_gain, t2_gain = _normalize(head, method, gain=3.7)
+    np.testing.assert_allclose(t1_gain.values, t1.values, atol=2e-3)
+    np.testing.assert_allclose(t2_gain.values, t2.values, atol=2e-3)
+
+
+def test_fcm_is_the_package_transform_with_the_t1_white_matter():
+    from intensity_normalization import FCMNormalizer, create_image
+
+    head = three_tissue_head(noise=10.0)
+    inside = head["mask"]
+    state = np.random.get_state()
+    t1, t2 = _normalize(head, "fcm")
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), state))  # caller's generator untouched
+    np.random.seed(FCM_SEED)
+    package = FCMNormalizer().fit(create_image(head["t1"]), create_image(inside.astype(np.float32)))
+    for ours, raw in ((t1, head["t1"]), (t2, head["t2"])):
+        expected = package.transform(create_image(raw)).get_data()
+        np.testing.assert_allclose(ours.values[inside], expected[inside], rtol=1e-4)
+    assert np.array_equal(_normalize(head, "fcm")[1].values, t2.values)
+
+
+def test_a_white_stripe_too_narrow_for_the_brain_is_refused():
+    head = three_tissue_head(noise=2.0)  # a spike of a WM peak: the brain spans over 100 stripe SDs
+    with pytest.raises(DataError) as info:
+        _normalize(head, "whitestripe")
+    message = str(info.value)
+    assert message.startswith("t1.nii: data.normalization=whitestripe: the white stripe's SD ")
+    assert message.endswith("; use zscore") and "\n" not in message
+
+
+@pytest.mark.parametrize("method", ["kde", "whitestripe"])
+def test_a_t2_mode_brighter_than_most_of_the_brain_is_not_white_matter(method):
+    rng = np.random.default_rng(0)
+    shape = (24, 24, 24)
+    bright = rng.random(shape) < 0.6  # a "T2" whose largest tissue is bright, like CSF
+    t2 = np.where(bright, 160.0, 40.0) + rng.normal(0, 8.0, shape)
+    cfg = DataConfig(normalization=method)
+    with pytest.raises(DataError, match=rf"t2.nii: data.normalization={method}: the white-matter mode found "
+                                        r"\(.*\) is not below the brain's median .* on a T2, so it is another "
+                                        "tissue's mode; use zscore"):
+        normalize_subject(three_tissue_head(10.0, shape=shape)["t1"], t2.astype(np.float32),
+                          np.ones(shape, bool), cfg, "t1.nii", "t2.nii")
+
+
+def test_whitestripe_on_the_phantom_refuses_to_train(tmp_path, capsys):
+    overrides = ["data.normalization=whitestripe", f"data.root={tmp_path / 'phantom'}", "data.phantom_subjects=3",
+                 "data.phantom_shape=[64,72,56]", "data.patch_size=[64,64]", f"data.cache_dir={tmp_path / 'cache'}"]
+    code = main(["train", "--backend", "jax", "--run-dir", str(tmp_path / "run"),
+                 *[a for o in overrides for a in ("--set", o)]])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(lines) == 1
+    assert "-T1.nii.gz: data.normalization=whitestripe: the white stripe's SD" in lines[0]
+    assert lines[0].startswith("error: ") and lines[0].endswith("; use zscore")
+
+
+@pytest.fixture
+def nyul_subjects(ixi_head_dir):
+    cfg = DataConfig(source="ixi", root=str(ixi_head_dir(3)), normalization="nyul", mask="given", cache_dir="")
+    pairs = discover_pairs(cfg)
+    return fit_training_normalization(cfg, pairs[:2]), pairs
+
+
+def test_nyul_learns_a_standard_scale_and_matches_each_volume_onto_it(nyul_subjects):
+    fitted, pairs = nyul_subjects
+    for scale in (fitted.nyul_t1_landmarks, fitted.nyul_t2_landmarks):
+        assert len(scale) == 11 and all(b > a for a, b in zip(scale, scale[1:]))
+        assert scale[0] == pytest.approx(0.0, abs=1e-6) and scale[-1] == pytest.approx(1.0, abs=1e-6)
+    volume = preprocess(pairs[2], fitted)  # not a training subject
+    inside = volume.mask > 0
+    where = nyul_percentiles(fitted.percentiles)
+    np.testing.assert_allclose(np.percentile(volume.t1[inside], where), fitted.nyul_t1_landmarks, atol=2e-3)
+    np.testing.assert_allclose(np.percentile(volume.t2[inside], where), fitted.nyul_t2_landmarks, atol=2e-3)
+    assert fit_training_normalization(fitted, pairs) is fitted  # a given scale is kept
+    other = dataclasses.replace(fitted, nyul_t1_landmarks=tuple(np.linspace(0, 1, 11)))
+    assert preprocessing_settings(other) != preprocessing_settings(fitted)  # a new cache entry
+    assert set(preprocessing_settings(DataConfig())) == {"mask", "normalization", "percentiles"}
+
+
+def test_nyul_scale_travels_in_the_contract_to_t1_only_inputs(nyul_subjects):
+    fitted, pairs = nyul_subjects
+    contract = build_contract(fitted, pairs[:2], [preprocess(p, fitted) for p in pairs[:2]], {})
+    again = PreprocessingContract.from_json(json.loads(json.dumps(contract.to_json())), "preprocessing.json")
+    assert again == contract and again.nyul_t2_landmarks == fitted.nyul_t2_landmarks
+    base = DataConfig(source="ixi", root=fitted.root, cache_dir="")  # a config as predict rebuilds it
+    t1_only = load_t1_only(pairs[2].t1, again.data_config(base), mask=pairs[2].mask)
+    np.testing.assert_array_equal(t1_only.t1, preprocess(pairs[2], fitted).t1)
+    raw = {k: v for k, v in contract.to_json().items() if not k.startswith("nyul_")}
+    with pytest.raises(MrsynthError, match="nyul without its standard scales"):
+        PreprocessingContract.from_json(raw, "preprocessing.json")
+    with pytest.raises(DataError, match="data.normalization=nyul: no standard scale"):
+        load_t1_only(pairs[2].t1, dataclasses.replace(again.data_config(base), nyul_t1_landmarks=()),
+                     mask=pairs[2].mask)
+
+
+def test_nyul_refuses_tied_landmarks():
+    head = three_tissue_head(noise=10.0)
+    t1 = head["t1"].copy()
+    t1[head["mask"] & (head["t1"] < 70)] = 50.0  # every non-WM voxel one value: percentiles 1..30 tie
+    cfg = DataConfig(normalization="nyul", nyul_t1_landmarks=tuple(np.linspace(0, 1, 11)),
+                     nyul_t2_landmarks=tuple(np.linspace(0, 1, 11)))
+    with pytest.raises(DataError, match=r"t1.nii: data.normalization=nyul: the intensities at percentiles 1 and 10 "
+                                        r"are both 50 .*; use zscore"):
+        normalize_subject(t1, head["t2"], head["mask"], cfg, "t1.nii", "t2.nii")
+
+
+@pytest.mark.slow
+def test_a_nyul_run_predicts_what_evaluate_scores(tmp_path):
+    """Training learns the scales, evaluate and predict apply the stored ones: predict's output is
+    evaluate's synthesized volume in the T2 reference's units."""
+    overrides = ["data.normalization=nyul", f"data.root={tmp_path / 'phantom'}", "data.phantom_subjects=4",
+                 "data.phantom_shape=[64,72,56]", "data.patch_size=[64,64]", "data.split_fractions=[0.5,0.25,0.25]",
+                 f"data.cache_dir={tmp_path / 'cache'}", "model.depth=2", "model.base_channels=8",
+                 "model.channel_mults=[1,2,4]", "model.groups=2", "train.steps=10", "train.batch_size=4",
+                 "train.warmup_steps=2", "train.val_every=10", "train.ckpt_every=10", "train.log_every=10"]
+    run = tmp_path / "run"
+    assert main(["train", "--backend", "jax", "--run-dir", str(run), *[a for o in overrides for a in ("--set", o)]]) == 0
+    contract = read_contract(run)
+    assert len(contract.nyul_t1_landmarks) == 11 and len(contract.nyul_t2_landmarks) == 11
+    assert main(["evaluate", "--checkpoint", str(run), "--out", str(tmp_path / "eval")]) == 0
+    subject = contract.subjects["test"][0]
+    t1 = next((tmp_path / "phantom").glob(f"{subject}*-T1.nii.gz"))
+    mask = next((tmp_path / "phantom").glob(f"{subject}*-mask.nii.gz"))
+    assert main(["predict", "--checkpoint", str(run), "--input", str(t1), "--mask", str(mask),
+                 "--out", str(tmp_path / "pred")]) == 0
+    evaluated, _ = read_nifti(next((tmp_path / "eval" / "nifti").glob(f"{subject}*_T2.nii.gz")))
+    predicted, _ = read_nifti(next((tmp_path / "pred").glob("*synthT2.nii.gz")))
+    inside = evaluated != 0
+    reference = contract.t2_reference
+    np.testing.assert_allclose(predicted[inside], reference.denormalize(evaluated[inside]), rtol=1e-4, atol=1e-2)
