@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from mrsynth.backend import BACKENDS
+from mrsynth.commands.common import add_out_argument
 from mrsynth.errors import ConfigError
 from mrsynth.evaluation.runner import SUBJECT_CHOICES, evaluate_runs, load_run, print_summary
 
@@ -25,8 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which split to evaluate (default: test)")
     parser.add_argument("--which", choices=("best", "last"), default="best",
                         help="which checkpoint of each run (default: best)")
-    parser.add_argument("--out", type=Path,
-                        help="report directory (default: <first run's parent>/compare_<subjects>)")
+    add_out_argument(parser, "report directory (default: <first run's parent>/compare_<subjects>)", type=Path)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mrsynth.commands.common import add_out_argument
 from mrsynth.inference.volume import TTA_CHOICES
 from mrsynth.evaluation.runner import SUBJECT_CHOICES, evaluate_runs, load_run, print_summary
 
@@ -16,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which checkpoint of the run (default: best)")
     parser.add_argument("--tta", choices=TTA_CHOICES, default="none",
                         help="test-time augmentation, as predict --tta (default: none)")
-    parser.add_argument("--out", type=Path, help="report directory (default: RUN_DIR/eval_<subjects>)")
+    add_out_argument(parser, "report directory (default: RUN_DIR/eval_<subjects>)", type=Path)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,13 +5,14 @@ import argparse
 from pathlib import Path
 
 from mrsynth import backend as backends
+from mrsynth.commands.common import add_out_argument
 from mrsynth.errors import MrsynthError
 from mrsynth import runs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, metavar="RUN_DIR", help="a training run directory")
-    parser.add_argument("--out", type=Path, required=True, help="output .safetensors file")
+    add_out_argument(parser, "output .safetensors file", type=Path, required=True)
     parser.add_argument("--which", choices=("best", "last"), default="best")
 
 

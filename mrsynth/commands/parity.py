@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from mrsynth.backend import library_versions
-from mrsynth.commands.common import add_config_arguments
+from mrsynth.commands.common import add_config_arguments, add_out_argument
 from mrsynth.config import load_config
 from mrsynth.errors import MrsynthError
 from mrsynth.parity import tolerances
@@ -32,8 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="float32 (JAX 'highest' matmul precision, torch TF32 off), float64, tf32 "
                              "(GPU: JAX default precision vs torch TF32; a no-op on a CPU), bf16 "
                              "(JAX bfloat16 compute vs torch autocast), or all (default: float32)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="report directory (default: reports/parity-<time>)")
+    add_out_argument(parser, "report directory (default: reports/parity-<time>)", type=Path)
     parser.add_argument("--steps", type=int, default=50, help="training steps compared (default: 50)")
     parser.add_argument("--max-size", type=int, default=None, metavar="N",
                         help="cap each training patch dimension at N voxels, for speed")

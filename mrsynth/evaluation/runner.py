@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from mrsynth import backend as backends
 from mrsynth.backend import Predictor
 from mrsynth.config import Config
+from mrsynth.console import progress_enabled
 from mrsynth.errors import ConfigError, DataError, MrsynthError
 from mrsynth.evaluation import figures
 from mrsynth.evaluation.baselines import fit_baselines
@@ -158,7 +159,8 @@ def evaluate_runs(
                               subjects=[f.subject for f in chosen], rows=[])
     with atomic_dir(out) as tmp:
         figure_paths: dict[str, Path] = {}
-        for index, files in enumerate(tqdm(chosen, desc=f"evaluate {subjects}", unit="subject")):
+        for index, files in enumerate(tqdm(chosen, desc=f"evaluate {subjects}", unit="subject",
+                                               disable=not progress_enabled())):
             volume = load_volume(files, cfg.data)
             predictions: dict[str, np.ndarray] = {}
             inside = volume.mask > 0
