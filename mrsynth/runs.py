@@ -9,11 +9,13 @@ import json
 import os
 import platform
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import mrsynth
 from mrsynth.backend import library_versions
 from mrsynth.config import Config, load_config, save_config
 from mrsynth.data.contract import read_contract
@@ -125,10 +127,27 @@ def write_run_start(run_dir: Path, cfg: Config, backend: str) -> None:
         "command": " ".join(sys.argv),
         "host": socket.gethostname(),
         "python": platform.python_version(),
+        "mrsynth": {"version": mrsynth.__version__, **source_revision()},
         "versions": library_versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_json(run_dir / RUN_FILE, info)
+
+
+def source_revision() -> dict[str, Any]:
+    """The git commit of the mrsynth source that runs (``git_sha``, and ``git_dirty``: uncommitted
+    changes to tracked files); both None when mrsynth is not run from a git checkout."""
+    root = Path(mrsynth.__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return {"git_sha": None, "git_dirty": None}
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             check=True, timeout=10).stdout.strip()
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, check=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"git_sha": None, "git_dirty": None}
+    return {"git_sha": sha, "git_dirty": bool(status.strip())}
 
 
 def update_run_info(run_dir: Path, **fields: Any) -> None:
