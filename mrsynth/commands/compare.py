@@ -11,6 +11,7 @@ from pathlib import Path
 from mrsynth.backend import BACKENDS
 from mrsynth.commands.common import add_out_argument
 from mrsynth.errors import ConfigError
+from mrsynth.evaluation.figures import CONVENTIONS
 from mrsynth.evaluation.runner import SUBJECT_CHOICES, evaluate_runs, load_run, print_summary
 
 
@@ -24,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="backends trained with --config (default: jax torch)")
     parser.add_argument("--subjects", choices=SUBJECT_CHOICES, default="test",
                         help="which split to evaluate (default: test)")
+    parser.add_argument("--display", choices=CONVENTIONS, default="neurological",
+                        help="figures: the patient's left on the image's left (neurological, default) or "
+                             "right (radiological)")
     parser.add_argument("--which", choices=("best", "last"), default="best",
                         help="which checkpoint of each run (default: best)")
     add_out_argument(parser, "report directory (default: <first run's parent>/compare_<subjects>)", type=Path)
@@ -42,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     runs = [load_run(d, args.which) for d in run_dirs]
     out = args.out or Path(run_dirs[0]).parent / f"compare_{args.subjects}"
     result, report = evaluate_runs(runs, args.subjects, out,
-                                   title="mrsynth comparison: " + " vs ".join(r.backend for r in runs) + " vs baselines")
+                                   title="mrsynth comparison: " + " vs ".join(r.backend for r in runs) + " vs baselines",
+                                   convention=args.display)
     print_summary(result, report)
     return 0
 

@@ -72,6 +72,16 @@ def label_runs(runs: list[RunSpec]) -> None:
         r.label = r.backend if backends.count(r.backend) == 1 else f"{r.backend}:{r.run_dir.name}"
 
 
+FRAMEWORK_TITLES = {"jax": "JAX", "torch": "PyTorch"}
+
+
+def run_title(run: RunSpec) -> str:
+    """What figures call a run: the model and its framework, e.g. "U-Net (JAX)" (plus the run's
+    folder name when two runs share a framework)."""
+    framework = FRAMEWORK_TITLES.get(run.backend, run.backend)
+    return f"U-Net ({framework})" if run.label == run.backend else f"U-Net ({framework}, {run.run_dir.name})"
+
+
 def _check_same_data(runs: list[RunSpec]) -> None:
     first = runs[0]
     for other in runs[1:]:
@@ -120,10 +130,12 @@ def evaluate_runs(
     out: Path,
     predictors: list[Predictor] | None = None,
     title: str | None = None,
+    convention: str = "neurological",
 ) -> tuple[EvaluationResult, Path]:
     """Synthesize the chosen split with every run and baseline, score, and write the report.
 
-    ``predictors`` (one per run) defaults to each run's backend ``load_predictor(run_dir, which)``.
+    ``predictors`` (one per run) defaults to each run's backend ``load_predictor(run_dir, which)``;
+    ``convention``: the figures' left-right display (``figures.CONVENTIONS``).
     Returns the result and the path of report.html. The output folder appears only when complete.
     """
     if subjects not in SUBJECT_CHOICES:
@@ -154,6 +166,7 @@ def evaluate_runs(
         raise DataError("data: no training subjects to fit the baselines on")
     baselines = fit_baselines([load_volume(f, cfg.data) for f in train_files])
     methods = [r.label for r in runs] + list(baselines)
+    titles = {**{r.label: run_title(r) for r in runs}, **{name: b.title for name, b in baselines.items()}}
     result = EvaluationResult(methods=methods, kinds={**{r.label: "run" for r in runs},
                                                       **{b: "baseline" for b in baselines}},
                               subjects=[f.subject for f in chosen], rows=[])
@@ -179,10 +192,10 @@ def evaluate_runs(
                        **literature_slice_metrics(pred, volume.t2, volume.mask)}
                 result.rows.append(row)
             if index < FIGURE_SUBJECTS:
-                title_s = f"{files.subject}: T1, real T2, synthesized T2 and |error| (normalized units)"
+                title_s = f"{files.subject}: T1, real T2, synthesized T2 and |error|"
                 figure_paths[f"Subject {files.subject}"] = figures.subject_panel(
-                    volume.t1, volume.t2, predictions, volume.mask,
-                    tmp / "figures" / f"subject_{_safe_name(files.subject)}.png", title_s)
+                    volume.t1, volume.t2, {titles[m]: p for m, p in predictions.items()}, volume.mask,
+                    tmp / "figures" / f"subject_{_safe_name(files.subject)}.png", title_s, convention)
         finalize(result)
         context = {
             "title": title or f"mrsynth evaluation: {', '.join(r.label for r in runs)} vs baselines",
@@ -201,10 +214,10 @@ def evaluate_runs(
             ),
             "units": "normalized T2 units of each subject",
         }
-        figure_paths["Metrics per subject"] = figures.metric_boxplots(
-            {m: {k: result.values(m, k) for k in ("psnr", "ssim", "mae")} for m in methods},
-            ("psnr", "ssim", "mae"), tmp / "figures" / "metrics_boxplot.png")
-        logs = {r.label: figures.read_metrics_log(r.run_dir / "metrics.jsonl") for r in runs}
+        figure_paths["Metrics per subject"] = figures.metric_plot(
+            {titles[m]: {k: result.values(m, k) for k in ("psnr", "ssim", "mae")} for m in methods},
+            ("psnr", "ssim", "mae"), tmp / "figures" / "metrics_per_subject.png")
+        logs = {titles[r.label]: figures.read_metrics_log(r.run_dir / "metrics.jsonl") for r in runs}
         if any(logs.values()):
             figure_paths["Training curves"] = figures.training_curves(logs, tmp / "figures" / "training_curves.png")
         write_tables(result, tmp, context)
