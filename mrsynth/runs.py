@@ -21,6 +21,7 @@ from mrsynth.config import Config, load_config, save_config
 from mrsynth.data.contract import read_contract
 from mrsynth.errors import MrsynthError
 from mrsynth.fileio import atomic_write_text, reporting_disk_full
+from mrsynth.model_card import CARD_KEY, model_card, read_test_metrics
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"
@@ -174,7 +175,8 @@ def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> Config
 
 
 def portable_metadata(run_dir: Path, which: str, **details: Any) -> dict[str, Any]:
-    """What a weight file exported from a run carries besides tensors and model config.
+    """What a weight file exported from a run carries besides tensors and model config, its
+    model card included.
 
     ``details`` are the backend's facts about the checkpoint (step, file). A folder without
     run.json (an engine used outside the training loop) contributes only those.
@@ -184,7 +186,7 @@ def portable_metadata(run_dir: Path, which: str, **details: Any) -> dict[str, An
     if not (run_dir / RUN_FILE).is_file():
         return metadata
     info = read_run_info(run_dir)
-    return {
+    facts = {
         "framework": info.get("backend"),
         "run": run_dir.name,
         "summary": info.get("summary", {}),
@@ -193,6 +195,7 @@ def portable_metadata(run_dir: Path, which: str, **details: Any) -> dict[str, An
         "preprocessing": read_contract(run_dir).to_json(),
         **metadata,
     }
+    return {**facts, CARD_KEY: model_card(facts, read_test_metrics(run_dir, which))}
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

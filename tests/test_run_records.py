@@ -1,5 +1,5 @@
 """What a training run leaves for people who use TensorBoard and nnU-Net: a text log, versions and
-the git commit in run.json, validation images, hparams and the config in TensorBoard."""
+the git commit in run.json, validation images, hparams and the config in TensorBoard, a model card."""
 from __future__ import annotations
 
 import json
@@ -11,6 +11,7 @@ import pytest
 from tensorboardX.proto.event_pb2 import Event
 
 from mrsynth.cli import main
+from mrsynth.weights import load_portable
 from mrsynth.training.logging import ERROR_WHITE, TEXT_LOG_FILE, preview_slices, preview_strip
 from test_training_loop import tiny_overrides
 
@@ -40,6 +41,10 @@ def test_a_run_logs_text_versions_and_tensorboard_images_hparams_config(tmp_path
     text_log = (run / TEXT_LOG_FILE).read_text()
     assert f"run directory: {run}" in text_log and "step 6: loss" in text_log and "step 3: val" in text_log
     assert "resolved config:" in text_log and " INFO " in text_log and " DEBUG " in text_log
+
+    card = (run / "model.md").read_text()  # the exported weights' model card, also in their metadata
+    assert "**Synthetic.**" in card and "**Limits**" in card
+    assert load_portable(run / "model.safetensors")[2]["model_card"] == card
 
     info = json.loads((run / "run.json").read_text())
     assert info["mrsynth"]["version"] and len(info["mrsynth"]["git_sha"]) == 40
