@@ -11,11 +11,10 @@ import difflib
 import importlib
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import mrsynth
 from mrsynth import console
-from mrsynth.commands.common import TERMINAL_FLAGS, add_terminal_arguments
+from mrsynth.commands.common import TERMINAL_FLAGS, add_terminal_arguments, program_name
 from mrsynth.errors import Interrupted, MrsynthError
 
 # name -> (module under mrsynth.commands, one-line help)
@@ -32,11 +31,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "download-ixi": ("download_ixi", "download and safely extract the IXI T1 and T2 archives"),
 }
 TOP_LEVEL_FLAGS = ("-h", "--help", "--version")
-
-
-def program_name() -> str:
-    """How the user called us, for usage lines: ``python run.py`` or the ``mrsynth`` script."""
-    return "python run.py" if Path(sys.argv[0]).name == "run.py" else "mrsynth"
 
 
 def build_parser() -> argparse.ArgumentParser:

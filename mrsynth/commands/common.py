@@ -2,12 +2,19 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
 from mrsynth.backend import BACKENDS
 
 # Terminal options every command takes, before or after the command name.
 TERMINAL_FLAGS = ("-q", "--quiet", "-v", "-vv", "--verbose", "--no-progress")
+
+
+def program_name() -> str:
+    """How the user called us, for usage lines and hints: ``python run.py`` or ``mrsynth``."""
+    return "python run.py" if Path(sys.argv[0]).name == "run.py" else "mrsynth"
 
 
 def add_backend_argument(parser: argparse.ArgumentParser, default: str | None = "jax",

@@ -6,6 +6,7 @@ backends first and then compare the two runs.
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from mrsynth.backend import BACKENDS
@@ -13,6 +14,8 @@ from mrsynth.commands.common import add_out_argument
 from mrsynth.errors import ConfigError
 from mrsynth.evaluation.figures import CONVENTIONS
 from mrsynth.evaluation.runner import SUBJECT_CHOICES, evaluate_runs, load_run, print_summary
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +63,7 @@ def train_all(config: Path, overrides: list[str], backends: list[str]) -> list[P
     cfg = load_config(config, overrides)
     run_dirs = []
     for backend in backends:
-        print(f"training with {backend} ...")
+        log.info("training with %s ...", backend)
         summary = train(cfg, backend, None, resume=False)
         run_dirs.append(Path(summary["run_dir"]))
     return run_dirs

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mrsynth.commands.common import add_out_argument
+from mrsynth.commands.common import add_out_argument, program_name
 from mrsynth.console import progress_enabled
 from mrsynth.ixi.download import ARCHIVES, DEFAULT_BASE_URL, download_ixi
 from mrsynth.errors import DataError
@@ -38,6 +38,6 @@ def run(args: argparse.Namespace) -> int:
     for key, folder in folders.items():
         print(f"{key}: {folder}")
     if {"t1", "t2"} <= set(folders):
-        print(f"next: python run.py prepare-ixi --t1-dir {folders['t1']} --t2-dir {folders['t2']} "
+        print(f"next: {program_name()} prepare-ixi --t1-dir {folders['t1']} --t2-dir {folders['t2']} "
               f"--out {Path(args.out) / 'prepared'} --n4 --workers 8")
     return 0

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import logging
 import platform
-import sys
 import tempfile
 import time
 from datetime import datetime
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             tolerances.override(text)
         with tempfile.TemporaryDirectory(prefix="mrsynth-parity-") as work:
             rows, facts = driver.run_parity(cfg, precisions, args.steps, Path(work),
-                                            log=lambda m: print(m, file=sys.stderr, flush=True))
+                                            log=logging.getLogger(__name__).info)
     finally:
         changed = {k: v for k, v in tolerances.TOLERANCES.items() if v != saved[k]}
         tolerances.TOLERANCES.clear()
