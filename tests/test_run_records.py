@@ -79,6 +79,7 @@ def test_preview_is_a_fixed_slice_with_fixed_windows():
     inside = slices["mask"] > 0
     lo, hi = np.percentile(slices["t2"][inside], [0.5, 99.5])
     np.testing.assert_allclose(strip[:, 40 - 10:], np.clip(0.1 / (ERROR_WHITE * (hi - lo)), 0, 1), rtol=1e-5)
+    assert np.all(strip[:, :30][np.tile(~inside, 3)] == 0)  # background black in T1, T2 and synthesized
     # the real T2 panel and the synthesized one share one window: a +0.1 shift shows as +0.1 / width
     np.testing.assert_allclose((strip[:, 20:30] - strip[:, 10:20])[inside & (strip[:, 20:30] < 1)
                                                                     & (strip[:, 10:20] > 0)],

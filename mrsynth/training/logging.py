@@ -64,7 +64,8 @@ def preview_strip(slices: dict[str, np.ndarray]) -> np.ndarray:
 
     T1 is windowed by its own 0.5-99.5th percentiles inside the mask, both T2s by the real T2's,
     and |error| is white at ``ERROR_WHITE`` of the T2 window, so images of one subject compare
-    across validations."""
+    across validations. Intensities are shown inside the mask (normalized 0 would be mid-grey),
+    errors everywhere."""
     inside = slices["mask"] > 0
 
     def window(image: np.ndarray) -> tuple[float, float]:
@@ -74,8 +75,9 @@ def preview_strip(slices: dict[str, np.ndarray]) -> np.ndarray:
     t1_lo, t1_hi = window(slices["t1"])
     t2_lo, t2_hi = window(slices["t2"])
     error = np.abs(slices["synthesized"] - slices["t2"])
-    panels = [(slices["t1"] - t1_lo) / (t1_hi - t1_lo), (slices["t2"] - t2_lo) / (t2_hi - t2_lo),
-              (slices["synthesized"] - t2_lo) / (t2_hi - t2_lo), error / (ERROR_WHITE * (t2_hi - t2_lo))]
+    shown = inside if inside.any() else np.ones_like(inside)  # intensities inside the mask, background black
+    panels = [shown * (slices["t1"] - t1_lo) / (t1_hi - t1_lo), shown * (slices["t2"] - t2_lo) / (t2_hi - t2_lo),
+              shown * (slices["synthesized"] - t2_lo) / (t2_hi - t2_lo), error / (ERROR_WHITE * (t2_hi - t2_lo))]
     return np.clip(np.concatenate(panels, axis=1), 0.0, 1.0).astype(np.float32)
 
 
