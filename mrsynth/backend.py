@@ -108,11 +108,13 @@ def get_backend(name: str) -> Backend:
 
 
 def library_versions() -> dict[str, str | None]:
-    """Versions of the installed frameworks, for run directories and reports."""
+    """Versions of the installed frameworks and the libraries that shape the data, for run
+    directories and reports (a changed resampler or reader can change the numbers)."""
     from importlib.metadata import PackageNotFoundError, version
 
     info: dict[str, str | None] = {}
-    for dist in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "torch", "grain", "numpy"):
+    for dist in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "torch", "grain", "numpy", "scipy",
+                 "nibabel", "SimpleITK"):
         try:
             info[dist] = version(dist)
         except PackageNotFoundError:

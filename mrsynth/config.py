@@ -292,6 +292,17 @@ def merge_mappings(base: dict[str, Any], update: dict[str, Any]) -> dict[str, An
     return out
 
 
+def flat_keys(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``: the dotted keys ``--set`` takes."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            out.update(flat_keys(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``section.key=value``; the value is read as YAML (numbers, lists, booleans)."""
     if "=" not in text:

@@ -9,16 +9,19 @@ import json
 import os
 import platform
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import mrsynth
 from mrsynth.backend import library_versions
 from mrsynth.config import Config, load_config, save_config
 from mrsynth.data.contract import read_contract
 from mrsynth.errors import MrsynthError
 from mrsynth.fileio import atomic_write_text, reporting_disk_full
+from mrsynth.model_card import CARD_KEY, model_card, read_test_metrics
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"
@@ -125,10 +128,27 @@ def write_run_start(run_dir: Path, cfg: Config, backend: str) -> None:
         "command": " ".join(sys.argv),
         "host": socket.gethostname(),
         "python": platform.python_version(),
+        "mrsynth": {"version": mrsynth.__version__, **source_revision()},
         "versions": library_versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_json(run_dir / RUN_FILE, info)
+
+
+def source_revision() -> dict[str, Any]:
+    """The git commit of the mrsynth source that runs (``git_sha``, and ``git_dirty``: uncommitted
+    changes to tracked files); both None when mrsynth is not run from a git checkout."""
+    root = Path(mrsynth.__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return {"git_sha": None, "git_dirty": None}
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             check=True, timeout=10).stdout.strip()
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, check=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"git_sha": None, "git_dirty": None}
+    return {"git_sha": sha, "git_dirty": bool(status.strip())}
 
 
 def update_run_info(run_dir: Path, **fields: Any) -> None:
@@ -155,7 +175,8 @@ def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> Config
 
 
 def portable_metadata(run_dir: Path, which: str, **details: Any) -> dict[str, Any]:
-    """What a weight file exported from a run carries besides tensors and model config.
+    """What a weight file exported from a run carries besides tensors and model config, its
+    model card included.
 
     ``details`` are the backend's facts about the checkpoint (step, file). A folder without
     run.json (an engine used outside the training loop) contributes only those.
@@ -165,7 +186,7 @@ def portable_metadata(run_dir: Path, which: str, **details: Any) -> dict[str, An
     if not (run_dir / RUN_FILE).is_file():
         return metadata
     info = read_run_info(run_dir)
-    return {
+    facts = {
         "framework": info.get("backend"),
         "run": run_dir.name,
         "summary": info.get("summary", {}),
@@ -174,6 +195,7 @@ def portable_metadata(run_dir: Path, which: str, **details: Any) -> dict[str, An
         "preprocessing": read_contract(run_dir).to_json(),
         **metadata,
     }
+    return {**facts, CARD_KEY: model_card(facts, read_test_metrics(run_dir, which))}
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

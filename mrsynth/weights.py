@@ -2,8 +2,8 @@
 
 A safetensors file: tensors under the canonical PyTorch ``state_dict`` names in PyTorch layout
 (conv OIHW / OIDHW, ConvTranspose (in, out, k...)), float32; metadata (strings) holds the
-format version, the model config as JSON, the producing framework and the metrics of the run
-that produced it. Loading never executes code (safetensors holds only tensors and strings).
+format version, the model config as JSON, the producing framework, the metrics of the run
+that produced it and its model card. Loading never executes code (safetensors holds only tensors and strings).
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import numpy as np
 from mrsynth.config import ModelConfig, build_dataclass
 from mrsynth.errors import CheckpointError
 from mrsynth.fileio import atomic_path
+from mrsynth.model_card import card_of, write_card_beside
 
 FORMAT_NAME = "mrsynth-unet"
 FORMAT_VERSION = 1
@@ -24,7 +25,8 @@ FORMAT_VERSION = 1
 
 def save_portable(path: Path, tensors: dict[str, np.ndarray], model: ModelConfig,
                   metadata: dict[str, Any] | None = None) -> None:
-    """Write tensors (canonical names, torch layout) plus the model config, atomically."""
+    """Write tensors (canonical names, torch layout) plus the model config, atomically; a model
+    card in ``metadata`` is also written beside the file (``<stem>.md``)."""
     from safetensors.numpy import save_file
 
     meta = {
@@ -37,6 +39,9 @@ def save_portable(path: Path, tensors: dict[str, np.ndarray], model: ModelConfig
     arrays = {name: np.array(np.asarray(t, dtype=np.float32), order="C") for name, t in tensors.items()}  # keeps 0-d
     with atomic_path(path) as tmp:
         save_file(arrays, str(tmp), metadata=meta)
+    card = card_of(meta)
+    if card is not None:
+        write_card_beside(path, card)
 
 
 def model_source_kind(source: Path) -> str:

@@ -10,6 +10,7 @@ from scipy import stats as sps
 from mrsynth.data.io import Geometry
 from mrsynth.data.preprocess import NormStats, Volume
 from mrsynth.evaluation.baselines import HistogramBaseline, IdentityBaseline, LinearBaseline, fit_baselines
+from mrsynth.evaluation.metrics import metric_bounds
 from mrsynth.evaluation.stats import paired_test, summarize
 
 
@@ -55,15 +56,36 @@ def test_identity_and_registry():
     assert all(fitted[k].predict(vol).shape == vol.t1.shape for k in fitted)
 
 
-def test_summary_matches_t_interval():
-    values = [1.0, 2.0, 4.0, 7.0]
+def test_summary_matches_t_interval_from_ten_subjects():
+    values = [1.0, 2.0, 4.0, 7.0, 3.0, 5.0, 2.5, 6.0, 1.5, 4.5]
     s = summarize(values + [math.inf, math.nan])
-    assert s["n"] == 4 and s["mean"] == pytest.approx(3.5)
+    assert s["n"] == 10 and s["mean"] == pytest.approx(np.mean(values)) and s["ci_method"] == "t"
     assert s["sd"] == pytest.approx(np.std(values, ddof=1))
-    lo, hi = sps.t.interval(0.95, 3, loc=3.5, scale=sps.sem(values))
+    lo, hi = sps.t.interval(0.95, 9, loc=np.mean(values), scale=sps.sem(values))
     assert (s["ci_low"], s["ci_high"]) == (pytest.approx(lo), pytest.approx(hi))
     one = summarize([2.0])
-    assert one["mean"] == 2.0 and math.isnan(one["sd"]) and math.isnan(one["ci_low"])
+    assert one["mean"] == 2.0 and math.isnan(one["sd"]) and math.isnan(one["ci_low"]) and one["ci_method"] == ""
+
+
+def test_few_subjects_get_a_bootstrap_interval_inside_the_metric_range():
+    """Two test subjects: the t interval would put SSIM above 1 and MAE below 0."""
+    ssim = summarize([0.85, 0.99], metric_bounds("ssim"))
+    assert ssim["ci_method"] == "bootstrap" and (ssim["ci_low"], ssim["ci_high"]) == (0.85, 0.99)
+    t_half = sps.t.ppf(0.975, 1) * np.std([0.85, 0.99], ddof=1) / math.sqrt(2)
+    assert 0.92 + t_half > 1  # what the t interval said
+    mae = summarize([0.02, 0.3, 0.05, 0.04], metric_bounds("mae"))
+    assert 0.02 <= mae["ci_low"] < mae["mean"] < mae["ci_high"] <= 0.3
+    assert summarize([0.5, 0.6, 0.55], metric_bounds("pearson")) == summarize([0.5, 0.6, 0.55], (-1, 1))  # seeded
+
+
+def test_t_intervals_are_clipped_to_the_metric_range():
+    ssim = summarize([1.0] * 9 + [0.4], metric_bounds("ssim"))
+    assert ssim["ci_method"] == "t" and ssim["ci_high"] == 1.0 and ssim["ci_low"] < ssim["mean"]
+    mae = summarize([0.0] * 9 + [0.5], metric_bounds("mae_white_matter"))
+    assert mae["ci_low"] == 0.0
+    psnr = summarize([20.0] * 9 + [60.0], metric_bounds("psnr"))
+    assert psnr["ci_low"] < 20.0  # PSNR has no bound
+    assert metric_bounds("pearson") == (-1.0, 1.0) and metric_bounds("nrmse") == (0.0, math.inf)
 
 
 def test_paired_tests_and_degenerate_cases():

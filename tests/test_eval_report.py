@@ -119,6 +119,12 @@ def test_evaluate_command_writes_consistent_report(tmp_path, dataset, fake_backe
     jax_mae = [float(r["mae"]) for r in rows if r["method"] == "jax"]
     assert float(next(r["mean"] for r in summary if r["method"] == "jax" and r["metric"] == "mae")) == \
         pytest.approx(np.mean(jax_mae))
+    # 2 test subjects: bootstrap intervals inside the metric's range, and the report says they mean little
+    assert {r["ci_method"] for r in summary} == {"bootstrap"}
+    assert all(float(r["ci_high"]) <= 1 for r in summary if r["metric"].startswith("ssim"))
+    assert all(float(r["ci_low"]) >= 0 for r in summary if r["metric"].startswith("mae"))
+    assert "Only 2 subject(s): the confidence intervals say little." in html
+    assert "mostly background outside the brain mask" in html
     tests = _read_csv(out / "paired_tests.csv")
     assert {(t["a"], t["b"]) for t in tests} == {("jax", b) for b in ("identity", "linear", "histmatch")}
     data = json.loads((out / "summary.json").read_text())

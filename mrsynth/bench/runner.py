@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
+import logging
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -43,8 +43,9 @@ from mrsynth.bench.variants import Variant
 Log = Callable[[str], None]
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+def _log_progress(message: str) -> None:
+    """Progress lines of a benchmark: on the terminal (stderr) unless -q."""
+    logging.getLogger(__name__).info(message)
 
 
 def synthetic_batch(batch: int, size: list[int], seed: int = 0) -> dict[str, np.ndarray]:
@@ -117,7 +118,7 @@ def _train_row(case: dict[str, Any], backend: str, variant: Variant, session: Tr
 class Benchmark:
     """One benchmark run; :meth:`run` returns the JSON-able results (every raw figure)."""
 
-    def __init__(self, settings: BenchSettings, raw_config: dict[str, Any], log: Log = _stderr) -> None:
+    def __init__(self, settings: BenchSettings, raw_config: dict[str, Any], log: Log = _log_progress) -> None:
         self.settings = settings
         self.raw_config = raw_config
         self.log = log

@@ -13,6 +13,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from mrsynth.commands.common import add_out_argument
 from mrsynth.errors import ConfigError
 
 DEFAULT_CONFIG = "configs/bench_cpu.yaml"
@@ -53,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-inference", action="store_true", help="skip whole-volume inference")
     parser.add_argument("--no-scaling", action="store_true", help="skip the JAX multi-device scaling subprocess")
     parser.add_argument("--scaling-devices", type=_ints, help="device counts for JAX scaling, e.g. 1,2,4")
-    parser.add_argument("--out", type=Path, help="report directory (default: reports/bench-<time>)")
+    add_out_argument(parser, "report directory (default: reports/bench-<time>)", type=Path)
 
 
 def _apply_arguments(settings, args: argparse.Namespace) -> None:

@@ -6,11 +6,16 @@ backends first and then compare the two runs.
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from mrsynth.backend import BACKENDS
+from mrsynth.commands.common import add_out_argument
 from mrsynth.errors import ConfigError
+from mrsynth.evaluation.figures import CONVENTIONS
 from mrsynth.evaluation.runner import SUBJECT_CHOICES, evaluate_runs, load_run, print_summary
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,10 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="backends trained with --config (default: jax torch)")
     parser.add_argument("--subjects", choices=SUBJECT_CHOICES, default="test",
                         help="which split to evaluate (default: test)")
+    parser.add_argument("--display", choices=CONVENTIONS, default="neurological",
+                        help="figures: the patient's left on the image's left (neurological, default) or "
+                             "right (radiological)")
     parser.add_argument("--which", choices=("best", "last"), default="best",
                         help="which checkpoint of each run (default: best)")
-    parser.add_argument("--out", type=Path,
-                        help="report directory (default: <first run's parent>/compare_<subjects>)")
+    add_out_argument(parser, "report directory (default: <first run's parent>/compare_<subjects>)", type=Path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     runs = [load_run(d, args.which) for d in run_dirs]
     out = args.out or Path(run_dirs[0]).parent / f"compare_{args.subjects}"
     result, report = evaluate_runs(runs, args.subjects, out,
-                                   title="mrsynth comparison: " + " vs ".join(r.backend for r in runs) + " vs baselines")
+                                   title="mrsynth comparison: " + " vs ".join(r.backend for r in runs) + " vs baselines",
+                                   convention=args.display)
     print_summary(result, report)
     return 0
 
@@ -55,7 +63,7 @@ def train_all(config: Path, overrides: list[str], backends: list[str]) -> list[P
     cfg = load_config(config, overrides)
     run_dirs = []
     for backend in backends:
-        print(f"training with {backend} ...")
+        log.info("training with %s ...", backend)
         summary = train(cfg, backend, None, resume=False)
         run_dirs.append(Path(summary["run_dir"]))
     return run_dirs

@@ -4,12 +4,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mrsynth.commands.common import add_out_argument, program_name
+from mrsynth.console import progress_enabled
 from mrsynth.ixi.download import ARCHIVES, DEFAULT_BASE_URL, download_ixi
 from mrsynth.errors import DataError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, required=True, help="folder for IXI-T1/ and IXI-T2/")
+    add_out_argument(parser, "folder for IXI-T1/ and IXI-T2/", type=Path, required=True)
     parser.add_argument("--what", default="t1,t2", help="archives to fetch: t1,t2 (default both)")
     parser.add_argument("--base-url", default=DEFAULT_BASE_URL, help=f"where the archives live (default {DEFAULT_BASE_URL})")
     parser.add_argument("--sha256", action="append", default=[], metavar="KEY=HEX",
@@ -17,7 +19,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(the computed ones are recorded in OUT/download.json)")
     parser.add_argument("--keep-archives", action="store_true", help="keep the .tar files after extraction")
     parser.add_argument("--retries", type=int, default=5, help="resume attempts after a dropped connection")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _parse_sha256(items: list[str]) -> dict[str, str]:
@@ -33,10 +34,10 @@ def _parse_sha256(items: list[str]) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     what = [w.strip().lower() for w in args.what.split(",") if w.strip()]
     folders = download_ixi(args.out, what, base_url=args.base_url, sha256=_parse_sha256(args.sha256),
-                           keep_archives=args.keep_archives, retries=args.retries, progress=not args.no_progress)
+                           keep_archives=args.keep_archives, retries=args.retries, progress=progress_enabled())
     for key, folder in folders.items():
         print(f"{key}: {folder}")
     if {"t1", "t2"} <= set(folders):
-        print(f"next: python run.py prepare-ixi --t1-dir {folders['t1']} --t2-dir {folders['t2']} "
+        print(f"next: {program_name()} prepare-ixi --t1-dir {folders['t1']} --t2-dir {folders['t2']} "
               f"--out {Path(args.out) / 'prepared'} --n4 --workers 8")
     return 0

@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mrsynth.commands.common import add_out_argument
 from mrsynth.inference.volume import TTA_CHOICES
+from mrsynth.evaluation.figures import CONVENTIONS
 from mrsynth.evaluation.runner import SUBJECT_CHOICES, evaluate_runs, load_run, print_summary
 
 
@@ -12,16 +14,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, metavar="RUN_DIR", help="a training run directory")
     parser.add_argument("--subjects", choices=SUBJECT_CHOICES, default="test",
                         help="which split of the run's subjects to evaluate (default: test)")
+    parser.add_argument("--display", choices=CONVENTIONS, default="neurological",
+                        help="figures: the patient's left on the image's left (neurological, default) or "
+                             "right (radiological)")
     parser.add_argument("--which", choices=("best", "last"), default="best",
                         help="which checkpoint of the run (default: best)")
     parser.add_argument("--tta", choices=TTA_CHOICES, default="none",
                         help="test-time augmentation, as predict --tta (default: none)")
-    parser.add_argument("--out", type=Path, help="report directory (default: RUN_DIR/eval_<subjects>)")
+    add_out_argument(parser, "report directory (default: RUN_DIR/eval_<subjects>)", type=Path)
 
 
 def run(args: argparse.Namespace) -> int:
     run_spec = load_run(args.checkpoint, args.which, args.tta)
     out = args.out or Path(args.checkpoint) / f"eval_{args.subjects}"
-    result, report = evaluate_runs([run_spec], args.subjects, out)
+    result, report = evaluate_runs([run_spec], args.subjects, out, convention=args.display)
     print_summary(result, report)
     return 0

@@ -8,15 +8,15 @@ and exits 1 if any check fails.
 from __future__ import annotations
 
 import argparse
+import logging
 import platform
-import sys
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
 from mrsynth.backend import library_versions
-from mrsynth.commands.common import add_config_arguments
+from mrsynth.commands.common import add_config_arguments, add_out_argument
 from mrsynth.config import load_config
 from mrsynth.errors import MrsynthError
 from mrsynth.extras import import_optional
@@ -32,8 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="float32 (JAX 'highest' matmul precision, torch TF32 off), float64, tf32 "
                              "(GPU: JAX default precision vs torch TF32; a no-op on a CPU), bf16 "
                              "(JAX bfloat16 compute vs torch autocast), or all (default: float32)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="report directory (default: reports/parity-<time>)")
+    add_out_argument(parser, "report directory (default: reports/parity-<time>)", type=Path)
     parser.add_argument("--steps", type=int, default=50, help="training steps compared (default: 50)")
     parser.add_argument("--max-size", type=int, default=None, metavar="N",
                         help="cap each training patch dimension at N voxels, for speed")
@@ -52,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="mrsynth-parity-") as work:
         rows, facts = driver.run_parity(cfg, precisions, args.steps, Path(work), tolerances,
-                                        log=lambda m: print(m, file=sys.stderr, flush=True))
+                                        log=logging.getLogger(__name__).info)
     context = {
         "config": str(args.config or "built-in defaults (= configs/demo.yaml)"),
         "overrides": list(args.overrides),

@@ -7,22 +7,21 @@ import sys
 from pathlib import Path
 
 from mrsynth import backend as backends
-from mrsynth.commands.common import add_backend_argument
+from mrsynth.commands.common import add_backend_argument, add_out_argument
 from mrsynth.errors import MrsynthError
 from mrsynth.inference.volume import TTA_CHOICES
 from mrsynth import runs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_backend_argument(parser, default=None)
+    add_backend_argument(parser, default=None, default_text="the run's own; required with --weights")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path, metavar="RUN_DIR", help="a training run directory")
     source.add_argument("--weights", type=Path, metavar="FILE", help="a portable .safetensors weight file")
     parser.add_argument("--which", choices=("best", "last"), default="best",
                         help="which checkpoint of the run (default: best)")
     parser.add_argument("--input", type=Path, required=True, help="a T1 NIfTI file or a directory of them")
-    parser.add_argument("--out", "--output", dest="out", type=Path, required=True,
-                        help="directory for the synthesized T2 files (--output is an alias)")
+    add_out_argument(parser, "directory for the synthesized T2 files", type=Path, required=True)
     brain = parser.add_mutually_exclusive_group()
     brain.add_argument("--mask", metavar="FILE|DIR|nonzero",
                        help="brain mask(s): a file for one input, a folder paired by subject id "

@@ -9,12 +9,14 @@ import argparse
 from pathlib import Path
 
 from mrsynth.extras import import_optional
+from mrsynth.commands.common import add_out_argument
+from mrsynth.console import progress_enabled
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--t1-dir", type=Path, required=True, help="folder of IXI*-T1.nii.gz files")
     parser.add_argument("--t2-dir", type=Path, required=True, help="folder of IXI*-T2.nii.gz files")
-    parser.add_argument("--out", type=Path, required=True, help="output folder (manifest.csv, subjects/, qc/)")
+    add_out_argument(parser, "output folder (manifest.csv, subjects/, qc/)", type=Path, required=True)
     parser.add_argument("--workers", type=int, default=1, help="parallel subject processes (default 1)")
     parser.add_argument(
         "--grid",
@@ -33,7 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stratify-site", action="store_true", help="split each IXI site separately")
     parser.add_argument("--qc-samples", type=int, default=8, help="subjects with a QC overlay PNG in out/qc/")
     parser.add_argument("--seed", type=int, default=0, help="registration sampling, QC choice and split seed")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         fractions=fractions,
         stratify_site=args.stratify_site,
         qc_samples=args.qc_samples,
-        progress=not args.no_progress,
+        progress=progress_enabled(),
     )
     print(summary.line())
     if summary.n_ok:

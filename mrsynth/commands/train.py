@@ -4,10 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 from mrsynth.commands.common import add_backend_argument, add_config_arguments
-from mrsynth.config import Config, load_config, with_absolute_paths
+from mrsynth.config import Config, flat_keys, load_config, with_absolute_paths
 from mrsynth.errors import ConfigError
 from mrsynth import runs
 
@@ -19,23 +18,14 @@ RESUME_MAY_CHANGE = ("train.steps", "train.log_every", "train.val_every", "train
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_backend_argument(parser)
+    add_backend_argument(parser, default_text="jax; a resume keeps the run's")
     parser.set_defaults(backend=None)  # None: not given, so a resume can tell it from the default
     add_config_arguments(parser)
-    parser.add_argument("--run-dir", type=Path, help="where to write the run (default: runs/<name>-<backend>-<time>)")
+    parser.add_argument("--run-dir", "--out", "--output", dest="run_dir", type=Path,
+                        help="where to write the run (default: runs/<name>-<backend>-<time>)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
                         help="continue an interrupted run from its last checkpoint (uses its config.yaml; "
                              "--set may change train.steps, the log/val/checkpoint cadence and eval settings)")
-
-
-def _flat(section: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in section.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def resume_config(args: argparse.Namespace) -> tuple[Config, str]:
@@ -52,7 +42,7 @@ def resume_config(args: argparse.Namespace) -> tuple[Config, str]:
     run_cfg = runs.load_run_config(args.resume)
     wanted = with_absolute_paths(load_config(args.config, args.overrides) if args.config
                                  else runs.load_run_config(args.resume, args.overrides))
-    old, new = _flat(run_cfg.to_dict()), _flat(wanted.to_dict())
+    old, new = flat_keys(run_cfg.to_dict()), flat_keys(wanted.to_dict())
     for key in old:
         if old[key] != new[key] and not key.startswith(RESUME_MAY_CHANGE):
             raise ConfigError(f"{key}: the run has {old[key]!r}, the flags ask for {new[key]!r}; "

@@ -21,7 +21,8 @@ N_QUANTILES = 1001
 
 
 class Baseline(Protocol):
-    name: str
+    name: str  # the key in tables and CSV files
+    title: str  # what figures call it
     description: str
 
     def fit(self, train_volumes: Sequence[Volume]) -> Baseline: ...
@@ -56,6 +57,7 @@ class IdentityBaseline:
     """Predict T2 = the normalized T1: what no learning at all scores."""
 
     name = "identity"
+    title = "identity (T1)"
     description = "normalized T1 used as the T2 prediction"
 
     def fit(self, train_volumes: Sequence[Volume]) -> IdentityBaseline:
@@ -69,6 +71,7 @@ class LinearBaseline:
     """T2 ~ a * T1 + b, least squares over the training masks (a < 0: contrast inversion)."""
 
     name = "linear"
+    title = "linear regression"
     description = "least-squares T2 = a*T1 + b inside the training masks"
 
     def __init__(self) -> None:
@@ -93,6 +96,7 @@ class HistogramBaseline:
     """
 
     name = "histmatch"
+    title = "histogram matching"
     description = "T1 ranks mapped onto the training T2 histogram (direction from the training correlation)"
 
     def __init__(self) -> None:

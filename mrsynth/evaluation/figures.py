@@ -1,4 +1,4 @@
-"""Report figures (matplotlib, Agg, PNG): orthogonal views, metric box plots, training curves."""
+"""Report figures (matplotlib, Agg, PNG): orthogonal views, metrics per subject, training curves."""
 from __future__ import annotations
 
 import json
@@ -15,6 +15,15 @@ from mrsynth.fileio import atomic_path  # noqa: E402
 
 VIEWS = ("axial", "coronal", "sagittal")  # RAS+: axial = fixed z, coronal = fixed y, sagittal = fixed x
 _VIEW_AXIS = {"axial": 2, "coronal": 1, "sagittal": 0}
+CONVENTIONS = ("neurological", "radiological")
+# Patient directions at the (left, right, top, bottom) edges of a view in neurological display
+# (the patient's left on the image's left); radiological display mirrors axial and coronal views.
+_EDGES = {"axial": ("L", "R", "A", "P"), "coronal": ("L", "R", "S", "I"), "sagittal": ("P", "A", "S", "I")}
+STRIP_BELOW = 10  # fewer subjects per method: every subject as a dot instead of a box plot
+AXIS_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "mae": "MAE (normalized units)"}
+IMAGE_INCHES = 1.9  # every image panel, error maps included, gets this width
+BAR_FRACTION = 0.08  # a colour bar column, as a fraction of an image column
+BAR_LABEL_ROOM = 0.5  # after a colour bar: room for its ticks and label before the next group
 
 
 def mask_centre(mask: np.ndarray) -> tuple[int, int, int]:
@@ -25,11 +34,33 @@ def mask_centre(mask: np.ndarray) -> tuple[int, int, int]:
     return tuple(int(round(c)) for c in idx.mean(axis=0))  # type: ignore[return-value]
 
 
-def view_slice(volume: np.ndarray, view: str, centre: Sequence[int]) -> np.ndarray:
-    """A 2D slice for display: rows run anterior/superior upwards as radiologists look at it."""
+def _mirrored(view: str, convention: str) -> bool:
+    if convention not in CONVENTIONS:
+        raise ValueError(f"display convention {convention!r} is not one of {', '.join(CONVENTIONS)}")
+    return convention == "radiological" and view != "sagittal"
+
+
+def view_slice(volume: np.ndarray, view: str, centre: Sequence[int], convention: str = "neurological") -> np.ndarray:
+    """A 2D slice for display, anterior or superior up; the patient's left on the image's left
+    (neurological) or right (radiological; sagittal views are the same in both)."""
     axis = _VIEW_AXIS[view]
-    image = np.take(volume, centre[axis], axis=axis)
-    return np.rot90(image)  # RAS+ (i, j) -> image with the second axis pointing up
+    image = np.rot90(np.take(volume, centre[axis], axis=axis))  # RAS+ (i, j) -> second axis up, first right
+    return np.fliplr(image) if _mirrored(view, convention) else image
+
+
+def edge_letters(view: str, convention: str = "neurological") -> tuple[str, str, str, str]:
+    """The patient directions at the left, right, top and bottom edges of a ``view_slice``."""
+    left, right, top, bottom = _EDGES[view]
+    return (right, left, top, bottom) if _mirrored(view, convention) else (left, right, top, bottom)
+
+
+def _letter_edges(ax: plt.Axes, shape: tuple[int, int], letters: Sequence[str]) -> None:
+    height, width = shape
+    style = {"color": "#ffd54f", "fontsize": 7, "fontweight": "bold"}
+    for (x, y, ha, va), letter in zip(((0.5, height / 2, "left", "center"), (width - 1.5, height / 2, "right", "center"),
+                                       (width / 2, 0.5, "center", "top"), (width / 2, height - 1.5, "center", "bottom")),
+                                      letters):
+        ax.text(x, y, letter, ha=ha, va=va, **style)
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -39,16 +70,18 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def subject_panel(
+def subject_figure(
     t1: np.ndarray,
     t2: np.ndarray,
     predictions: Mapping[str, np.ndarray],
     mask: np.ndarray,
-    path: Path,
     title: str,
-) -> Path:
-    """Rows: axial/coronal/sagittal mid-slices through the mask centre. Columns: T1, real T2,
-    each method's synthesized T2, then each method's |error| map on one shared colour scale.
+    convention: str = "neurological",
+    units: str = "normalized units",
+) -> plt.Figure:
+    """Rows: axial/coronal/sagittal slices through the mask centre, patient directions on every
+    panel. Columns: T1 | real T2, each method's synthesized T2 | each method's |error|, each group
+    with its colour bar (T2s and errors share one scale each). Every image panel has the same size.
     Intensities are shown inside the mask (the background black); errors everywhere."""
     centre = mask_centre(mask)
     inside = mask > 0
@@ -58,49 +91,78 @@ def subject_panel(
     err_hi = max((float(np.percentile(e[inside], 99)) if inside.any() else float(e.max()))
                  for e in errors.values()) if errors else 1.0
     err_hi = err_hi if err_hi > 0 else 1.0
+
     def shown(volume: np.ndarray, lo: float) -> np.ndarray:
         """Background drawn black: after normalization 0 sits mid-grey inside the brain's range."""
         return np.where(inside, volume, lo) if inside.any() else volume
 
-    columns = [("T1", shown(t1, t1_lo), "gray", (t1_lo, t1_hi)), ("real T2", shown(t2, t2_lo), "gray", (t2_lo, t2_hi))]
-    columns += [(name, shown(pred, t2_lo), "gray", (t2_lo, t2_hi)) for name, pred in predictions.items()]
-    columns += [(f"|error| {name}", err, "magma", (0.0, err_hi)) for name, err in errors.items()]
-    fig, axes = plt.subplots(len(VIEWS), len(columns), figsize=(1.9 * len(columns) + 0.8, 2.0 * len(VIEWS) + 0.5),
-                             squeeze=False)
-    err_image = None
-    for row, view in enumerate(VIEWS):
-        for col, (label, volume, cmap, (lo, hi)) in enumerate(columns):
-            ax = axes[row, col]
-            image = ax.imshow(view_slice(volume, view, centre), cmap=cmap, vmin=lo, vmax=hi,
-                              interpolation="nearest")
-            if cmap == "magma":
-                err_image = image
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title(label, fontsize=8)
-            if col == 0:
-                ax.set_ylabel(view, fontsize=9)
-    fig.suptitle(title, fontsize=10)
-    if err_image is not None:
-        fig.colorbar(err_image, ax=axes[:, len(columns) - len(errors):].ravel().tolist(), shrink=0.8,
-                     label="|synthesized - real| (normalized T2 units)")
-    return _save(fig, path)
+    groups = [  # (columns of (title, volume), colour map, range, colour bar label)
+        ([("T1", shown(t1, t1_lo))], "gray", (t1_lo, t1_hi), f"T1 ({units})"),
+        ([("real T2", shown(t2, t2_lo))] + [(name, shown(pred, t2_lo)) for name, pred in predictions.items()],
+         "gray", (t2_lo, t2_hi), f"T2 ({units})"),
+    ]
+    if errors:
+        groups.append(([(f"|error| {name}", err) for name, err in errors.items()], "magma", (0.0, err_hi),
+                       f"|synthesized − real T2| ({units})"))
+    widths = [w for columns, *_ in groups for w in [1.0] * len(columns) + [BAR_FRACTION, BAR_LABEL_ROOM]][:-1]
+    fig = plt.figure(figsize=(IMAGE_INCHES * sum(widths) + 0.8, 2.0 * len(VIEWS) + 0.6))
+    grid = fig.add_gridspec(len(VIEWS), len(widths), width_ratios=widths, wspace=0.08, hspace=0.08)
+    col = 0
+    for columns, cmap, (lo, hi), label in groups:
+        for name, volume in columns:
+            for row, view in enumerate(VIEWS):
+                ax = fig.add_subplot(grid[row, col])
+                image = view_slice(volume, view, centre, convention)
+                drawn = ax.imshow(image, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
+                _letter_edges(ax, image.shape, edge_letters(view, convention))
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if row == 0:
+                    ax.set_title(name, fontsize=8)
+                if col == 0:
+                    ax.set_ylabel(view, fontsize=9)
+            col += 1
+        bar = fig.colorbar(drawn, cax=fig.add_subplot(grid[:, col]))
+        bar.set_label(label, fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+        col += 2
+    fig.suptitle(f"{title} ({convention} display: the patient's left on the image's "
+                 f"{'left' if convention == 'neurological' else 'right'})", fontsize=10)
+    return fig
 
 
-def metric_boxplots(
+def subject_panel(t1: np.ndarray, t2: np.ndarray, predictions: Mapping[str, np.ndarray], mask: np.ndarray,
+                  path: Path, title: str, convention: str = "neurological") -> Path:
+    """:func:`subject_figure` written as a PNG."""
+    return _save(subject_figure(t1, t2, predictions, mask, title, convention), path)
+
+
+def metric_plot(
     values: Mapping[str, Mapping[str, Sequence[float]]], metrics: Sequence[str], path: Path
 ) -> Path:
-    """One box plot per metric; ``values[method][metric]`` holds the per-subject numbers."""
+    """One panel per metric, ``values[method][metric]`` holding the per-subject numbers: every
+    subject as a dot with a bar at the mean below ``STRIP_BELOW`` subjects (a box of 2 values
+    hides that there are 2), box plots from there on."""
     methods = list(values)
     fig, axes = plt.subplots(1, len(metrics), figsize=(max(3.0, 0.9 * len(methods) + 1.2) * len(metrics), 3.6),
                              squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         data = [[v for v in values[m][metric] if np.isfinite(v)] for m in methods]
-        ax.boxplot(data, showmeans=True)
+        if max((len(d) for d in data), default=0) < STRIP_BELOW:
+            for position, points in enumerate(data, start=1):
+                offsets = np.linspace(-0.12, 0.12, len(points)) if len(points) > 1 else np.zeros(len(points))
+                ax.scatter(position + offsets, points, s=18, color="#1f77b4", zorder=3)
+                if points:
+                    ax.hlines(np.mean(points), position - 0.25, position + 0.25, color="#d62728", lw=1.5)
+        else:
+            ax.boxplot(data, showmeans=True)
         ax.set_xticks(range(1, len(methods) + 1), methods, rotation=30, ha="right", fontsize=8)
-        ax.set_title(metric)
+        ax.set_xlim(0.5, len(methods) + 0.5)
+        ax.set_ylabel(AXIS_LABELS.get(metric, metric))
         ax.grid(axis="y", alpha=0.3)
+    n = max((len([v for v in values[m][k] if np.isfinite(v)]) for m in methods for k in metrics), default=0)
+    fig.suptitle(f"{n} subject(s) per method" + (": dots are subjects, bars their mean" if n < STRIP_BELOW else ""),
+                 fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -133,6 +195,7 @@ def training_curves(logs: Mapping[str, Sequence[dict]], path: Path,
                         marker="" if panel == "loss" else "o", ms=3, label=label)
     for ax, panel in zip(axes[0], panels):
         ax.set_title("training loss" if panel == "loss" else f"validation {panel}")
+        ax.set_ylabel("loss" if panel == "loss" else AXIS_LABELS.get(panel, panel))
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         if panel == "loss":

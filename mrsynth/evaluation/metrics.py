@@ -47,6 +47,16 @@ METRIC_DESCRIPTIONS: dict[str, str] = {
     "sharpness": "mean gradient magnitude inside the eroded mask, prediction over real T2, z-scored "
                  "(1 = as sharp; below 1 smoother)",
 }
+def metric_bounds(name: str) -> tuple[float, float]:
+    """The values a metric can take (confidence intervals are clipped to them): SSIM and Pearson
+    r in [-1, 1], errors, ratios and counts from 0; PSNR unbounded."""
+    if name.startswith("ssim") or name == "pearson":
+        return (-1.0, 1.0)
+    if name.startswith("mae") or name in ("nrmse", "sharpness", "data_range", "n_slices_lit"):
+        return (0.0, math.inf)
+    return (-math.inf, math.inf)
+
+
 HIGHER_IS_BETTER = {"psnr", "ssim", "ssim2d", "pearson", "psnr_full", "ssim_full", "psnr_lit", "ssim_lit",
                     "psnr_z", "ssim_z"}
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mrsynth.evaluation.metrics import METRIC_DESCRIPTIONS
+from mrsynth.evaluation.stats import BOOTSTRAP_BELOW, BOOTSTRAP_RESAMPLES, FEW_SUBJECTS
 from mrsynth.evaluation.results import FULL_METRICS, MAIN_METRICS, SCALE_INVARIANT_METRICS, EvaluationResult
 from mrsynth.fileio import atomic_write_text
 from mrsynth.reporting import MISSING, format_number, html_table, markdown_table
@@ -52,6 +53,15 @@ def _summary_table(result: EvaluationResult, metrics: list[str]) -> Block:
         for m in result.methods
     ]
     return Block("table", header=["method", "kind", *metrics], rows=rows)
+
+
+def _few_subjects_warning(n: int) -> list[Block]:
+    """A plain sentence when there are too few subjects for the intervals to mean much."""
+    if n >= FEW_SUBJECTS:
+        return []
+    return [Block("p", f"**Only {n} subject(s): the confidence intervals say little.** With 2 subjects the "
+                       f"bootstrap interval is the range of the two values; evaluate at least {FEW_SUBJECTS} "
+                       f"subjects before reading a difference between methods as real.")]
 
 
 def _tests_table(result: EvaluationResult, metrics: list[str]) -> Block:
@@ -127,10 +137,14 @@ def build_blocks(result: EvaluationResult, context: dict[str, Any], figures: dic
             "`psnr_lit`, `ssim_lit`: the protocol common in synthesis papers (2D axial slices, each image "
             "scaled to [0, 1] by its own range, whole slice, data range 1); higher than the in-mask numbers "
             "and not comparable to them.",
-            "Tables show mean ± standard deviation over subjects [95% confidence interval of the mean, "
-            "t distribution]. Paired tests compare two methods on the same subjects.",
+            f"Tables show mean ± standard deviation over subjects [95% confidence interval of the mean: "
+            f"t distribution from {BOOTSTRAP_BELOW} subjects on, below that a percentile bootstrap over the "
+            f"subjects ({BOOTSTRAP_RESAMPLES} resamples), clipped to the metric's possible range (SSIM and r "
+            f"at most 1, errors at least 0)]; `ci_method` in summary.csv says which. Paired tests compare "
+            f"two methods on the same subjects.",
         ]),
         Block("h2", "Results inside the brain mask"),
+        *_few_subjects_warning(len(result.subjects)),
         _summary_table(result, main),
     ]
     if invariant:
@@ -142,7 +156,16 @@ def build_blocks(result: EvaluationResult, context: dict[str, Any], figures: dic
             _summary_table(result, invariant),
         ]
     if extra:
-        blocks += [Block("h2", "Whole volume and literature protocol"), _summary_table(result, extra)]
+        blocks += [
+            Block("h2", "Whole volume and literature protocol"),
+            Block("p", "These numbers count every voxel of the volume or slice, mostly background outside the "
+                       "brain mask, where every method writes what the real T2 holds there (zero after "
+                       "normalization): that background scores a perfect SSIM and no error, so the numbers "
+                       "rise with the share of background, and a method can rank higher here while it is "
+                       "worse inside the brain. Judge synthesis quality by the in-mask tables above; these "
+                       "are here to compare with papers that report them."),
+            _summary_table(result, extra),
+        ]
     if tissue:
         blocks += [Block("h2", "Mean absolute error per tissue"), _summary_table(result, tissue)]
     blocks += [
@@ -191,9 +214,9 @@ def _inline(text: str) -> str:
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;
 color:#222;padding:0 1em;line-height:1.45}
-table{border-collapse:collapse;margin:0.8em 0;font-size:0.88em}
-th,td{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}
-th{background:#f0f0f0}td:first-child,td:nth-child(2){text-align:left}
+table{border-collapse:collapse;margin:0.8em 0;font-size:0.85em;display:block;max-width:100%;overflow-x:auto}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;vertical-align:top}
+th{background:#f0f0f0;white-space:nowrap}td:first-child,td:nth-child(2){text-align:left;white-space:nowrap}
 img{max-width:100%;border:1px solid #ddd}code{background:#f4f4f4;padding:0 3px}
 h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #bbb;margin-top:1.6em}
 """

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mrsynth.evaluation.metrics import metric_bounds
 from mrsynth.evaluation.stats import paired_test, summarize
 from mrsynth.fileio import atomic_write_text
 from mrsynth.reporting import json_text
@@ -28,7 +29,7 @@ class EvaluationResult:
     kinds: dict[str, str]  # method -> "run" | "baseline"
     subjects: list[str]
     rows: list[dict[str, Any]]  # {"subject", "method", <metric>: float, ...}
-    summary: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    summary: dict[str, dict[str, dict[str, float | int | str]]] = field(default_factory=dict)
     tests: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -56,7 +57,7 @@ def comparison_pairs(result: EvaluationResult) -> list[tuple[str, str]]:
 def finalize(result: EvaluationResult) -> EvaluationResult:
     """Fill in the summary (mean, sd, 95% CI per method and metric) and the paired tests."""
     result.summary = {
-        m: {k: summarize(result.values(m, k)) for k in result.metrics} for m in result.methods
+        m: {k: summarize(result.values(m, k), metric_bounds(k)) for k in result.metrics} for m in result.methods
     }
     compared = [k for k in result.metrics if k not in NOT_COMPARED]
     result.tests = [
@@ -101,7 +102,7 @@ def write_tables(result: EvaluationResult, out_dir: Path, context: dict[str, Any
     }
     atomic_write_text(paths["per_subject"], _csv_text(["subject", "method", *result.metrics], result.rows))
     atomic_write_text(paths["summary_csv"], _csv_text(
-        ["method", "kind", "metric", "mean", "sd", "ci_low", "ci_high", "n"], summary_rows(result)))
+        ["method", "kind", "metric", "mean", "sd", "ci_low", "ci_high", "ci_method", "n"], summary_rows(result)))
     atomic_write_text(paths["tests"], _csv_text(
         ["metric", "a", "b", "n", "mean_diff", "t", "p_t", "w", "p_w", "note"], result.tests))
     payload = {

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from mrsynth import backend as backends
 from mrsynth.backend import Predictor
 from mrsynth.config import Config
+from mrsynth.console import progress_enabled
 from mrsynth.errors import ConfigError, DataError, MrsynthError
 from mrsynth.evaluation import figures
 from mrsynth.evaluation.baselines import fit_baselines
@@ -72,6 +73,16 @@ def label_runs(runs: list[RunSpec]) -> None:
         r.label = r.backend if backends.count(r.backend) == 1 else f"{r.backend}:{r.run_dir.name}"
 
 
+FRAMEWORK_TITLES = {"jax": "JAX", "torch": "PyTorch"}
+
+
+def run_title(run: RunSpec) -> str:
+    """What figures call a run: the model and its framework, e.g. "U-Net (JAX)" (plus the run's
+    folder name when two runs share a framework)."""
+    framework = FRAMEWORK_TITLES.get(run.backend, run.backend)
+    return f"U-Net ({framework})" if run.label == run.backend else f"U-Net ({framework}, {run.run_dir.name})"
+
+
 def _check_same_data(runs: list[RunSpec]) -> None:
     first = runs[0]
     for other in runs[1:]:
@@ -120,10 +131,12 @@ def evaluate_runs(
     out: Path,
     predictors: list[Predictor] | None = None,
     title: str | None = None,
+    convention: str = "neurological",
 ) -> tuple[EvaluationResult, Path]:
     """Synthesize the chosen split with every run and baseline, score, and write the report.
 
-    ``predictors`` (one per run) defaults to each run's backend ``load_predictor(run_dir, which)``.
+    ``predictors`` (one per run) defaults to each run's backend ``load_predictor(run_dir, which)``;
+    ``convention``: the figures' left-right display (``figures.CONVENTIONS``).
     Returns the result and the path of report.html. The output folder appears only when complete.
     """
     if subjects not in SUBJECT_CHOICES:
@@ -159,12 +172,14 @@ def evaluate_runs(
                               "runs must share data settings to be compared on the same subjects")
     baselines = fit_baselines([load_volume(f, data_cfg) for f in train_files])
     methods = [r.label for r in runs] + list(baselines)
+    titles = {**{r.label: run_title(r) for r in runs}, **{name: b.title for name, b in baselines.items()}}
     result = EvaluationResult(methods=methods, kinds={**{r.label: "run" for r in runs},
                                                       **{b: "baseline" for b in baselines}},
                               subjects=[f.subject for f in chosen], rows=[])
     with atomic_dir(out) as tmp:
         figure_paths: dict[str, Path] = {}
-        for index, files in enumerate(tqdm(chosen, desc=f"evaluate {subjects}", unit="subject")):
+        for index, files in enumerate(tqdm(chosen, desc=f"evaluate {subjects}", unit="subject",
+                                               disable=not progress_enabled())):
             volume = load_volume(files, data_cfg)
             predictions: dict[str, np.ndarray] = {}
             inside = volume.mask > 0
@@ -183,10 +198,10 @@ def evaluate_runs(
                        **literature_slice_metrics(pred, volume.t2, volume.mask)}
                 result.rows.append(row)
             if index < FIGURE_SUBJECTS:
-                title_s = f"{files.subject}: T1, real T2, synthesized T2 and |error| (normalized units)"
+                title_s = f"{files.subject}: T1, real T2, synthesized T2 and |error|"
                 figure_paths[f"Subject {files.subject}"] = figures.subject_panel(
-                    volume.t1, volume.t2, predictions, volume.mask,
-                    tmp / "figures" / f"subject_{_safe_name(files.subject)}.png", title_s)
+                    volume.t1, volume.t2, {titles[m]: p for m, p in predictions.items()}, volume.mask,
+                    tmp / "figures" / f"subject_{_safe_name(files.subject)}.png", title_s, convention)
         finalize(result)
         context = {
             "title": title or f"mrsynth evaluation: {', '.join(r.label for r in runs)} vs baselines",
@@ -205,10 +220,10 @@ def evaluate_runs(
             ),
             "units": "normalized T2 units of each subject",
         }
-        figure_paths["Metrics per subject"] = figures.metric_boxplots(
-            {m: {k: result.values(m, k) for k in ("psnr", "ssim", "mae")} for m in methods},
-            ("psnr", "ssim", "mae"), tmp / "figures" / "metrics_boxplot.png")
-        logs = {r.label: figures.read_metrics_log(r.run_dir / "metrics.jsonl") for r in runs}
+        figure_paths["Metrics per subject"] = figures.metric_plot(
+            {titles[m]: {k: result.values(m, k) for k in ("psnr", "ssim", "mae")} for m in methods},
+            ("psnr", "ssim", "mae"), tmp / "figures" / "metrics_per_subject.png")
+        logs = {titles[r.label]: figures.read_metrics_log(r.run_dir / "metrics.jsonl") for r in runs}
         if any(logs.values()):
             figure_paths["Training curves"] = figures.training_curves(logs, tmp / "figures" / "training_curves.png")
         write_tables(result, tmp, context)

@@ -1,9 +1,12 @@
 """Summary statistics over subjects and paired tests between methods.
 
-Subjects are the unit of replication: a method's number is the mean over subjects, with a
-t-distribution 95% confidence interval, and two methods are compared on the same subjects with
-a paired t-test and a Wilcoxon signed-rank test. Non-finite values (PSNR of a perfect
-prediction) are left out and the count says so.
+Subjects are the unit of replication: a method's number is the mean over subjects with a 95%
+confidence interval, and two methods are compared on the same subjects with a paired t-test and
+a Wilcoxon signed-rank test. The interval is the t-distribution one from ``BOOTSTRAP_BELOW``
+subjects on; below, a percentile bootstrap of the mean, whose ends are means of resampled
+subjects and so never leave the observed values (the t interval of 2 subjects is 12.7 standard
+errors wide: an SSIM of 1.17). Both are clipped to the metric's possible range. Non-finite
+values (PSNR of a perfect prediction) are left out and the count says so.
 """
 from __future__ import annotations
 
@@ -14,20 +17,35 @@ import numpy as np
 from scipy import stats as sps
 
 CONFIDENCE = 0.95
+BOOTSTRAP_BELOW = 10  # fewer subjects: percentile bootstrap instead of the t interval
+FEW_SUBJECTS = 5  # fewer subjects: reports say that the intervals mean little
+BOOTSTRAP_RESAMPLES = 10_000
+UNBOUNDED = (-math.inf, math.inf)
 
 
-def summarize(values: Sequence[float]) -> dict[str, float]:
-    """mean, sd (n-1), 95% CI of the mean (t distribution) and n over the finite values."""
+def summarize(values: Sequence[float], bounds: tuple[float, float] = UNBOUNDED) -> dict[str, float | int | str]:
+    """mean, sd (n-1), 95% CI of the mean (``ci_method`` 't' or 'bootstrap'; '' below 2 values)
+    and n over the finite values; the interval is clipped to ``bounds``, the metric's range."""
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
     n = int(x.size)
-    out = {"mean": math.nan, "sd": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": n}
+    out: dict[str, float | int | str] = {"mean": math.nan, "sd": math.nan, "ci_low": math.nan,
+                                         "ci_high": math.nan, "n": n, "ci_method": ""}
     if n == 0:
         return out
-    out["mean"] = float(x.mean())
-    if n >= 2:
-        sd = float(x.std(ddof=1))
+    mean = float(x.mean())
+    out["mean"] = mean
+    if n < 2:
+        return out
+    sd = float(x.std(ddof=1))
+    if n >= BOOTSTRAP_BELOW:
         half = float(sps.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * sd / math.sqrt(n)
-        out.update(sd=sd, ci_low=out["mean"] - half, ci_high=out["mean"] + half)
+        low, high, method = mean - half, mean + half, "t"
+    else:
+        means = x[np.random.default_rng(0).integers(0, n, size=(BOOTSTRAP_RESAMPLES, n))].mean(axis=1)
+        low, high = (float(q) for q in np.quantile(means, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2]))
+        method = "bootstrap"
+    out.update(sd=sd, ci_low=min(max(low, bounds[0]), bounds[1]), ci_high=min(max(high, bounds[0]), bounds[1]),
+               ci_method=method)
     return out
 
 

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 import mrsynth
 from mrsynth.backend import Predictor
 from mrsynth.config import Config, config_from_dict
+from mrsynth.console import progress_enabled
 from mrsynth.data.contract import PreprocessingContract
 from mrsynth.data.io import image_like
 from mrsynth.data.preprocess import MaskFn, load_t1_only
@@ -375,7 +376,7 @@ def synthesize_files(inputs: list[Path], out_dir: Path, predictor: Predictor, se
     """Synthesize every input: a bad input is reported and the job goes on; any other user-facing
     error (a full disk, an impossible option) stops it, since every later input would fail too."""
     report = JobReport()
-    for index, path in enumerate(tqdm(inputs, desc="synthesize", unit="volume", disable=len(inputs) < 2)):
+    for index, path in enumerate(tqdm(inputs, desc="synthesize", unit="volume", disable=len(inputs) < 2 or not progress_enabled())):
         if skip_existing and all(p.is_file() for p in output_paths(path, out_dir, uncertainty)):
             report.skipped.append(path)
             continue

@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mrsynth.config import DataConfig
+from mrsynth.console import progress_enabled
 from mrsynth.errors import ConfigError, DataError
 from mrsynth.fileio import atomic_dir, atomic_write_text
 from mrsynth.phantom.anatomy import CSF, GRAY_MATTER, TISSUE_NAMES, WHITE_MATTER, head_fractions
@@ -189,5 +190,6 @@ def ensure_phantom(cfg: DataConfig) -> Path:
             raise ConfigError(f"data.root: {root} holds a phantom with {have}, the config asks for {want}; "
                               f"use another data.root, or delete {root} if no run uses it")
         log.info("generating %d phantom subjects %s into %s", cfg.phantom_subjects, list(shape), root)
-        regenerate_phantom(root, cfg.phantom_subjects, shape, cfg.phantom_seed)
+        regenerate_phantom(root, cfg.phantom_subjects, shape, cfg.phantom_seed,
+                           progress=None if progress_enabled() else False)
     return root

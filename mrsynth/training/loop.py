@@ -32,7 +32,7 @@ from mrsynth.inference.volume import synthesize_subject
 from mrsynth.evaluation.metrics import volume_metrics
 from mrsynth.fileio import remove_leftover_temporaries
 from mrsynth import runs
-from mrsynth.training.logging import RunLogger
+from mrsynth.training.logging import RunLogger, preview_slices
 
 VAL_SELECT_METRIC = "mae"  # lower is better; chooses the best checkpoint
 
@@ -63,14 +63,18 @@ def load_train_data(cfg: Config) -> TrainData:
     return TrainData(train, val, contract, subjects)
 
 
-def validate(engine: TrainEngine, volumes: list[Volume], cfg: Config,
-             contract: PreprocessingContract) -> dict[str, float]:
-    """Masked metrics of whole synthesized validation volumes (as predict delivers them), averaged."""
+def validate(engine: TrainEngine, volumes: list[Volume], cfg: Config, contract: PreprocessingContract,
+             previews: dict[str, dict[str, np.ndarray]] | None = None) -> dict[str, float]:
+    """Masked metrics of whole synthesized validation volumes (as predict delivers them), averaged.
+
+    ``previews``, when given, receives each subject's display slices (TensorBoard images)."""
     predictor = engine.predictor()
     rows = []
     for vol in volumes:
         pred = synthesize_subject(vol.t1, vol.mask, predictor, cfg.data, cfg.eval, contract.t2_range).t2
         rows.append(volume_metrics(pred, vol.t2, vol.mask, cfg.eval.data_range))
+        if previews is not None:
+            previews[vol.subject] = preview_slices(vol.t1, vol.t2, pred, vol.mask, cfg.data.slice_axis)
     keys = ("psnr", "ssim", "mae", "nrmse", "pearson")
     return {k: float(np.mean([r[k] for r in rows])) for k in keys}
 
@@ -229,10 +233,12 @@ def _train_in(cfg: Config, backend_name: str, run_dir: Path, resume: bool, stop:
                 window_start, window_steps = time.perf_counter(), 0
             is_best = False
             if at(t.val_every) and data.val and not stopping:
-                last_val = validate(engine, data.val, cfg, data.contract)
+                previews: dict[str, dict[str, np.ndarray]] = {}
+                last_val = validate(engine, data.val, cfg, data.contract, previews)
                 is_best = best is None or last_val[VAL_SELECT_METRIC] < best
                 best = last_val[VAL_SELECT_METRIC] if is_best else best
                 logger.log("val", step, last_val)
+                logger.log_images(step, previews)
                 logger.message(f"step {step}: val " + ", ".join(f"{k}={v:.4f}" for k, v in last_val.items()))
                 window_start = time.perf_counter()  # validation time is not training throughput
             if at(t.ckpt_every) or (stop.signum is not None and last_ckpt != step):

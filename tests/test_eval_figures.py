@@ -1,0 +1,115 @@
+"""Report figures read the way radiologists and imaging engineers read them: patient directions on
+every panel, a left-right convention to choose, colour bars with units, equal panels, dots for few
+subjects, dB on PSNR axes, methods named by model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from mrsynth.evaluation import figures
+from mrsynth.evaluation.baselines import BASELINES
+from mrsynth.evaluation.runner import RunSpec, run_title
+
+CENTRE = (20, 30, 15)
+
+
+@pytest.fixture
+def head() -> tuple[np.ndarray, np.ndarray]:
+    """A RAS+ volume with a bright block at the patient's right, anterior, upper side."""
+    volume = np.zeros((40, 60, 30), np.float32)
+    mask = np.zeros_like(volume)
+    mask[5:35, 5:55, 5:25] = 1
+    volume[mask > 0] = 1.0
+    volume[28:34, 45:54, 17:22] = 3.0
+    return volume, mask
+
+
+@pytest.fixture
+def captured(monkeypatch) -> list[plt.Figure]:
+    """The figures the module would save (kept open for inspection)."""
+    kept: list[plt.Figure] = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: kept.append(fig) or path)
+    yield kept
+    for fig in kept:
+        plt.close(fig)
+
+
+def _bright_side(image: np.ndarray) -> tuple[str, str]:
+    rows, cols = np.argwhere(image == image.max()).mean(axis=0)
+    return ("left" if cols < image.shape[1] / 2 else "right"), ("top" if rows < image.shape[0] / 2 else "bottom")
+
+
+def test_views_and_letters_follow_the_patient_in_both_conventions(head):
+    volume, _ = head
+    expected = {  # where the right-anterior-superior block shows, and the letter at that edge
+        ("axial", "neurological"): ("right", "top"), ("axial", "radiological"): ("left", "top"),
+        ("coronal", "neurological"): ("right", "top"), ("coronal", "radiological"): ("left", "top"),
+        ("sagittal", "neurological"): ("right", "top"), ("sagittal", "radiological"): ("right", "top"),
+    }
+    for (view, convention), (side, vertical) in expected.items():
+        image = figures.view_slice(volume, view, (31, 49, 19), convention)
+        assert _bright_side(image) == (side, vertical), (view, convention)
+        left, right, top, _ = figures.edge_letters(view, convention)
+        assert (right if side == "right" else left) == {"axial": "R", "coronal": "R", "sagittal": "A"}[view]
+        assert top == {"axial": "A", "coronal": "S", "sagittal": "S"}[view]
+    with pytest.raises(ValueError, match="convention"):
+        figures.view_slice(volume, "axial", CENTRE, "upside-down")
+
+
+@pytest.mark.parametrize("convention", figures.CONVENTIONS)
+def test_subject_figure_panels_are_equal_lettered_and_have_unit_colour_bars(head, captured, convention):
+    volume, mask = head
+    predictions = {"U-Net (JAX)": 0.9 * volume, "linear regression": volume + 0.2}
+    figures.subject_panel(volume, volume, predictions, mask, Path("unused.png"), "S1", convention)
+    fig = captured[0]
+    bars = [ax for ax in fig.axes if hasattr(ax, "_colorbar")]
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 3 * (2 + 2 * len(predictions))  # T1, real T2, predictions, errors x 3 views
+    rows: dict[float, set[tuple[float, float]]] = {}
+    for ax in panels:  # drawn sizes (after the equal aspect) per row of views
+        box = ax.get_position()
+        rows.setdefault(round(box.y0 + box.height / 2, 3), set()).add((round(box.width, 6), round(box.height, 6)))
+    assert len(rows) == 3 and all(len(sizes) == 1 for sizes in rows.values()), rows  # errors as large as images
+    for ax in panels:
+        letters = {t.get_text() for t in ax.texts}
+        assert len(letters) == 4 and letters <= set("LRAPSI"), letters
+    first_axial = panels[0]
+    left_letter = min(first_axial.texts, key=lambda t: t.get_position()[0]).get_text()
+    assert left_letter == ("L" if convention == "neurological" else "R")
+    labels = [ax.get_ylabel() for ax in bars]
+    assert labels == ["T1 (normalized units)", "T2 (normalized units)",
+                      "|synthesized − real T2| (normalized units)"]
+    assert [ax.images[0].get_cmap().name for ax in panels[:3]] == ["gray"] * 3
+    assert convention in fig._suptitle.get_text()
+
+
+@pytest.mark.parametrize("n, strip", [(2, True), (9, True), (10, False)])
+def test_metric_plot_shows_subjects_as_dots_when_few_and_psnr_in_db(captured, n, strip):
+    rng = np.random.default_rng(0)
+    values = {m: {k: list(rng.normal(size=n)) for k in ("psnr", "ssim", "mae")} for m in ("U-Net (JAX)", "linear")}
+    figures.metric_plot(values, ("psnr", "ssim", "mae"), Path("unused.png"))
+    axes = captured[0].axes
+    assert [ax.get_ylabel() for ax in axes] == ["PSNR (dB)", "SSIM", "MAE (normalized units)"]
+    dots = [c for c in axes[0].collections if c.get_offsets().shape[0] == n]
+    assert (len(dots) == 2) is strip  # one set of dots per method, or none under box plots
+    assert [t.get_text() for t in axes[0].get_xticklabels()] == ["U-Net (JAX)", "linear"]
+
+
+def test_training_curves_label_psnr_in_db(captured):
+    logs = {"U-Net (JAX)": [{"kind": "train", "step": 1, "loss": 1.0}, {"kind": "val", "step": 1, "psnr": 20.0}]}
+    figures.training_curves(logs, Path("unused.png"))
+    assert "PSNR (dB)" in [ax.get_ylabel() for ax in captured[0].axes]
+
+
+def test_methods_are_named_by_model(tmp_path):
+    def spec(backend: str, label: str) -> RunSpec:
+        return RunSpec(tmp_path / "demo-run", None, {"backend": backend}, "best", label=label)
+
+    assert run_title(spec("jax", "jax")) == "U-Net (JAX)"
+    assert run_title(spec("torch", "torch")) == "U-Net (PyTorch)"
+    assert run_title(spec("jax", "jax:demo-run")) == "U-Net (JAX, demo-run)"
+    assert [BASELINES[name].title for name in BASELINES] == ["identity (T1)", "linear regression",
+                                                             "histogram matching"]
