@@ -1,6 +1,6 @@
 """Optional dependencies: which ``pip install 'mrsynth[EXTRA]'`` provides each one.
 
-The base install is framework-free; a backend, IXI preparation and brain extraction each need
+The base install is framework-free; a backend, IXI preparation, brain extraction and ONNX export each need
 an extra (pyproject.toml). Code that needs one imports it through :func:`import_optional`, so
 a missing extra ends the command with one line that says what to install, not a traceback.
 """
@@ -20,6 +20,9 @@ EXTRA_OF_MODULE: dict[str, str] = {  # top-level module -> the extra that instal
     "torch": "torch",
     "SimpleITK": "ixi",
     "brainextractor": "skullstrip",
+    "onnx": "onnx",
+    "onnxscript": "onnx",
+    "onnxruntime": "onnx",
 }
 
 

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # The distribution that provides each optional top-level module.
 DISTRIBUTION_OF_MODULE = {"jax": "jax", "jaxlib": "jax", "flax": "flax", "optax": "optax",
                           "orbax": "orbax-checkpoint", "torch": "torch", "SimpleITK": "SimpleITK",
-                          "brainextractor": "brainextractor"}
+                          "brainextractor": "brainextractor", "onnx": "onnx", "onnxscript": "onnxscript",
+                          "onnxruntime": "onnxruntime"}
 
 
 def _names(requirements: list[str]) -> set[str]:
@@ -37,8 +38,8 @@ def test_pyproject_extras_match_the_modules_that_name_them():
     for module, extra in EXTRA_OF_MODULE.items():
         assert DISTRIBUTION_OF_MODULE[module] in _names(extras[extra]), module
     assert not _names(project["dependencies"]) & set(DISTRIBUTION_OF_MODULE.values())  # the core needs none
-    assert set(EXTRA_OF_MODULE.values()) == {"jax", "torch", "ixi", "skullstrip"}
-    assert extras["all"] == ["mrsynth[jax,torch,ixi,skullstrip]"] and "mrsynth[all]" in extras["test"]
+    assert set(EXTRA_OF_MODULE.values()) == {"jax", "torch", "ixi", "skullstrip", "onnx"}
+    assert extras["all"] == ["mrsynth[jax,torch,ixi,skullstrip,onnx]"] and "mrsynth[all]" in extras["test"]
 
 
 @pytest.mark.parametrize("name, framework, module", [

@@ -10,6 +10,7 @@ from pathlib import Path
 from mrsynth import backend as backends
 from mrsynth.commands.common import add_out_argument
 from mrsynth.errors import MrsynthError
+from mrsynth.extras import missing_extra_message
 from mrsynth import runs
 
 FORMATS = {"safetensors": ".safetensors", "onnx": ".onnx"}
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "onnx":
         missing = next((m for m in ONNX_MODULES if importlib.util.find_spec(m) is None), None)
         if missing is not None:
-            raise MrsynthError(f"export --format onnx: needs {missing}: pip install 'mrsynth[onnx]'")
+            raise MrsynthError(missing_extra_message(missing, "export --format onnx"))
     make_folder(args.out.parent, f"--out {args.out}")
     if args.weights is not None:
         weights = contextlib.nullcontext(args.weights)
