@@ -43,7 +43,8 @@ from jax_impl.weights import (export_portable, import_portable, load_torch_into,
                               state_to_torch)
 from torch_ref import losses as torch_losses
 from torch_ref.backend import TorchBackend
-from torch_ref.model import Dropout as TorchDropout, UNet as TorchUNet
+from torch_ref.layers import Dropout as TorchDropout
+from torch_ref.model import UNet as TorchUNet
 from torch_ref.train import TorchEngine
 from torch_ref.weights import load_state_into, load_weights, save_weights, state_dict_to_numpy
 

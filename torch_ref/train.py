@@ -25,7 +25,8 @@ from torch_ref import checkpoint
 from torch_ref.distributed import (DistContext, mean_over_processes, setup_distributed,
                                    teardown_distributed, wrap_model)
 from torch_ref.losses import training_loss
-from torch_ref.model import UNet, decayed_parameter_names, set_dropout_generator
+from torch_ref.layers import set_dropout_generator
+from torch_ref.model import UNet, decayed_parameter_names
 from torch_ref.predict import TorchPredictor, to_channels_first
 
 
