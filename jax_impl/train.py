@@ -23,7 +23,7 @@ from mrsynth.schedule import warmup_cosine
 from jax_impl import distributed
 from jax_impl.checkpoint import CheckpointStore
 from jax_impl.losses import training_loss
-from jax_impl.model import UNet, build_model
+from jax_impl.model import build_model
 from jax_impl.predict import JaxPredictor
 
 TrainState = dict[str, Any]  # {"params", "batch_stats", "opt_state", "step", "key"}
@@ -50,17 +50,17 @@ def make_optimizer(train: TrainConfig) -> optax.GradientTransformation:
     )
 
 
-def split_model(model: UNet) -> tuple[nnx.GraphDef, dict, dict]:
+def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, dict, dict]:
     """(graphdef, params, batch stats) with the states as pure nested dicts."""
     graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(stats)
 
 
-def merge_model(graphdef: nnx.GraphDef, params: dict, stats: dict) -> UNet:
+def merge_model(graphdef: nnx.GraphDef, params: dict, stats: dict) -> nnx.Module:
     return nnx.merge(graphdef, nnx.State(params), nnx.State(stats))
 
 
-def init_train_state(model: UNet, tx: optax.GradientTransformation, seed: int
+def init_train_state(model: nnx.Module, tx: optax.GradientTransformation, seed: int
                      ) -> tuple[nnx.GraphDef, TrainState]:
     graphdef, params, stats = split_model(model)
     state = {
@@ -189,7 +189,7 @@ class JaxEngine:
         fetch = lambda x: np.asarray(x.addressable_data(0))  # noqa: E731  replicated: any copy
         return jax.tree.map(fetch, state["params"]), jax.tree.map(fetch, state["batch_stats"])
 
-    def current_model(self) -> UNet:
+    def current_model(self) -> nnx.Module:
         params, stats = self.host_variables()
         return merge_model(self.graphdef, params, stats)
 
@@ -200,6 +200,8 @@ class JaxEngine:
         self._checkpoints.save(step, self.single_copy_state(), extra, is_best)
 
     def restore_checkpoint(self) -> tuple[int, dict[str, Any]] | None:
+        """Load the latest ``checkpoints/last`` step into this engine, placed on its devices (resume);
+        None when the run has none. Predictors read ``best`` or ``last`` through ``load_run_model``."""
         target_sharding = (jax.sharding.SingleDeviceSharding(self._local_devices[0]) if self.pmap
                            else self._replicated)
         abstract = jax.tree.map(

@@ -83,3 +83,8 @@ class UNet(nn.Module):
 def decayed_parameter_names(model: nn.Module) -> set[str]:
     """Canonical names that get weight decay: conv / conv-transpose weights (ndim >= 3)."""
     return {name for name, p in model.named_parameters() if name.endswith(".weight") and p.ndim >= 3}
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """A freshly initialized U-Net (from torch's global RNG) in training mode."""
+    return UNet(cfg)
