@@ -1,4 +1,4 @@
-"""The U-Net of docs/ARCHITECTURE.md in Flax NNX, channels-last: how the layers are composed.
+"""The JAX networks by ``model.arch`` name, and the U-Net of docs/ARCHITECTURE.md: how its layers are composed.
 
 The module tree mirrors the PyTorch ``state_dict`` names (``encoders.0.conv1``, ``ups.1.conv``,
 ``head``...), so ``jax_impl/weights.py`` converts by a table of layout rules. Parameters are
@@ -7,11 +7,14 @@ The layers themselves are in ``jax_impl/layers.py``.
 """
 from __future__ import annotations
 
+from typing import Protocol
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from mrsynth.config import ModelConfig
+from mrsynth.registry import ArchitectureRegistry
 
 from jax_impl.layers import (CONV3D_FORMULATIONS, ConvTranspose2x, Dropout, ResizeConv, activation, conv,
                              make_norm)
@@ -107,8 +110,25 @@ class UNet(nnx.Module):
         return self.head(x.astype(jnp.promote_types(x.dtype, jnp.float32)))  # bf16 -> f32; f64 kept
 
 
+class Builder(Protocol):
+    """Builds a freshly initialized network in training mode, channels-last in and float32 out,
+    called as ``model(x, sample_keys)`` (keys only for dropout). Its NNX paths must mirror the torch
+    twin's ``state_dict`` names (``jax_impl/weights.py``)."""
+
+    def __call__(self, cfg: ModelConfig, *, compute_dtype: jnp.dtype, axis_name: str | None, conv3d: str,
+                 rngs: nnx.Rngs) -> nnx.Module: ...
+
+
+# model.arch -> builder; every architecture registers here and its torch twin in torch_ref/model.py.
+ARCHITECTURES: ArchitectureRegistry[Builder] = ArchitectureRegistry("jax backend")
+register_architecture = ARCHITECTURES.register
+unregister_architecture = ARCHITECTURES.unregister
+register_architecture("unet", UNet)
+
+
 def build_model(cfg: ModelConfig, *, seed: int = 0, compute_dtype: str = "float32",
-                axis_name: str | None = None, conv3d: str = "stacked2d") -> UNet:
-    """A freshly initialized U-Net in training mode."""
-    return UNet(cfg, compute_dtype=jnp.dtype(compute_dtype), axis_name=axis_name, conv3d=conv3d,
-                rngs=nnx.Rngs(params=seed))
+                axis_name: str | None = None, conv3d: str = "stacked2d") -> nnx.Module:
+    """A freshly initialized ``cfg.arch`` network in training mode."""
+    builder = ARCHITECTURES.get(cfg.arch)
+    return builder(cfg, compute_dtype=jnp.dtype(compute_dtype), axis_name=axis_name, conv3d=conv3d,
+                   rngs=nnx.Rngs(params=seed))

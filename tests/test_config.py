@@ -45,11 +45,18 @@ def test_overrides_are_typed():
     ("data.split_fractions=[0.5,0.5,0.5]", "sum to 1"),
     ("train.warmup_steps=600", "train.warmup_steps"),
     ("nosection", "expected section.key=value"),
+    ("model.arch=u-net", "model.arch: must be an architecture name"),
+    ("model.arch=''", "model.arch: must be an architecture name"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=None) as info:
         load_config(None, [override])
     assert message in str(info.value)
+
+
+def test_any_architecture_name_passes_config_validation():
+    """Names are checked against the backends' registries when a model is built, not here."""
+    assert load_config(None, ["model.arch=my_net"]).model.arch == "my_net"
 
 
 def test_3d_patch_needs_three_sizes():

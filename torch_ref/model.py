@@ -1,4 +1,4 @@
-"""The U-Net of docs/ARCHITECTURE.md in torch.nn: how the layers are composed.
+"""The torch networks by ``model.arch`` name, and the U-Net of docs/ARCHITECTURE.md: how its layers are composed.
 
 Its ``state_dict`` names are the canonical names, 2D or 3D per ``ModelConfig.dims``. Every module
 attribute name here is part of the portable weight format, so renaming one is a format change.
@@ -6,10 +6,13 @@ The layers themselves are in ``torch_ref/layers.py``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from mrsynth.config import ModelConfig
+from mrsynth.registry import ArchitectureRegistry
 from torch_ref.layers import (Dropout, ResizeConv, conv_class, conv_transpose_class, make_activation,
                               make_norm)
 
@@ -85,6 +88,16 @@ def decayed_parameter_names(model: nn.Module) -> set[str]:
     return {name for name, p in model.named_parameters() if name.endswith(".weight") and p.ndim >= 3}
 
 
+# A builder returns a freshly initialized network in training mode: channels-first in, float32 out,
+# its state_dict names are the canonical names of the portable weight file.
+Builder = Callable[[ModelConfig], nn.Module]
+# model.arch -> builder; every architecture registers here and its JAX twin in jax_impl/model.py.
+ARCHITECTURES: ArchitectureRegistry[Builder] = ArchitectureRegistry("torch backend")
+register_architecture = ARCHITECTURES.register
+unregister_architecture = ARCHITECTURES.unregister
+register_architecture("unet", UNet)
+
+
 def build_model(cfg: ModelConfig) -> nn.Module:
-    """A freshly initialized U-Net (from torch's global RNG) in training mode."""
-    return UNet(cfg)
+    """A freshly initialized ``cfg.arch`` network (from torch's global RNG) in training mode."""
+    return ARCHITECTURES.get(cfg.arch)(cfg)
