@@ -127,7 +127,7 @@ def perturb_jax(model: nnx.Module, seed: int) -> None:
 
 @dataclass
 class ModelPair:
-    """The same U-Net in both frameworks (float32, CPU/default device, training mode)."""
+    """The same network in both frameworks (float32, CPU/default device)."""
 
     cfg: ModelConfig
     torch_model: torch.nn.Module
