@@ -117,4 +117,3 @@ def conform(path: Path | str, tensors: dict[str, np.ndarray],
                 f"{path}: parameter '{name}' has shape {tuple(tensors[name].shape)}, model expects {tuple(shape)}"
             )
     return tensors
-
