@@ -6,27 +6,31 @@ from pathlib import Path
 import jax
 from flax import nnx
 
+from mrsynth.checkpoints import LoadedRun, checkpoint_dir
 from mrsynth.config import Config, load_config
 from mrsynth import runs
 from mrsynth.weights import model_source_kind
 
-from jax_impl.checkpoint import restore_from_run
-from jax_impl.model import UNet, build_model
+from jax_impl.checkpoint import find_checkpoint, read_checkpoint
+from jax_impl.model import build_model
 from jax_impl.predict import JaxPredictor
 from jax_impl.train import JaxEngine, abstract_train_state, merge_model
-from jax_impl.weights import export_portable, import_portable
+from jax_impl.weights import load_weights, save_weights
 
 
-def load_run_model(run_dir: Path, which: str) -> tuple[UNet, Config, int]:
-    """The float32 U-Net of a JAX run directory with its ``which`` (best | last) checkpoint."""
+def load_run_model(run_dir: Path, which: str) -> LoadedRun:
+    """The float32 network of a JAX run directory with its ``which`` (best | last) checkpoint."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / runs.CONFIG_FILE)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
                           abstract_train_state(cfg))
-    step, state, _ = restore_from_run(run_dir / "checkpoints", target, which)
+    path = find_checkpoint(run_dir, which)
+    step, state, _ = read_checkpoint(path, target)
     graphdef, _, _ = nnx.split(build_model(cfg.model), nnx.Param, nnx.BatchStat)
-    return merge_model(graphdef, state["params"], state["batch_stats"]), cfg, step
+    model = merge_model(graphdef, state["params"], state["batch_stats"])
+    model.eval()
+    return LoadedRun(model, cfg, step, str(path.relative_to(checkpoint_dir(run_dir))))
 
 
 class JaxBackend:
@@ -38,15 +42,16 @@ class JaxBackend:
     def load_predictor(self, source: Path, which: str = "best") -> JaxPredictor:
         """From a run directory (its best|last checkpoint) or a portable ``.safetensors`` file."""
         if model_source_kind(source) == "run":
-            model, cfg, _ = load_run_model(Path(source), which)
-            return JaxPredictor(model, cfg.model)
-        model, model_cfg = import_portable(Path(source))
+            run = load_run_model(Path(source), which)
+            return JaxPredictor(run.model, run.config.model)
+        model, model_cfg, _ = load_weights(Path(source))
         return JaxPredictor(model, model_cfg)
 
     def export_weights(self, run_dir: Path, out: Path, which: str = "best") -> None:
         """Write the portable weight file of a run's ``which`` checkpoint."""
-        model, cfg, step = load_run_model(Path(run_dir), which)
-        export_portable(model, cfg.model, Path(out), runs.portable_metadata(run_dir, which, step=step))
+        run = load_run_model(Path(run_dir), which)
+        save_weights(Path(out), run.model, run.config.model,
+                     runs.portable_metadata(run_dir, which, **run.provenance()))
 
 
 def create_backend() -> JaxBackend:

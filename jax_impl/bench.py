@@ -13,11 +13,8 @@ compile or hit the cache runs inside the same scope.
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mrsynth.backend import Batch, Predictor
-from mrsynth.config import Config, ModelConfig, config_from_dict
+from mrsynth.config import Config, config_from_dict
 
 from mrsynth.bench.backends import first_step_seconds, step_seconds, time_matmul_tflops
+from mrsynth.bench.session import EngineSession
 from mrsynth.bench.settings import BenchSettings
 from mrsynth.bench.variants import Variant, parse_variant
 from jax_impl.train import JaxEngine
@@ -41,40 +38,18 @@ def precision_scope(precision: str) -> contextlib.AbstractContextManager:
     return jax.default_matmul_precision(level) if level else contextlib.nullcontext()
 
 
-def _sync(tree: Any) -> None:
-    jax.block_until_ready(tree)
-
-
-class _ScopedPredictor:
-    """A predictor whose calls run under the variant's precision (same jit cache entry each time)."""
-
-    def __init__(self, inner: Predictor, precision: str) -> None:
-        self._inner = inner
-        self._precision = precision
-        self.model_config: ModelConfig = inner.model_config
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        with precision_scope(self._precision):
-            return self._inner(batch)
-
-
-class JaxSession:
-    """A :class:`mrsynth.bench.backends.TrainSession` on ``devices`` (default: the first device)."""
+class JaxSession(EngineSession):
+    """A timing session on ``devices`` (default: the first device)."""
 
     def __init__(self, cfg: Config, variant: Variant, batch: dict[str, np.ndarray],
                  devices: list[jax.Device] | None = None) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="mrsynth-bench-jax-")
-        devices = devices or jax.local_devices()[:1]
+        self.devices = devices or jax.local_devices()[:1]
         self.precision = variant.precision
-        self.engine = JaxEngine(cfg, Path(self._tmp.name), devices=devices)
-        with precision_scope(self.precision):
-            self._placed = self.engine.place_batch(batch)
-        _sync(self._placed)
-        self.devices = devices
+        super().__init__(lambda run_dir: JaxEngine(cfg, run_dir, devices=self.devices), batch, "jax")
         self.settings = {
-            "device": devices[0].device_kind,
-            "devices": len(devices),
-            "platform": devices[0].platform,
+            "device": self.devices[0].device_kind,
+            "devices": len(self.devices),
+            "platform": self.devices[0].platform,
             "matmul_precision": MATMUL_PRECISION[self.precision] or "default",
             "compute_dtype": cfg.train.compute_dtype,
             "parallel": cfg.train.parallel,
@@ -83,18 +58,8 @@ class JaxSession:
     def precision_scope(self) -> contextlib.AbstractContextManager[Any]:
         return precision_scope(self.precision)
 
-    def synced_step(self) -> None:
-        metrics = self.engine.train_step_placed(self._placed)
-        _sync((metrics, self.engine.state))
-
-    def run_steps(self, batches: Iterator[Batch], n: int) -> None:
-        metrics = None
-        for _ in range(n):
-            metrics = self.engine.train_step(next(batches))
-        _sync((metrics, self.engine.state))
-
-    def predictor(self) -> Predictor:
-        return _ScopedPredictor(self.engine.predictor(), self.precision)
+    def wait(self, result: Any) -> None:
+        jax.block_until_ready((result, self.engine.state))
 
     def memory(self) -> dict[str, float | None]:
         """Peak bytes in use on the busiest device (a process high-water mark in JAX: it cannot be
@@ -104,12 +69,6 @@ class JaxSession:
         in_use = [s["bytes_in_use"] for s in stats if "bytes_in_use" in s]
         return {"device_peak_mib": max(peak) / 2**20 if peak else None,
                 "device_in_use_mib": max(in_use) / 2**20 if in_use else None}
-
-    def close(self) -> None:
-        self.engine.close()
-        del self.engine, self._placed
-        gc.collect()
-        self._tmp.cleanup()
 
 
 class JaxBench:
@@ -143,7 +102,7 @@ class JaxBench:
         a, b = (jax.random.normal(k, (size, size), dtype) for k in keys)
         matmul = jax.jit(jnp.matmul)
         with precision_scope(precision):
-            return time_matmul_tflops(lambda: _sync(matmul(a, b)), size)
+            return time_matmul_tflops(lambda: jax.block_until_ready(matmul(a, b)), size)
 
     def open_session(self, cfg: Config, variant: Variant, batch: dict[str, np.ndarray]) -> JaxSession:
         return JaxSession(cfg, variant, batch)

@@ -13,10 +13,9 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 
+from mrsynth.checkpoints import checkpoint_dir, pick_checkpoint
 from mrsynth.errors import CheckpointError
 from mrsynth.fileio import reporting_disk_full
-
-WHICH = ("last", "best")
 
 
 def _manager(directory: Path, max_to_keep: int | None, for_reading: bool) -> ocp.CheckpointManager:
@@ -81,19 +80,32 @@ class CheckpointStore:
         self._best.close()
 
 
-def restore_from_run(checkpoints_dir: Path, abstract_state: Any, which: str = "best"
-                     ) -> tuple[int, Any, dict[str, Any]]:
-    """Read-only restore of a finished (or running) run's ``which`` checkpoint: (step, state, extra)."""
-    if which not in WHICH:
-        raise CheckpointError(f"checkpoint choice {which!r} is not one of {', '.join(WHICH)}")
-    directory = Path(checkpoints_dir) / which
+def _latest_step(directory: Path) -> int | None:
+    """The newest complete checkpoint step under ``directory`` (None when there is none)."""
     if not directory.is_dir():
-        raise CheckpointError(f"{directory}: no '{which}' checkpoints in this run")
+        return None
     manager = _manager(directory, None, for_reading=True)
     try:
-        step = manager.latest_step()
-        if step is None:
-            raise CheckpointError(f"{directory}: no complete '{which}' checkpoint in this run")
+        return manager.latest_step()
+    finally:
+        manager.close()
+
+
+def find_checkpoint(run_dir: Path, which: str) -> Path:
+    """The ``best`` or ``last`` checkpoint of a run, ``checkpoints/<kind>/<step>``
+    (:func:`mrsynth.checkpoints.pick_checkpoint`: best falls back to last)."""
+    def locate(kind: str) -> Path | None:
+        step = _latest_step(checkpoint_dir(run_dir) / kind)
+        return None if step is None else checkpoint_dir(run_dir) / kind / str(step)
+
+    return pick_checkpoint(run_dir, which, "jax", locate)
+
+
+def read_checkpoint(path: Path, abstract_state: Any) -> tuple[int, Any, dict[str, Any]]:
+    """Read-only restore of the checkpoint at ``path`` (from :func:`find_checkpoint`): (step, state, extra)."""
+    manager = _manager(Path(path).parent, None, for_reading=True)
+    try:
+        step = int(Path(path).name)
         state, extra = _restore(manager, step, abstract_state)
         return step, state, extra
     finally:

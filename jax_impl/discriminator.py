@@ -13,7 +13,7 @@ from flax import nnx
 
 from mrsynth.config import DiscriminatorConfig
 
-from jax_impl.model import GroupNorm
+from jax_impl.layers import GroupNorm
 
 LEAKY_SLOPE = 0.2  # pix2pix
 KERNEL = 4

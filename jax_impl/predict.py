@@ -16,8 +16,6 @@ from flax import nnx
 from mrsynth.config import ModelConfig
 from mrsynth.inference.volume import crop_to, pad_to_multiple
 
-from jax_impl.model import UNet
-
 
 @partial(jax.jit, static_argnums=0)
 def _forward(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array) -> jax.Array:
@@ -25,9 +23,9 @@ def _forward(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array) -> jax.Arra
 
 
 class JaxPredictor:
-    """:class:`mrsynth.backend.Predictor` over a U-Net (the model is switched to eval mode)."""
+    """:class:`mrsynth.backend.Predictor` over a network (the model is switched to eval mode)."""
 
-    def __init__(self, model: UNet, model_config: ModelConfig, device: jax.Device | None = None) -> None:
+    def __init__(self, model: nnx.Module, model_config: ModelConfig, device: jax.Device | None = None) -> None:
         self.model_config = model_config
         model.eval()
         self._graphdef, state = nnx.split(model)

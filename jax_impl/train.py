@@ -20,10 +20,10 @@ from mrsynth.backend import Batch
 from mrsynth.config import Config, TrainConfig
 from mrsynth.schedule import warmup_cosine
 
-from jax_impl import parallel
+from jax_impl import distributed
 from jax_impl.checkpoint import CheckpointStore
 from jax_impl.losses import training_loss
-from jax_impl.model import UNet, build_model
+from jax_impl.model import build_model
 from jax_impl.predict import JaxPredictor
 
 TrainState = dict[str, Any]  # {"params", "batch_stats", "opt_state", "step", "key"}
@@ -50,17 +50,17 @@ def make_optimizer(train: TrainConfig) -> optax.GradientTransformation:
     )
 
 
-def split_model(model: UNet) -> tuple[nnx.GraphDef, dict, dict]:
+def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, dict, dict]:
     """(graphdef, params, batch stats) with the states as pure nested dicts."""
     graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(stats)
 
 
-def merge_model(graphdef: nnx.GraphDef, params: dict, stats: dict) -> UNet:
+def merge_model(graphdef: nnx.GraphDef, params: dict, stats: dict) -> nnx.Module:
     return nnx.merge(graphdef, nnx.State(params), nnx.State(stats))
 
 
-def init_train_state(model: UNet, tx: optax.GradientTransformation, seed: int
+def init_train_state(model: nnx.Module, tx: optax.GradientTransformation, seed: int
                      ) -> tuple[nnx.GraphDef, TrainState]:
     graphdef, params, stats = split_model(model)
     state = {
@@ -123,27 +123,27 @@ class JaxEngine:
     """:class:`mrsynth.backend.TrainEngine` for JAX: data-parallel over ``devices`` (default all)."""
 
     def __init__(self, cfg: Config, run_dir: Path, devices: list[jax.Device] | None = None) -> None:
-        parallel.maybe_initialize_distributed()
+        distributed.maybe_initialize_distributed()
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.process_index = jax.process_index()
         self.process_count = jax.process_count()
-        self.mesh = parallel.data_mesh(devices)
+        self.mesh = distributed.data_mesh(devices)
         self.pmap = cfg.train.parallel == "pmap"
-        parallel.check_batch_divisible(cfg.train.batch_size, self.mesh.size)
-        self._batch_sharding = parallel.batch_sharding(self.mesh)
-        self._replicated = parallel.replicated(self.mesh)
+        distributed.check_batch_divisible(cfg.train.batch_size, self.mesh.size)
+        self._batch_sharding = distributed.batch_sharding(self.mesh)
+        self._replicated = distributed.replicated(self.mesh)
         self._local_devices = [d for d in self.mesh.devices.flat if d.process_index == self.process_index]
 
         model = build_model(cfg.model, seed=cfg.train.seed, compute_dtype=cfg.train.compute_dtype,
-                            axis_name=parallel.DATA_AXIS if self.pmap else None,
+                            axis_name=distributed.DATA_AXIS if self.pmap else None,
                             conv3d=cfg.train.jax_conv3d)
         self.tx = make_optimizer(cfg.train)
         self.graphdef, state = init_train_state(model, self.tx, cfg.train.seed)
         self._template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
         if self.pmap:
-            step_fn = make_train_step(self.graphdef, self.tx, cfg.train, parallel.DATA_AXIS)
-            self._step = jax.pmap(step_fn, axis_name=parallel.DATA_AXIS, donate_argnums=0,
+            step_fn = make_train_step(self.graphdef, self.tx, cfg.train, distributed.DATA_AXIS)
+            self._step = jax.pmap(step_fn, axis_name=distributed.DATA_AXIS, donate_argnums=0,
                                   devices=list(self.mesh.devices.flat))
         else:
             step_fn = make_train_step(self.graphdef, self.tx, cfg.train)
@@ -155,20 +155,20 @@ class JaxEngine:
     def _place_state(self, state: TrainState) -> TrainState:
         """Replicate a single-copy state on the mesh (sharded) or along a device axis (pmap)."""
         if self.pmap:
-            return parallel.replicate(state, self._local_devices)
+            return distributed.replicate(state, self._local_devices)
         return jax.device_put(state, self._replicated)
 
     def single_copy_state(self) -> TrainState:
         """The state as one copy (pmap: the first device's), for checkpoints and predictors."""
-        return parallel.unreplicate(self.state) if self.pmap else self.state
+        return distributed.unreplicate(self.state) if self.pmap else self.state
 
     def place_batch(self, batch: Batch) -> dict[str, jax.Array]:
         """A numpy batch on the devices, laid out as the compiled step expects (sharded, or split
         along a leading device axis for pmap). Benchmarks place one batch and time the step alone."""
         if self.pmap:
-            split = parallel.split_for_pmap(batch, len(self._local_devices))
-            return jax.device_put(split, parallel.batch_sharding(parallel.data_mesh(self._local_devices)))
-        return parallel.place_batch(batch, self._batch_sharding)
+            split = distributed.split_for_pmap(batch, len(self._local_devices))
+            return jax.device_put(split, distributed.batch_sharding(distributed.data_mesh(self._local_devices)))
+        return distributed.place_batch(batch, self._batch_sharding)
 
     def train_step_placed(self, placed: dict[str, jax.Array]) -> dict[str, jax.Array]:
         """One update on a batch from :meth:`place_batch`; returns device-side metrics."""
@@ -189,7 +189,7 @@ class JaxEngine:
         fetch = lambda x: np.asarray(x.addressable_data(0))  # noqa: E731  replicated: any copy
         return jax.tree.map(fetch, state["params"]), jax.tree.map(fetch, state["batch_stats"])
 
-    def current_model(self) -> UNet:
+    def current_model(self) -> nnx.Module:
         params, stats = self.host_variables()
         return merge_model(self.graphdef, params, stats)
 
@@ -200,6 +200,8 @@ class JaxEngine:
         self._checkpoints.save(step, self.single_copy_state(), extra, is_best)
 
     def restore_checkpoint(self) -> tuple[int, dict[str, Any]] | None:
+        """Load the latest ``checkpoints/last`` step into this engine, placed on its devices (resume);
+        None when the run has none. Predictors read ``best`` or ``last`` through ``load_run_model``."""
         target_sharding = (jax.sharding.SingleDeviceSharding(self._local_devices[0]) if self.pmap
                            else self._replicated)
         abstract = jax.tree.map(
@@ -208,7 +210,7 @@ class JaxEngine:
         if restored is None:
             return None
         step, state, extra = restored
-        self.state = parallel.replicate(state, self._local_devices) if self.pmap else state
+        self.state = distributed.replicate(state, self._local_devices) if self.pmap else state
         return step, extra
 
     def close(self) -> None:

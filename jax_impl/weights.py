@@ -17,10 +17,9 @@ import numpy as np
 from flax import nnx
 
 from mrsynth.config import ModelConfig
-from mrsynth.errors import CheckpointError
-from mrsynth.weights import check_against, load_portable, save_portable
+from mrsynth.weights import conform, load_portable, save_portable
 
-from jax_impl.model import UNet, build_model
+from jax_impl.model import build_model
 
 LEAF_TO_TORCH = {"kernel": "weight", "scale": "weight"}
 
@@ -54,22 +53,18 @@ def state_to_torch(state: nnx.State) -> dict[str, np.ndarray]:
     return out
 
 
-def model_to_torch(model: UNet) -> dict[str, np.ndarray]:
+def model_to_torch(model: nnx.Module) -> dict[str, np.ndarray]:
     return state_to_torch(nnx.state(model))
 
 
-def expected_shapes(model: UNet) -> dict[str, tuple[int, ...]]:
+def expected_shapes(model: nnx.Module) -> dict[str, tuple[int, ...]]:
     """Canonical name -> torch-layout shape of every tensor the model holds."""
     return {name: tuple(v.shape) for name, v in model_to_torch(model).items()}
 
 
-def load_torch_into(model: UNet, tensors: dict[str, np.ndarray], source: Path | str) -> None:
+def load_torch_into(model: nnx.Module, tensors: dict[str, np.ndarray], source: Path | str) -> None:
     """Set the model's variables from a torch-layout dict; errors name the parameter and ``source``."""
-    expected = expected_shapes(model)
-    # save_portable's np.ascontiguousarray stores 0-d scalars (num_batches_tracked) as shape (1,).
-    tensors = {name: t.reshape(()) if expected.get(name) == () and t.shape == (1,) else t
-               for name, t in tensors.items()}
-    check_against(source, tensors, expected)
+    tensors = conform(source, tensors, expected_shapes(model))
     state = nnx.state(model)
     for path, var in _flat_items(state):
         value = tensors[canonical_name(path)]
@@ -79,18 +74,20 @@ def load_torch_into(model: UNet, tensors: dict[str, np.ndarray], source: Path | 
     nnx.update(model, state)
 
 
-def export_portable(model: UNet, model_cfg: ModelConfig, path: Path,
-                    metadata: dict[str, Any] | None = None) -> None:
-    """Write the portable weight file (torch names/layout, float32) for ``model``."""
-    save_portable(Path(path), model_to_torch(model), model_cfg,
-                  {"framework": "jax", **(metadata or {})})
+def save_weights(path: Path, model: nnx.Module, model_cfg: ModelConfig,
+                 metadata: dict[str, Any] | None = None) -> None:
+    """Write ``model``'s parameters and batch statistics as a portable weight file (atomically)."""
+    save_portable(Path(path), model_to_torch(model), model_cfg, {"framework": "jax", **(metadata or {})})
 
 
-def import_portable(path: Path, model_cfg: ModelConfig | None = None) -> tuple[UNet, ModelConfig]:
-    """Build a U-Net from a portable file (its own config, or ``model_cfg`` which must match)."""
-    tensors, file_cfg, _ = load_portable(Path(path))
-    if model_cfg is not None and model_cfg != file_cfg:
-        raise CheckpointError(f"{path}: weights are for model config {file_cfg}, expected {model_cfg}")
+def load_weights(path: Path, model_cfg: ModelConfig | None = None
+                 ) -> tuple[nnx.Module, ModelConfig, dict[str, str]]:
+    """The network a portable file describes, with its weights, in eval mode: (model, config, metadata).
+
+    With ``model_cfg``, a file for another model config is an error.
+    """
+    tensors, file_cfg, meta = load_portable(Path(path), model_cfg)
     model = build_model(file_cfg)
     load_torch_into(model, tensors, path)
-    return model, file_cfg
+    model.eval()
+    return model, file_cfg, meta

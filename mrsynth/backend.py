@@ -79,7 +79,8 @@ class Backend(Protocol):
         ...
 
     def load_predictor(self, source: Path, which: str = "best") -> Predictor:
-        """From a run directory (its ``which`` checkpoint: best | last) or a portable weight file."""
+        """From a run directory (its ``which`` checkpoint: best | last, chosen by
+        :func:`mrsynth.checkpoints.pick_checkpoint`) or a portable weight file."""
         ...
 
     def export_weights(self, run_dir: Path, out: Path, which: str = "best") -> None:

@@ -74,8 +74,11 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The U-Net, named once: fully determines the architecture in both backends."""
+    """The network, named once: fully determines the architecture in both backends."""
 
+    # Which network: a name registered in both backends' model registries (``register_architecture``
+    # in jax_impl/model.py and torch_ref/model.py); checked when the model is built.
+    arch: str = "unet"
     dims: int = 2
     depth: int = 3
     base_channels: int = 16
@@ -427,6 +430,8 @@ def validate(cfg: Config) -> None:
         if value not in allowed:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
     m, d, t = cfg.model, cfg.data, cfg.train
+    if not m.arch.isidentifier():
+        raise ConfigError(f"model.arch: must be an architecture name such as 'unet', got {m.arch!r}")
     if m.dims not in (2, 3):
         raise ConfigError(f"model.dims: must be 2 or 3, got {m.dims}")
     if m.depth < 1:

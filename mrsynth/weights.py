@@ -54,8 +54,12 @@ def model_source_kind(source: Path) -> str:
     raise CheckpointError(f"{source}: expected a run directory or a .safetensors weight file")
 
 
-def load_portable(path: Path) -> tuple[dict[str, np.ndarray], ModelConfig, dict[str, str]]:
-    """Read a portable weight file; check the format and version; return (tensors, model, metadata)."""
+def load_portable(path: Path, expected: ModelConfig | None = None
+                  ) -> tuple[dict[str, np.ndarray], ModelConfig, dict[str, str]]:
+    """Read a portable weight file; check the format and version; return (tensors, model, metadata).
+
+    With ``expected``, weights for another model config are an error.
+    """
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -81,6 +85,8 @@ def load_portable(path: Path) -> tuple[dict[str, np.ndarray], ModelConfig, dict[
         model = model_config_from_json(meta["model_config"])
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"{path}: bad model_config metadata ({exc})") from None
+    if expected is not None and model != expected:
+        raise CheckpointError(f"{path}: weights are for model config {model}, expected {expected}")
     return tensors, model, meta
 
 
@@ -94,9 +100,16 @@ def model_config_from_json(text: str) -> ModelConfig:
         raise ValueError(str(exc)) from None
 
 
-def check_against(path: Path | str, tensors: dict[str, np.ndarray],
-                  expected: dict[str, tuple[int, ...]]) -> None:
-    """Fail with a message naming the parameter on missing/extra keys or shape mismatches."""
+def conform(path: Path | str, tensors: dict[str, np.ndarray],
+            expected: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """``tensors`` checked against the model's ``expected`` shapes, ready to load.
+
+    A 0-d scalar (``num_batches_tracked``) stored as shape (1,) is taken as 0-d: writers that
+    use ``np.ascontiguousarray`` (this module before it kept 0-d arrays, and others) store it so.
+    Missing or extra keys and shape mismatches fail with a message naming the parameter.
+    """
+    tensors = {name: t.reshape(()) if expected.get(name) == () and t.shape == (1,) else t
+               for name, t in tensors.items()}
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing:
@@ -108,3 +121,4 @@ def check_against(path: Path | str, tensors: dict[str, np.ndarray],
             raise CheckpointError(
                 f"{path}: parameter '{name}' has shape {tuple(tensors[name].shape)}, model expects {tuple(shape)}"
             )
+    return tensors

@@ -38,14 +38,16 @@ from mrsynth.weights import load_portable
 from jax_impl import losses as jax_losses
 from jax_impl import train as jax_train
 from jax_impl.backend import JaxBackend
-from jax_impl.model import UNet as JaxUNet, build_model
-from jax_impl.weights import (export_portable, import_portable, load_torch_into, model_to_torch,
-                              state_to_torch)
+from jax_impl import weights as jax_weights
+from jax_impl.model import build_model as jax_build_model
+from jax_impl.weights import load_torch_into, model_to_torch, state_to_torch
 from torch_ref import losses as torch_losses
 from torch_ref.backend import TorchBackend
-from torch_ref.model import Dropout as TorchDropout, UNet as TorchUNet
+from torch_ref.layers import Dropout as TorchDropout
+from torch_ref.model import build_model as torch_build_model
 from torch_ref.train import TorchEngine
-from torch_ref.weights import load_state_into, load_weights, save_weights, state_dict_to_numpy
+from torch_ref import weights as torch_weights
+from torch_ref.weights import load_state_into, state_dict_to_numpy
 
 DIRECTIONS = ("torch->jax", "jax->torch")
 PRECISIONS = ("float32", "float64", "tf32", "bf16")
@@ -90,7 +92,7 @@ def torch_device() -> torch.device:
 
 
 # --- weights through the portable file ------------------------------------------------------
-def perturb_torch(model: TorchUNet, seed: int) -> None:
+def perturb_torch(model: torch.nn.Module, seed: int) -> None:
     """Move biases, norm affines and BatchNorm statistics off their defaults (in place)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -104,7 +106,7 @@ def perturb_torch(model: TorchUNet, seed: int) -> None:
                 t.copy_(base + 0.2 * torch.randn(t.shape, generator=gen))
 
 
-def perturb_jax(model: JaxUNet, seed: int) -> None:
+def perturb_jax(model: nnx.Module, seed: int) -> None:
     """The JAX twin of :func:`perturb_torch`, on the NNX variables directly."""
     rng = np.random.default_rng(seed)
     state = nnx.state(model)
@@ -125,11 +127,11 @@ def perturb_jax(model: JaxUNet, seed: int) -> None:
 
 @dataclass
 class ModelPair:
-    """The same U-Net in both frameworks (float32, CPU/default device, training mode)."""
+    """The same network in both frameworks (float32, CPU/default device)."""
 
     cfg: ModelConfig
-    torch_model: TorchUNet
-    jax_model: JaxUNet
+    torch_model: torch.nn.Module
+    jax_model: nnx.Module
     direction: str
     weight_file: Path
 
@@ -144,15 +146,15 @@ def transfer_pair(cfg: ModelConfig, direction: str, work_dir: Path, seed: int = 
     path = work_dir / f"{direction.replace('->', '_to_')}-{seed}.safetensors"
     if direction == "torch->jax":
         torch.manual_seed(seed)
-        torch_model = TorchUNet(cfg)
+        torch_model = torch_build_model(cfg)
         perturb_torch(torch_model, seed)
-        save_weights(path, torch_model, cfg)
-        jax_model, _ = import_portable(path)
+        torch_weights.save_weights(path, torch_model, cfg)
+        jax_model, _, _ = jax_weights.load_weights(path)
     elif direction == "jax->torch":
-        jax_model = build_model(cfg, seed=seed)
+        jax_model = jax_build_model(cfg, seed=seed)
         perturb_jax(jax_model, seed)
-        export_portable(jax_model, cfg, path)
-        torch_model, _, _ = load_weights(path)
+        jax_weights.save_weights(path, jax_model, cfg)
+        torch_model, _, _ = torch_weights.load_weights(path)
     else:
         raise ValueError(f"unknown direction {direction!r}")
     return ModelPair(cfg, torch_model.train(), jax_model, direction, path)
@@ -163,9 +165,9 @@ def round_trip_check(pair: ModelPair, work_dir: Path, tolerances: ToleranceTable
     """Destination exports again; the source's tensors must come back bit for bit."""
     back = work_dir / f"back-{pair.weight_file.name}"
     if pair.direction == "torch->jax":
-        export_portable(pair.jax_model, pair.cfg, back)
+        jax_weights.save_weights(back, pair.jax_model, pair.cfg)
     else:
-        save_weights(back, pair.torch_model, pair.cfg)
+        torch_weights.save_weights(back, pair.torch_model, pair.cfg)
     original, _, _ = load_portable(pair.weight_file)
     returned, _, _ = load_portable(back)
     worst = max((float(np.max(np.abs(returned[k].astype(np.float64) - original[k])))
@@ -177,13 +179,13 @@ def round_trip_check(pair: ModelPair, work_dir: Path, tolerances: ToleranceTable
 
 
 # --- models at a precision ------------------------------------------------------------------
-def torch_model_at(pair: ModelPair, precision: str) -> TorchUNet:
+def torch_model_at(pair: ModelPair, precision: str) -> torch.nn.Module:
     """A copy of the torch model on the parity device, float64 for ``float64``."""
     model = copy.deepcopy(pair.torch_model).to(torch_device())
     return model.double() if precision == "float64" else model
 
 
-def jax_model_at(pair: ModelPair, precision: str) -> JaxUNet:
+def jax_model_at(pair: ModelPair, precision: str) -> nnx.Module:
     """A JAX model with the pair's weights and the precision's compute dtype.
 
     Build it outside ``precision_context("float64")``: under x64 every eager initializer op
@@ -192,7 +194,7 @@ def jax_model_at(pair: ModelPair, precision: str) -> JaxUNet:
     """
     if precision in ("float32", "tf32"):
         return pair.jax_model
-    model = build_model(pair.cfg, compute_dtype={"float64": "float64", "bf16": "bfloat16"}[precision])
+    model = jax_build_model(pair.cfg, compute_dtype={"float64": "float64", "bf16": "bfloat16"}[precision])
     load_torch_into(model, model_to_torch(pair.jax_model), pair.weight_file)
     return model
 
@@ -205,7 +207,7 @@ def _at_precision(tree, precision: str):
                         else np.asarray(a), tree)
 
 
-def set_mode(torch_model: TorchUNet, jax_model: JaxUNet, mode: str) -> None:
+def set_mode(torch_model: torch.nn.Module, jax_model: nnx.Module, mode: str) -> None:
     """train: batch statistics, dropout off (its masks are framework RNG); eval: both off."""
     if mode == "eval":
         torch_model.eval()
@@ -239,7 +241,7 @@ def jax_input(x: np.ndarray, precision: str) -> jax.Array:
     return jnp.asarray(x, jnp.float64 if precision == "float64" else jnp.float32)
 
 
-def torch_tensors(model: TorchUNet) -> dict[str, np.ndarray]:
+def torch_tensors(model: torch.nn.Module) -> dict[str, np.ndarray]:
     """Canonical tensors as float64 numpy (``state_dict_to_numpy`` rounds to float32)."""
     return {k: t.detach().to("cpu", torch.float64).numpy() for k, t in model.state_dict().items()}
 
@@ -310,7 +312,7 @@ def _jax_evaluate_pure(graphdef: nnx.GraphDef, loss_key: tuple, params: dict, re
 _jit_evaluate = jax.jit(_jax_evaluate_pure, static_argnums=(0, 1))
 
 
-def jax_evaluate(model: JaxUNet, batch: dict[str, np.ndarray], train: TrainConfig, precision: str
+def jax_evaluate(model: nnx.Module, batch: dict[str, np.ndarray], train: TrainConfig, precision: str
                  ) -> Evaluation:
     """Output, loss and d loss / d (input, every parameter) of the JAX model (in its current mode)."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -323,7 +325,7 @@ def jax_evaluate(model: JaxUNet, batch: dict[str, np.ndarray], train: TrainConfi
                       f64(nnx.State(g_params)), _stats_only(f64(stats)))
 
 
-def torch_evaluate(model: TorchUNet, batch: dict[str, np.ndarray], train: TrainConfig, precision: str
+def torch_evaluate(model: torch.nn.Module, batch: dict[str, np.ndarray], train: TrainConfig, precision: str
                    ) -> Evaluation:
     """The torch twin of :func:`jax_evaluate` (the model's running statistics are updated)."""
     model.zero_grad(set_to_none=True)
@@ -440,7 +442,7 @@ class TrainTrace:
 def jax_training(tensors: dict[str, np.ndarray], cfg: Config, batches: Sequence[dict[str, np.ndarray]],
                  snapshot_at: Sequence[int]) -> TrainTrace:
     """The JAX engine's jitted step (``make_train_step`` + ``make_optimizer``) from ``tensors``."""
-    model = build_model(cfg.model, compute_dtype=cfg.train.compute_dtype)
+    model = jax_build_model(cfg.model, compute_dtype=cfg.train.compute_dtype)
     load_torch_into(model, tensors, "parity initial weights")
     tx = jax_train.make_optimizer(cfg.train)
     graphdef, state = jax_train.init_train_state(model, tx, cfg.train.seed)
@@ -593,13 +595,13 @@ def export_trained(trace: TrainTrace, cfg: ModelConfig, source: str, path: Path)
     """A trained state as a portable file written by the framework that trained it."""
     tensors = trace.snapshots[max(trace.snapshots)]
     if source == "jax":
-        model = build_model(cfg)
+        model = jax_build_model(cfg)
         load_torch_into(model, tensors, "trained state")
-        export_portable(model, cfg, path)
+        jax_weights.save_weights(path, model, cfg)
     else:
-        model = TorchUNet(cfg)
+        model = torch_build_model(cfg)
         load_state_into(model, tensors, "trained state")
-        save_weights(path, model, cfg)
+        torch_weights.save_weights(path, model, cfg)
     return path
 
 

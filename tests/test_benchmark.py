@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mrsynth.architecture import describe
 from mrsynth.bench import flops
 from mrsynth.bench.stats import summarize
 from mrsynth.bench.variants import parse_variant
@@ -17,10 +18,10 @@ from mrsynth.errors import ConfigError
 
 
 def test_flops_reproduce_the_design_anchors():
-    unet2d = ModelConfig(dims=2, depth=4, base_channels=64, channel_mults=(1, 2, 4, 8, 16))
+    unet2d = describe(ModelConfig(dims=2, depth=4, base_channels=64, channel_mults=(1, 2, 4, 8, 16)))
     assert flops.train_step_flops(unet2d, (256, 256), 32) / 1e12 == pytest.approx(9.23, abs=0.005)
-    assert flops.parameter_count(unet2d) == pytest.approx(31e6, rel=0.01)
-    unet3d = ModelConfig(dims=3, depth=3, base_channels=32, channel_mults=(1, 2, 4, 8))
+    assert unet2d.parameter_count() == pytest.approx(31e6, rel=0.01)
+    unet3d = describe(ModelConfig(dims=3, depth=3, base_channels=32, channel_mults=(1, 2, 4, 8)))
     assert flops.train_step_flops(unet3d, (32, 128, 128), 16) / 1e12 == pytest.approx(10.7, abs=0.06)
     assert flops.train_step_flops(unet3d, (32, 128, 128), 16) == 3 * flops.forward_flops(unet3d, (32, 128, 128), 16)
 
@@ -44,8 +45,8 @@ def test_forward_flops_and_parameters_match_torch(model):
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         net(torch.zeros(2, cfg.in_channels, *spatial))
-    assert flops.forward_flops(cfg, spatial, 2) == counter.get_total_flops()
-    assert flops.parameter_count(cfg) == sum(p.numel() for p in net.parameters())
+    assert flops.forward_flops(describe(cfg), spatial, 2) == counter.get_total_flops()
+    assert describe(cfg).parameter_count() == sum(p.numel() for p in net.parameters())
 
 
 def test_variants_parse_and_select_backends():
@@ -107,7 +108,7 @@ def test_benchmark_command_writes_a_complete_report(tmp_path: Path, capsys):
     assert set(cases) == {"2d-b2-16x16", "3d-b1-8x16x16"}
     for case in cases.values():
         model = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in case["model"].items()})
-        assert case["train_step_flops"] == flops.train_step_flops(model, case["size"], case["batch"])
+        assert case["train_step_flops"] == flops.train_step_flops(describe(model), case["size"], case["batch"])
         assert case["loader"]["samples_per_s"] > 0
     rows = {(r["case"], r["backend"]): r for r in results["train"]}
     assert set(rows) == {(c, b) for c in cases for b in ("jax", "torch")}

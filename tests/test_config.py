@@ -49,6 +49,8 @@ def test_overrides_are_typed():
     ("data.bias_field=1.5", "data.bias_field: must be in [0, 1]"),
     ("data.contrast_range=1.0", "data.contrast_range: must be in [0, 1)"),
     ("data.nyul_t1_landmarks=[0,1]", "data.nyul_t1_landmarks: only used with data.normalization=nyul"),
+    ("model.arch=u-net", "model.arch: must be an architecture name"),
+    ("model.arch=''", "model.arch: must be an architecture name"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=None) as info:
@@ -80,6 +82,11 @@ def test_new_normalizations_and_augmentations_load():
                              f"data.nyul_t2_landmarks={STANDARD_SCALE}", "data.bias_field=0.3",
                              "data.contrast_range=0.2"])
     assert cfg.data.nyul_t2_landmarks == tuple(STANDARD_SCALE) and cfg.data.bias_field == 0.3
+
+
+def test_any_architecture_name_passes_config_validation():
+    """Names are checked against the backends' registries when a model is built, not here."""
+    assert load_config(None, ["model.arch=my_net"]).model.arch == "my_net"
 
 
 def test_3d_patch_needs_three_sizes():

@@ -9,7 +9,8 @@ import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from mrsynth.config import ModelConfig  # noqa: E402
-from jax_impl.model import BatchNorm, ConvTranspose2x, DepthStackedConv3d, Dropout, GroupNorm, build_model  # noqa: E402
+from jax_impl.layers import BatchNorm, ConvTranspose2x, DepthStackedConv3d, Dropout, GroupNorm  # noqa: E402
+from jax_impl.model import build_model  # noqa: E402
 from jax_impl.predict import JaxPredictor  # noqa: E402
 from jax_impl.weights import model_to_torch  # noqa: E402
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp  # noqa: E402
 from mrsynth.config import ModelConfig  # noqa: E402
 from mrsynth.errors import CheckpointError  # noqa: E402
 from jax_impl.model import build_model  # noqa: E402
-from jax_impl.weights import export_portable, import_portable, load_torch_into, model_to_torch  # noqa: E402
+from jax_impl.weights import load_torch_into, load_weights, model_to_torch, save_weights  # noqa: E402
 from mrsynth.weights import load_portable  # noqa: E402
 
 
@@ -40,8 +40,8 @@ def test_export_import_round_trip_is_exact(tmp_path):
     model = build_model(cfg, seed=3)
     model.encoders[0].norm1.running_var[...] = jnp.arange(4.0) + 0.5  # non-default stats survive too
     path = tmp_path / "w.safetensors"
-    export_portable(model, cfg, path, {"note": "test"})
-    loaded, loaded_cfg = import_portable(path)
+    save_weights(path, model, cfg, {"note": "test"})
+    loaded, loaded_cfg, _ = load_weights(path)
     assert loaded_cfg == cfg
     before, after = model_to_torch(model), model_to_torch(loaded)
     assert before.keys() == after.keys()
@@ -53,7 +53,7 @@ def test_export_import_round_trip_is_exact(tmp_path):
 
 def test_weights_of_another_config_fail_naming_the_parameter(tmp_path):
     path = tmp_path / "w.safetensors"
-    export_portable(build_model(cfg_2d()), cfg_2d(), path)
+    save_weights(path, build_model(cfg_2d()), cfg_2d())
     other = build_model(cfg_2d(base_channels=8))
     tensors, _, _ = load_portable(path)
     with pytest.raises(CheckpointError, match=r"w\.safetensors: parameter '[\w.]+' has shape"):
@@ -62,4 +62,4 @@ def test_weights_of_another_config_fail_naming_the_parameter(tmp_path):
         load_torch_into(build_model(cfg_2d(norm="group", groups=2, residual=False, upsample="resize_conv")),
                         {k: v for k, v in tensors.items() if "norm" not in k}, path)
     with pytest.raises(CheckpointError, match="expected"):
-        import_portable(path, cfg_2d(base_channels=8))
+        load_weights(path, cfg_2d(base_channels=8))

@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from mrsynth.config import Config, ModelConfig, load_config
+from mrsynth.checkpoints import LoadedRun, checkpoint_dir
+from mrsynth.config import Config, load_config
 from mrsynth.errors import CheckpointError
 from mrsynth import runs
 from mrsynth.weights import model_source_kind
 from torch_ref import checkpoint
-from torch_ref.model import UNet
+from torch_ref.model import build_model
 from torch_ref.predict import TorchPredictor
 from torch_ref.train import TorchEngine
 from torch_ref.weights import load_weights, save_weights
@@ -21,19 +21,19 @@ def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def load_run_model(run_dir: Path, which: str) -> tuple[UNet, Config, dict[str, Any]]:
-    """The U-Net of a torch run directory with its ``which`` checkpoint's weights (CPU)."""
+def load_run_model(run_dir: Path, which: str) -> LoadedRun:
+    """The network of a torch run directory with its ``which`` (best | last) checkpoint (CPU)."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / runs.CONFIG_FILE)
     path = checkpoint.find_checkpoint(run_dir, which)
     payload = checkpoint.read_checkpoint(path)
-    model = UNet(cfg.model)
+    model = build_model(cfg.model)
     try:
         model.load_state_dict(payload["model"])
     except (KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: weights do not match {run_dir / runs.CONFIG_FILE} "
                               f"({str(exc).strip().splitlines()[0]})") from None
-    return model.eval(), cfg, {"checkpoint_file": path.name, "step": int(payload["step"])}
+    return LoadedRun(model.eval(), cfg, int(payload["step"]), str(path.relative_to(checkpoint_dir(run_dir))))
 
 
 class TorchBackend:
@@ -44,10 +44,9 @@ class TorchBackend:
 
     def load_predictor(self, source: Path, which: str = "best") -> TorchPredictor:
         """From a run directory (its best|last checkpoint) or a portable ``.safetensors`` file."""
-        model_cfg: ModelConfig
         if model_source_kind(source) == "run":
-            model, cfg, _ = load_run_model(Path(source), which)
-            model_cfg = cfg.model
+            run = load_run_model(Path(source), which)
+            model, model_cfg = run.model, run.config.model
         else:
             model, model_cfg, _ = load_weights(Path(source))
         device = default_device()
@@ -55,8 +54,9 @@ class TorchBackend:
 
     def export_weights(self, run_dir: Path, out: Path, which: str = "best") -> None:
         """Write the portable weight file of a run's ``which`` checkpoint."""
-        model, cfg, source = load_run_model(Path(run_dir), which)
-        save_weights(Path(out), model, cfg.model, runs.portable_metadata(run_dir, which, **source))
+        run = load_run_model(Path(run_dir), which)
+        save_weights(Path(out), run.model, run.config.model,
+                     runs.portable_metadata(run_dir, which, **run.provenance()))
 
 
 def create_backend() -> TorchBackend:

@@ -11,19 +11,16 @@ legacy and the newer ``fp32_precision`` API in one process).
 from __future__ import annotations
 
 import contextlib
-import gc
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from mrsynth.backend import Batch, Predictor
 from mrsynth.config import Config
 
 from mrsynth.bench.backends import time_matmul_tflops
+from mrsynth.bench.session import EngineSession
 from mrsynth.bench.settings import BenchSettings
 from mrsynth.bench.variants import Variant
 from torch_ref.backend import default_device
@@ -48,31 +45,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class _ScopedPredictor:
-    """A predictor whose calls run with the variant's TF32 switches."""
-
-    def __init__(self, inner: Predictor, precision: str) -> None:
-        self._inner = inner
-        self._precision = precision
-        self.model_config = inner.model_config
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        with tf32_flags(self._precision):
-            return self._inner(batch)
-
-
-class TorchSession:
-    """A :class:`mrsynth.bench.backends.TrainSession` on this process's device."""
+class TorchSession(EngineSession):
+    """A timing session on this process's device."""
 
     def __init__(self, cfg: Config, variant: Variant, batch: dict[str, np.ndarray]) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="mrsynth-bench-torch-")
         self.precision = variant.precision
-        self.engine = TorchEngine(cfg, Path(self._tmp.name))
-        self.device = self.engine.device
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(self.device)
-        self._placed = self.engine.device_batch(batch)
+        super().__init__(lambda run_dir: TorchEngine(cfg, run_dir), batch, "torch")
         self.settings = {
             "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
             "devices": 1,
@@ -85,20 +63,17 @@ class TorchSession:
             "threads": torch.get_num_threads(),
         }
 
+    def on_open(self) -> None:
+        self.device = self.engine.device
+        if self.device.type == "cuda":  # the peak of this session alone
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+
     def precision_scope(self) -> contextlib.AbstractContextManager[Any]:
         return tf32_flags(self.precision)
 
-    def synced_step(self) -> None:
-        self.engine.train_step_on_device(self._placed)
+    def wait(self, result: Any) -> None:
         _sync(self.device)
-
-    def run_steps(self, batches: Iterator[Batch], n: int) -> None:
-        for _ in range(n):
-            self.engine.train_step(next(batches))
-        _sync(self.device)
-
-    def predictor(self) -> Predictor:
-        return _ScopedPredictor(self.engine.predictor(), self.precision)
 
     def memory(self) -> dict[str, float | None]:
         """CUDA allocator peak since this session opened; None on a CPU (see the host RSS)."""
@@ -107,13 +82,9 @@ class TorchSession:
         return {"device_peak_mib": torch.cuda.max_memory_allocated(self.device) / 2**20,
                 "device_in_use_mib": torch.cuda.memory_allocated(self.device) / 2**20}
 
-    def close(self) -> None:
-        self.engine.close()
-        del self.engine, self._placed
-        gc.collect()
+    def release(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        self._tmp.cleanup()
 
 
 class TorchBench:
@@ -148,7 +119,6 @@ class TorchBench:
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         generator = torch.Generator(device="cpu").manual_seed(0)
         a, b = (torch.randn(size, size, generator=generator).to(device, dtype) for _ in range(2))
-
 
         def synced_matmul() -> None:
             torch.matmul(a, b)

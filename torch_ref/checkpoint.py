@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from mrsynth.checkpoints import checkpoint_dir, pick_checkpoint
 from mrsynth.errors import CheckpointError
 from mrsynth.fileio import atomic_path
 
@@ -21,10 +22,6 @@ FORMAT_NAME = "mrsynth-torch-checkpoint"
 FORMAT_VERSION = 1
 BEST_NAME = "best.pt"
 _STEP_FILE = re.compile(r"^step_(\d{8})\.pt$")
-
-
-def checkpoint_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
 
 
 def step_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
@@ -79,13 +76,13 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 
 def find_checkpoint(run_dir: Path, which: str) -> Path:
-    """The ``best`` or ``last`` checkpoint of a run (best falls back to last if none was best)."""
-    if which not in ("best", "last"):
-        raise CheckpointError(f"{run_dir}: unknown checkpoint {which!r} (choose best or last)")
-    steps = step_checkpoints(run_dir)
-    best = checkpoint_dir(run_dir) / BEST_NAME
-    if which == "best" and best.is_file():
-        return best
-    if not steps:
-        raise CheckpointError(f"{checkpoint_dir(run_dir)}: no torch checkpoints found")
-    return steps[-1][1]
+    """The ``best`` or ``last`` checkpoint file of a run (:func:`mrsynth.checkpoints.pick_checkpoint`:
+    best falls back to last)."""
+    def locate(kind: str) -> Path | None:
+        if kind == "best":
+            best = checkpoint_dir(run_dir) / BEST_NAME
+            return best if best.is_file() else None
+        steps = step_checkpoints(run_dir)
+        return steps[-1][1] if steps else None
+
+    return pick_checkpoint(run_dir, which, "torch", locate)

@@ -1,71 +1,20 @@
-"""The U-Net of docs/ARCHITECTURE.md in torch.nn; its ``state_dict`` names are the canonical names.
+"""The torch networks by ``model.arch`` name, and the U-Net of docs/ARCHITECTURE.md: how its layers are composed.
 
-One class (:class:`UNet`) plus small builders, 2D or 3D per ``ModelConfig.dims``. Every module
+Its ``state_dict`` names are the canonical names, 2D or 3D per ``ModelConfig.dims``. Every module
 attribute name here is part of the portable weight format, so renaming one is a format change.
+The layers themselves are in ``torch_ref/layers.py``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mrsynth.config import ModelConfig
-
-LEAKY_SLOPE = 0.01
-
-
-def _conv(dims: int) -> type[nn.Module]:
-    return nn.Conv2d if dims == 2 else nn.Conv3d
-
-
-def _conv_transpose(dims: int) -> type[nn.Module]:
-    return nn.ConvTranspose2d if dims == 2 else nn.ConvTranspose3d
-
-
-def make_norm(cfg: ModelConfig, channels: int) -> nn.Module | None:
-    """The configured normalization for ``channels`` features (None for ``norm: none``)."""
-    if cfg.norm == "group":
-        return nn.GroupNorm(min(cfg.groups, channels), channels, eps=cfg.norm_eps)
-    if cfg.norm == "instance":
-        return nn.GroupNorm(channels, channels, eps=cfg.norm_eps)
-    if cfg.norm == "batch":
-        batch_norm = nn.BatchNorm2d if cfg.dims == 2 else nn.BatchNorm3d
-        return batch_norm(channels, eps=cfg.norm_eps, momentum=0.1)
-    return None
-
-
-def make_activation(name: str) -> nn.Module:
-    if name == "relu":
-        return nn.ReLU()
-    if name == "leaky_relu":
-        return nn.LeakyReLU(LEAKY_SLOPE)
-    return nn.SiLU()
-
-
-class Dropout(nn.Module):
-    """Elementwise dropout drawing its mask from an explicit generator.
-
-    A generator owned by the training engine (not the global RNG) is what makes a resumed run
-    draw exactly the masks the uninterrupted run would have drawn.
-    """
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-        self.generator: torch.Generator | None = None
-
-    @torch.compiler.disable
-    def _keep_mask(self, x: torch.Tensor) -> torch.Tensor:
-        noise = torch.rand(x.shape, generator=self.generator, device=x.device)
-        return (noise >= self.p).to(x.dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return x
-        return x * self._keep_mask(x) * (1.0 / (1.0 - self.p))
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
+from mrsynth.registry import ArchitectureRegistry
+from torch_ref.layers import (Dropout, ResizeConv, conv_class, conv_transpose_class, make_activation,
+                              make_norm)
 
 
 class ConvBlock(nn.Module):
@@ -73,7 +22,7 @@ class ConvBlock(nn.Module):
 
     def __init__(self, cfg: ModelConfig, cin: int, cout: int) -> None:
         super().__init__()
-        conv = _conv(cfg.dims)
+        conv = conv_class(cfg.dims)
         self.conv1 = conv(cin, cout, 3, padding=1)
         self.norm1 = make_norm(cfg, cout) or nn.Identity()
         self.conv2 = conv(cout, cout, 3, padding=1)
@@ -94,17 +43,6 @@ class ConvBlock(nn.Module):
         return self.act(h)
 
 
-class ResizeConv(nn.Module):
-    """Nearest-neighbour x2 upsampling followed by a 3x3 conv (submodule ``conv``)."""
-
-    def __init__(self, cfg: ModelConfig, cin: int, cout: int) -> None:
-        super().__init__()
-        self.conv = _conv(cfg.dims)(cin, cout, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
-
-
 class UNet(nn.Module):
     """Encoder/decoder with skip connections (skip first in the concat), linear float32 output."""
 
@@ -113,7 +51,7 @@ class UNet(nn.Module):
         self.config = cfg
         ch = cfg.level_channels()
         depth = cfg.depth
-        conv = _conv(cfg.dims)
+        conv = conv_class(cfg.dims)
         self.encoders = nn.ModuleList(
             ConvBlock(cfg, cfg.in_channels if i == 0 else ch[i - 1], ch[i]) for i in range(depth)
         )
@@ -124,7 +62,7 @@ class UNet(nn.Module):
             self.downs = nn.ModuleList(pool(2) for _ in range(depth))
         self.bottleneck = ConvBlock(cfg, ch[depth - 1], ch[depth])
         if cfg.upsample == "transpose":
-            up = _conv_transpose(cfg.dims)
+            up = conv_transpose_class(cfg.dims)
             self.ups = nn.ModuleList(up(ch[i + 1], ch[i], 2, stride=2) for i in range(depth))
         else:
             self.ups = nn.ModuleList(ResizeConv(cfg, ch[i + 1], ch[i]) for i in range(depth))
@@ -145,13 +83,21 @@ class UNet(nn.Module):
         return out.to(torch.promote_types(out.dtype, torch.float32))  # bf16 -> f32; f64 kept
 
 
-def set_dropout_generator(model: nn.Module, generator: torch.Generator | None) -> None:
-    """Point every dropout layer of ``model`` at ``generator``."""
-    for module in model.modules():
-        if isinstance(module, Dropout):
-            module.generator = generator
-
-
 def decayed_parameter_names(model: nn.Module) -> set[str]:
     """Canonical names that get weight decay: conv / conv-transpose weights (ndim >= 3)."""
     return {name for name, p in model.named_parameters() if name.endswith(".weight") and p.ndim >= 3}
+
+
+# A builder returns a freshly initialized network in training mode: channels-first in, float32 out,
+# its state_dict names are the canonical names of the portable weight file.
+Builder = Callable[[ModelConfig], nn.Module]
+# model.arch -> builder; every architecture registers here and its JAX twin in jax_impl/model.py.
+ARCHITECTURES: ArchitectureRegistry[Builder] = ArchitectureRegistry("torch backend")
+register_architecture = ARCHITECTURES.register
+unregister_architecture = ARCHITECTURES.unregister
+register_architecture("unet", UNet)
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """A freshly initialized ``cfg.arch`` network (from torch's global RNG) in training mode."""
+    return ARCHITECTURES.get(cfg.arch)(cfg)

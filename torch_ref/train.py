@@ -25,7 +25,8 @@ from torch_ref import checkpoint
 from torch_ref.distributed import (DistContext, mean_over_processes, setup_distributed,
                                    teardown_distributed, wrap_model)
 from torch_ref.losses import training_loss
-from torch_ref.model import UNet, decayed_parameter_names, set_dropout_generator
+from torch_ref.layers import set_dropout_generator
+from torch_ref.model import build_model, decayed_parameter_names
 from torch_ref.predict import TorchPredictor, to_channels_first
 
 
@@ -81,7 +82,7 @@ class TorchEngine:
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(t.seed)
-            model = UNet(m)
+            model = build_model(m)
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
         self.model = model.to(self.device, memory_format=memory_format).train()
         self.dropout_generator = torch.Generator(device=self.device)
@@ -104,17 +105,17 @@ class TorchEngine:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def device_batch(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def place_batch(self, batch: Batch) -> dict[str, torch.Tensor]:
         """``t1``/``t2`` as channels-first tensors on this engine's device, in its memory format.
-        Benchmarks convert one batch and time :meth:`train_step_on_device` without transfers."""
+        Benchmarks place one batch and time :meth:`train_step_placed` without transfers."""
         return {"t1": self._to_device(batch["t1"]), "t2": self._to_device(batch["t2"])}
 
     def train_step(self, batch: Batch) -> dict[str, Any]:
         """One AdamW update on this process's shard; metrics stay on the device."""
-        return self.train_step_on_device(self.device_batch(batch))
+        return self.train_step_placed(self.place_batch(batch))
 
-    def train_step_on_device(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """:meth:`train_step` on a batch from :meth:`device_batch`."""
+    def train_step_placed(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """:meth:`train_step` on a batch from :meth:`place_batch`."""
         t1, t2 = batch["t1"], batch["t2"]
         lr = lr_at(self.updates, self.cfg.train)
         for group in self.optimizer.param_groups:

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from mrsynth.config import ModelConfig
-from mrsynth.weights import check_against, load_portable, save_portable
-from torch_ref.model import UNet
+from mrsynth.weights import conform, load_portable, save_portable
+from torch_ref.model import build_model
 
 FRAMEWORK = "torch"
 
@@ -34,12 +34,7 @@ def save_weights(path: Path, model: nn.Module, model_cfg: ModelConfig,
 def load_state_into(model: nn.Module, tensors: dict[str, np.ndarray], source: Path | str) -> None:
     """Copy portable tensors into ``model``; a mismatch raises CheckpointError naming the parameter."""
     current = model.state_dict()
-    # save_portable's np.ascontiguousarray turns 0-d scalars (num_batches_tracked) into shape (1,).
-    tensors = {
-        name: t.reshape(()) if name in current and current[name].ndim == 0 and t.shape == (1,) else t
-        for name, t in tensors.items()
-    }
-    check_against(source, tensors, {name: tuple(t.shape) for name, t in current.items()})
+    tensors = conform(source, tensors, {name: tuple(t.shape) for name, t in current.items()})
     converted = {
         name: torch.from_numpy(np.asarray(tensors[name])).to(dtype=t.dtype)
         for name, t in current.items()
@@ -47,9 +42,11 @@ def load_state_into(model: nn.Module, tensors: dict[str, np.ndarray], source: Pa
     model.load_state_dict(converted, strict=True)
 
 
-def load_weights(path: Path) -> tuple[UNet, ModelConfig, dict[str, str]]:
-    """Build the U-Net described by a portable file and load its weights (CPU, eval mode)."""
-    tensors, model_cfg, meta = load_portable(Path(path))
-    model = UNet(model_cfg)
+def load_weights(path: Path, model_cfg: ModelConfig | None = None
+                 ) -> tuple[nn.Module, ModelConfig, dict[str, str]]:
+    """The network a portable file describes, with its weights, in eval mode on the CPU:
+    (model, config, metadata). With ``model_cfg``, a file for another model config is an error."""
+    tensors, file_cfg, meta = load_portable(Path(path), model_cfg)
+    model = build_model(file_cfg)
     load_state_into(model, tensors, path)
-    return model.eval(), model_cfg, meta
+    return model.eval(), file_cfg, meta

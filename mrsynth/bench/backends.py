@@ -1,8 +1,9 @@
 """What each backend's ``bench`` module supplies, and loading it by name (lazily, like backends).
 
 ``jax_impl/bench.py`` and ``torch_ref/bench.py`` build their session from the backend's own
-engine (model, optimizer and compiled step exactly as training runs them) and add only the
-timing-specific parts: device-resident batches, synchronization, precision switches, memory.
+engine (model, optimizer and compiled step exactly as training runs them) on the shared
+:class:`mrsynth.bench.session.EngineSession`, and add only the backend-specific timing parts:
+synchronization, precision switches, memory figures.
 """
 from __future__ import annotations
 

@@ -17,6 +17,10 @@ MARKDOWN_FILE = "README.md"
 PLOTS = ("step_time.png", "throughput.png", "scaling.png")
 
 
+def _giga(value: float | None) -> float | None:
+    return None if value is None else value / 1e9
+
+
 def _rate(row: dict[str, Any], key: str = "samples_per_s") -> str:
     """Images/s for 2D, megavoxels/s for 3D."""
     value = row.get(key) if key in row else None
@@ -41,7 +45,7 @@ def train_table_rows(results: dict[str, Any]) -> list[list[str]]:
         memory = r.get("memory", {})
         rows.append([
             r["case"], r["backend"], r["variant"], f"{step['median_ms']:.1f}", f"{step['p10_ms']:.1f}",
-            f"{step['p90_ms']:.1f}", f"{r['first_step_s']:.2f}", _rate(r), f"{r['tflops']:.3g}",
+            f"{step['p90_ms']:.1f}", f"{r['first_step_s']:.2f}", _rate(r), format_number(r["tflops"], ".3g"),
             format_number(None if r["peak_fraction"] is None else 100 * r["peak_fraction"], ".1f"),
             _rate({**r, **({"pipeline_rate": pipeline["samples_per_s"]} if pipeline else {})}, "pipeline_rate"),
             format_number(inference["median_s"] if inference else None, ".2f"),
@@ -65,7 +69,7 @@ def scaling_table_rows(results: dict[str, Any]) -> list[list[str]]:
                 continue
             rows.append([str(block["dims"]), r["mode"], str(r["devices"]), str(r["batch"]),
                          f"{r['step']['median_ms']:.1f}", f"{r['step']['p10_ms']:.1f}", f"{r['step']['p90_ms']:.1f}",
-                         f"{r['samples_per_s']:.4g}", f"{r['tflops']:.3g}", f"{r['efficiency']:.2f}"])
+                         f"{r['samples_per_s']:.4g}", _fmt(r["tflops"]), f"{r['efficiency']:.2f}"])
     return rows
 
 
@@ -130,9 +134,9 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
         "",
         "## Cases",
         markdown_table(("case", "parameters", "channels", "forward GFLOP", "train step GFLOP", "loader alone"),
-                  [[c["id"], f"{c['parameters']:,}",
+                  [[c["id"], format_number(c["parameters"], ","),
                     "-".join(str(c["model"]["base_channels"] * m) for m in c["model"]["channel_mults"]),
-                    f"{c['forward_flops'] / 1e9:.4g}", f"{c['train_step_flops'] / 1e9:.4g}",
+                    format_number(_giga(c["forward_flops"]), ".4g"), format_number(_giga(c["train_step_flops"]), ".4g"),
                     f"{c['loader']['samples_per_s']:.4g} samples/s" if "loader" in c else MISSING]
                    for c in results["cases"]]),
         "",

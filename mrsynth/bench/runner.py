@@ -25,7 +25,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mrsynth.config import Config
+from mrsynth.architecture import describe
+from mrsynth.config import Config, ModelConfig
 from mrsynth.data.dataset import available_pairs
 from mrsynth.data.loader import make_train_loader
 from mrsynth.data.preprocess import Volume, fit_training_normalization, load_volume
@@ -53,6 +54,15 @@ def synthetic_batch(batch: int, size: list[int], seed: int = 0) -> dict[str, np.
     rng = np.random.default_rng(seed)
     t1 = rng.standard_normal((batch, *size, 1), dtype=np.float32)
     return {"t1": t1, "t2": (0.5 * t1 + 0.1).astype(np.float32), "mask": np.ones_like(t1)}
+
+
+def network_figures(model: ModelConfig, size: list[int], batch: int) -> dict[str, int | None]:
+    """Parameters and FLOPs from the architecture's description (None where it has none)."""
+    net = describe(model)
+    if net is None:
+        return {"parameters": None, "forward_flops": None, "train_step_flops": None}
+    return {"parameters": net.parameter_count(), "forward_flops": flops.forward_flops(net, size, batch),
+            "train_step_flops": flops.train_step_flops(net, size, batch)}
 
 
 def _chunks(total: int, parts: int) -> list[int]:
@@ -111,7 +121,7 @@ def _train_row(case: dict[str, Any], backend: str, variant: Variant, session: Tr
         "voxels_per_s": throughput(case["batch"] * math.prod(case["size"]), median),
         "tflops": achieved,
         "peak_tflops": peak,
-        "peak_fraction": achieved / peak if peak else None,
+        "peak_fraction": achieved / peak if peak and achieved is not None else None,
     }
 
 
@@ -154,9 +164,7 @@ class Benchmark:
             "id": f"{dims}d-b{batch}-{'x'.join(map(str, size))}",
             "dims": dims, "batch": batch, "size": size,
             "model": dataclasses.asdict(cfg.model),
-            "parameters": flops.parameter_count(cfg.model),
-            "forward_flops": flops.forward_flops(cfg.model, size, batch),
-            "train_step_flops": flops.train_step_flops(cfg.model, size, batch),
+            **network_figures(cfg.model, size, batch),
         }
 
     def _run_variant(self, case: dict[str, Any], variant: Variant, peaks: dict[str, dict[str, float]],
@@ -190,8 +198,9 @@ class Benchmark:
                     row["inference"] = measure_inference(sessions[name], volumes, cfg, s.inference_subjects)
                 row["memory"] = {**sessions[name].memory(), **host_memory()}
                 rows[name] = row
+                achieved = "unknown" if row["tflops"] is None else f"{row['tflops']:.3g}"
                 self.log(f"[{name} {case['id']} {variant.name}] median {row['step']['median_ms']:.1f} ms/step, "
-                         f"{row['tflops']:.3g} TFLOP/s")
+                         f"{achieved} TFLOP/s")
         finally:
             for session in sessions.values():
                 session.close()
@@ -214,7 +223,8 @@ class Benchmark:
                 continue
             row["step"] = summarize(row.pop("step_s"))
             row["samples_per_s"] = throughput(row["batch"], row["step"]["median_ms"])
-            row["tflops"] = tflops(flops.train_step_flops(cfg.model, size, row["batch"]), row["step"]["median_ms"])
+            row["tflops"] = tflops(network_figures(cfg.model, size, row["batch"])["train_step_flops"],
+                                   row["step"]["median_ms"])
             base.setdefault(row["mode"], row["samples_per_s"] / row["devices"])
             row["efficiency"] = row["samples_per_s"] / (row["devices"] * base[row["mode"]])
         return {"dims": dims, "batch_per_device": batch, "size": size, "variant": variant.name, **result}

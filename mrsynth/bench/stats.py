@@ -27,5 +27,6 @@ def throughput(items_per_step: float, step_ms: float) -> float:
     return items_per_step / (step_ms / 1e3)
 
 
-def tflops(flops_per_step: float, step_ms: float) -> float:
-    return flops_per_step / (step_ms / 1e3) / 1e12
+def tflops(flops_per_step: float | None, step_ms: float) -> float | None:
+    """Achieved TFLOP/s; None when the network's FLOPs are unknown (no architecture description)."""
+    return None if flops_per_step is None else flops_per_step / (step_ms / 1e3) / 1e12

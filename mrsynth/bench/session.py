@@ -1,0 +1,101 @@
+"""The timing session both backends' bench modules build on: one engine, one placed batch.
+
+Both engines share the benchmark verbs (``place_batch``, ``train_step_placed``), so placing the
+synthetic batch once, the synced steps, the loader-fed steps and the precision-scoped predictor
+are written here once; a backend supplies only its precision switches, how to wait for its
+device, and its memory figures (:class:`EngineSession`'s abstract methods), plus optional
+hooks around the engine's life (``on_open``, ``release``).
+"""
+from __future__ import annotations
+
+import gc
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from mrsynth.backend import Batch, Predictor
+from mrsynth.config import ModelConfig
+
+
+class PlacingEngine(Protocol):
+    """A :class:`mrsynth.backend.TrainEngine` that can also place a batch once and step on it."""
+
+    def place_batch(self, batch: Batch) -> Any: ...
+
+    def train_step_placed(self, placed: Any) -> Any: ...
+
+    def train_step(self, batch: Batch) -> Any: ...
+
+    def predictor(self) -> Predictor: ...
+
+    def close(self) -> None: ...
+
+
+class ScopedPredictor:
+    """A predictor whose calls run under the session's precision switches."""
+
+    def __init__(self, inner: Predictor, scope: Callable[[], AbstractContextManager[Any]]) -> None:
+        self._inner = inner
+        self._scope = scope
+        self.model_config: ModelConfig = inner.model_config
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        with self._scope():
+            return self._inner(batch)
+
+
+class EngineSession(ABC):
+    """A :class:`mrsynth.bench.backends.TrainSession` over an engine writing to a temporary run folder."""
+
+    settings: dict[str, Any]
+
+    def __init__(self, open_engine: Callable[[Path], PlacingEngine], batch: dict[str, np.ndarray],
+                 prefix: str) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"mrsynth-bench-{prefix}-")
+        self.engine = open_engine(Path(self._tmp.name))
+        self.on_open()
+        with self.precision_scope():
+            self._placed = self.engine.place_batch(batch)
+        self.wait(self._placed)
+
+    @abstractmethod
+    def precision_scope(self) -> AbstractContextManager[Any]:
+        """The variant's precision switches (JAX matmul precision, torch TF32 flags)."""
+
+    @abstractmethod
+    def wait(self, result: Any) -> None:
+        """Return when the device has finished computing ``result`` (and the engine's update)."""
+
+    @abstractmethod
+    def memory(self) -> dict[str, float | None]:
+        """Device memory figures in MiB (None where the platform does not report them)."""
+
+    def on_open(self) -> None:
+        """Called once the engine exists, before the batch is placed (e.g. to reset memory peaks)."""
+
+    def release(self) -> None:
+        """Give cached device memory back after the engine is gone (where the backend caches it)."""
+
+    def synced_step(self) -> None:
+        self.wait(self.engine.train_step_placed(self._placed))
+
+    def run_steps(self, batches: Iterator[Batch], n: int) -> None:
+        result = None
+        for _ in range(n):
+            result = self.engine.train_step(next(batches))
+        self.wait(result)
+
+    def predictor(self) -> Predictor:
+        return ScopedPredictor(self.engine.predictor(), self.precision_scope)
+
+    def close(self) -> None:
+        self.engine.close()
+        del self.engine, self._placed
+        gc.collect()
+        self.release()
+        self._tmp.cleanup()
