@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
-from flax import nnx
 
+from mrsynth.backend import GENERATOR
 from mrsynth.config import Config, load_config
 from mrsynth import runs
 from mrsynth.weights import model_source_kind
@@ -13,20 +13,21 @@ from mrsynth.weights import model_source_kind
 from jax_impl.checkpoint import restore_from_run
 from jax_impl.model import UNet, build_model
 from jax_impl.predict import JaxPredictor
-from jax_impl.train import JaxEngine, abstract_train_state, merge_model
+from jax_impl.train import JaxEngine, abstract_train_state
+from jax_impl.train_state import merge_model, split_model
 from jax_impl.weights import export_portable, import_portable
 
 
 def load_run_model(run_dir: Path, which: str) -> tuple[UNet, Config, int]:
-    """The float32 U-Net of a JAX run directory with its ``which`` (best | last) checkpoint."""
+    """The float32 generator U-Net of a JAX run directory with its ``which`` (best | last) checkpoint."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / runs.CONFIG_FILE)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
                           abstract_train_state(cfg))
     step, state, _ = restore_from_run(run_dir / "checkpoints", target, which)
-    graphdef, _, _ = nnx.split(build_model(cfg.model), nnx.Param, nnx.BatchStat)
-    return merge_model(graphdef, state["params"], state["batch_stats"]), cfg, step
+    graphdef, _ = split_model(build_model(cfg.model))
+    return merge_model(graphdef, state["models"][GENERATOR]), cfg, step
 
 
 class JaxBackend:

@@ -45,11 +45,23 @@ def test_overrides_are_typed():
     ("data.split_fractions=[0.5,0.5,0.5]", "sum to 1"),
     ("train.warmup_steps=600", "train.warmup_steps"),
     ("nosection", "expected section.key=value"),
+    ("train.precision=bf16", "train.precision: 'bf16' is not one of float32, tf32, bfloat16"),
+    ("train.compute_dtype=bfloat16", "train.compute_dtype: no longer a config key; use train.precision"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=None) as info:
         load_config(None, [override])
     assert message in str(info.value)
+
+
+def test_a_config_with_the_removed_compute_dtype_fails_in_one_line_saying_what_to_use(tmp_path, capsys):
+    from mrsynth.cli import main
+
+    old = tmp_path / "old.yaml"
+    old.write_text("train:\n  compute_dtype: bfloat16\n")
+    assert main(["train", "--config", str(old)]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {old}: train.compute_dtype: no longer a "
+                                                            "config key; use train.precision (float32 | tf32 | bfloat16)"]
 
 
 def test_3d_patch_needs_three_sizes():

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from mrsynth.backend import GENERATOR
 from mrsynth.config import Config, ModelConfig, load_config
 from mrsynth.errors import CheckpointError
 from mrsynth import runs
@@ -22,14 +23,14 @@ def default_device() -> torch.device:
 
 
 def load_run_model(run_dir: Path, which: str) -> tuple[UNet, Config, dict[str, Any]]:
-    """The U-Net of a torch run directory with its ``which`` checkpoint's weights (CPU)."""
+    """The generator U-Net of a torch run directory with its ``which`` checkpoint's weights (CPU)."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / runs.CONFIG_FILE)
     path = checkpoint.find_checkpoint(run_dir, which)
     payload = checkpoint.read_checkpoint(path)
     model = UNet(cfg.model)
     try:
-        model.load_state_dict(payload["model"])
+        model.load_state_dict(payload["models"][GENERATOR])
     except (KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: weights do not match {run_dir / runs.CONFIG_FILE} "
                               f"({str(exc).strip().splitlines()[0]})") from None
