@@ -69,6 +69,10 @@ TOLERANCES: dict[str, dict[str, float]] = {
     # Whole volumes through the shared inference, both backends loading one portable file:
     # the 60 dB (measured >= 129 dB).
     "synth_psnr": {"float32": 60.0},
+    # A registered loss and each of its terms on the same float32 inputs, relative difference
+    # (parity_tests/test_losses.py): measured 7.2e-7 (L1, masked L1) and 1.0e-6 (the SSIM term)
+    # over 120 random batches from 2x16x16 to 8x64x64 (two float32 summation orders).
+    "loss": {"float32": 2e-6},
 }
 
 
