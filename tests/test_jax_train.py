@@ -118,6 +118,9 @@ def test_resume_continues_exactly(reference, tmp_path):
         JaxEngine(other, reference["run_dir"]).restore_checkpoint()
 
 
+# orbax abandons a read it had started when the trees do not match; pytest reports that coroutine
+# (outside pytest nothing but the CheckpointError reaches the user).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_checkpoint_of_another_layout_is_one_clear_error(tmp_path):
     """A checkpoint in the single-model layout of earlier versions does not load, in one line."""
     cfg = make_cfg()
