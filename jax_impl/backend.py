@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
-from flax import nnx
 
+from mrsynth.backend import GENERATOR
 from mrsynth.checkpoints import LoadedRun, checkpoint_dir
 from mrsynth.config import Config, load_config
 from mrsynth import runs
@@ -14,12 +14,13 @@ from mrsynth.weights import model_source_kind
 from jax_impl.checkpoint import find_checkpoint, read_checkpoint
 from jax_impl.model import build_model
 from jax_impl.predict import JaxPredictor
-from jax_impl.train import JaxEngine, abstract_train_state, merge_model
+from jax_impl.train import JaxEngine, abstract_train_state
+from jax_impl.train_state import merge_model, split_model
 from jax_impl.weights import load_weights, save_weights
 
 
 def load_run_model(run_dir: Path, which: str) -> LoadedRun:
-    """The float32 network of a JAX run directory with its ``which`` (best | last) checkpoint."""
+    """The float32 generator of a JAX run directory with its ``which`` (best | last) checkpoint."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / runs.CONFIG_FILE)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -27,8 +28,8 @@ def load_run_model(run_dir: Path, which: str) -> LoadedRun:
                           abstract_train_state(cfg))
     path = find_checkpoint(run_dir, which)
     step, state, _ = read_checkpoint(path, target)
-    graphdef, _, _ = nnx.split(build_model(cfg.model), nnx.Param, nnx.BatchStat)
-    model = merge_model(graphdef, state["params"], state["batch_stats"])
+    graphdef, _ = split_model(build_model(cfg.model))
+    model = merge_model(graphdef, state["models"][GENERATOR])
     model.eval()
     return LoadedRun(model, cfg, step, str(path.relative_to(checkpoint_dir(run_dir))))
 

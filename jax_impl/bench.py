@@ -1,18 +1,14 @@
 """The JAX half of ``run.py benchmark``: timing sessions over :class:`jax_impl.train.JaxEngine`.
 
-The engine builds the model, optimizer and jitted step exactly as training does; this module
-adds what timing needs: one batch placed on the device(s) once, ``block_until_ready`` after
-every timed step, the variant's matmul/conv precision, device memory figures, and the
-multi-device scaling run (``python -m jax_impl.bench SPEC.json OUT.json``, started by
-:mod:`mrsynth.bench.scaling` with forced host devices on a CPU).
-
-Precision: 'highest' (no TF32) for ``fp32``; the default (TF32 on NVIDIA GPUs) for ``tf32`` and
-``bf16``. It is a trace-time setting that is part of jit's cache key, so every call that may
-compile or hit the cache runs inside the same scope.
+The engine builds the model, optimizer and jitted step exactly as training does, and runs its
+steps and its predictor at the variant's precision (``train.precision``); this module adds
+what timing needs: one batch placed on the device(s) once, ``block_until_ready`` after every
+timed step, device memory figures, and the multi-device scaling run (``python -m
+jax_impl.bench SPEC.json OUT.json``, started by :mod:`mrsynth.bench.scaling` with forced host
+devices on a CPU).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -27,36 +23,27 @@ from mrsynth.config import Config, config_from_dict
 from mrsynth.bench.backends import first_step_seconds, step_seconds, time_matmul_tflops
 from mrsynth.bench.session import EngineSession
 from mrsynth.bench.settings import BenchSettings
-from mrsynth.bench.variants import Variant, parse_variant
+from mrsynth.precision import get_precision
+from jax_impl.precision import matmul_precision, precision_scope
 from jax_impl.train import JaxEngine
-
-MATMUL_PRECISION = {"fp32": "highest", "tf32": None, "bf16": None}
-
-
-def precision_scope(precision: str) -> contextlib.AbstractContextManager:
-    level = MATMUL_PRECISION[precision]
-    return jax.default_matmul_precision(level) if level else contextlib.nullcontext()
 
 
 class JaxSession(EngineSession):
     """A timing session on ``devices`` (default: the first device)."""
 
-    def __init__(self, cfg: Config, variant: Variant, batch: dict[str, np.ndarray],
+    def __init__(self, cfg: Config, batch: dict[str, np.ndarray],
                  devices: list[jax.Device] | None = None) -> None:
         self.devices = devices or jax.local_devices()[:1]
-        self.precision = variant.precision
         super().__init__(lambda run_dir: JaxEngine(cfg, run_dir, devices=self.devices), batch, "jax")
         self.settings = {
             "device": self.devices[0].device_kind,
             "devices": len(self.devices),
             "platform": self.devices[0].platform,
-            "matmul_precision": MATMUL_PRECISION[self.precision] or "default",
-            "compute_dtype": cfg.train.compute_dtype,
+            "precision": cfg.train.precision,
+            "matmul_precision": matmul_precision(cfg.train.precision),
+            "compute_dtype": get_precision(cfg.train.precision).activations,
             "parallel": cfg.train.parallel,
         }
-
-    def precision_scope(self) -> contextlib.AbstractContextManager[Any]:
-        return precision_scope(self.precision)
 
     def wait(self, result: Any) -> None:
         jax.block_until_ready((result, self.engine.state))
@@ -97,15 +84,15 @@ class JaxBench:
 
     def matmul_tflops(self, precision: str, size: int) -> float:
         size = size or (8192 if jax.default_backend() == "gpu" else 1024)
-        dtype = jnp.bfloat16 if precision == "bf16" else jnp.float32
+        dtype = jnp.dtype(get_precision(precision).activations)
         keys = jax.random.split(jax.random.PRNGKey(0))
         a, b = (jax.random.normal(k, (size, size), dtype) for k in keys)
         matmul = jax.jit(jnp.matmul)
         with precision_scope(precision):
             return time_matmul_tflops(lambda: jax.block_until_ready(matmul(a, b)), size)
 
-    def open_session(self, cfg: Config, variant: Variant, batch: dict[str, np.ndarray]) -> JaxSession:
-        return JaxSession(cfg, variant, batch)
+    def open_session(self, cfg: Config, batch: dict[str, np.ndarray]) -> JaxSession:
+        return JaxSession(cfg, batch)
 
 
 def create_bench() -> JaxBench:
@@ -117,7 +104,6 @@ def run_scaling(spec: dict[str, Any]) -> list[dict[str, Any]]:
 
     Device counts above what this process sees are skipped (reported as such).
     """
-    variant = parse_variant(spec["variant"])
     rows = []
     available = jax.devices()
     for mode in spec["modes"]:
@@ -133,7 +119,7 @@ def run_scaling(spec: dict[str, Any]) -> list[dict[str, Any]]:
             shape = (row["batch"], *cfg.data.patch_size, 1)
             t1 = rng.standard_normal(shape, dtype=np.float32)
             batch = {"t1": t1, "t2": (0.5 * t1 + 0.1).astype(np.float32), "mask": np.ones_like(t1)}
-            session = JaxSession(cfg, variant, batch, devices=available[:n])
+            session = JaxSession(cfg, batch, devices=available[:n])
             try:
                 row["first_step_s"] = first_step_seconds(session)
                 step_seconds(session, spec["warmup"])

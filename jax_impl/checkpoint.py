@@ -1,7 +1,8 @@
 """Orbax checkpoints of a JAX run: the last k under ``checkpoints/last``, the best under ``checkpoints/best``.
 
-Each checkpoint is a composite of ``state`` (params, BatchNorm stats, optimizer state, step,
-RNG key: a pytree of arrays, restored onto the caller's shardings) and ``extra`` (JSON: data
+Each checkpoint is a composite of ``state`` (the train state of ``jax_impl/train_state.py``:
+every model's params and BatchNorm stats and every optimizer state keyed by model name, step,
+RNG key; a pytree of arrays, restored onto the caller's shardings) and ``extra`` (JSON: data
 iterator state, best metric). Saves are asynchronous: device arrays are copied to host before
 ``save`` returns, so the next (donating) train step cannot corrupt them. Restoring reads only
 arrays and JSON, never code.

@@ -1,4 +1,11 @@
-"""Training losses of docs/ARCHITECTURE.md: L1, and L1 + weight * (1 - SSIM).
+"""Training losses of docs/ARCHITECTURE.md, registered by name (``train.loss``): L1, and
+L1 + weight * (1 - SSIM).
+
+A loss is ``fn(pred, batch, train) -> (loss, terms)``: ``pred`` the model's float32 output,
+``batch`` the step's whole batch (``t1``, ``t2``, ``mask``: channels-last, as the loader gives
+it), ``train`` the TrainConfig; it returns the scalar float32 loss and a dict of named float32
+scalars that the training loop logs (``{"l1": ..., "ssim": ...}``). Code outside the library adds
+one with ``@LOSSES.register("name")``; ``torch_ref/losses.py`` must register the same function.
 
 SSIM uses a separable Gaussian window (size 7, sigma 1.5) applied with 'valid' extent along
 every spatial axis, C1 = (0.01 R)^2, C2 = (0.03 R)^2, averaged over the valid region and the
@@ -6,14 +13,20 @@ batch. Inputs are channels-last (B, *spatial, C); everything is computed in floa
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mrsynth.config import TrainConfig
+from mrsynth.registry import Registry
 
 SSIM_WINDOW = 7
 SSIM_SIGMA = 1.5
+
+LossFn = Callable[[jax.Array, Mapping[str, jax.Array], TrainConfig], tuple[jax.Array, dict[str, jax.Array]]]
+LOSSES: Registry[LossFn] = Registry("train.loss", "loss", "jax backend")
 
 
 def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> np.ndarray:
@@ -52,9 +65,24 @@ def l1(pred: jax.Array, target: jax.Array) -> jax.Array:
     return jnp.mean(jnp.abs(pred.astype(jnp.float32) - target.astype(jnp.float32)))
 
 
-def training_loss(pred: jax.Array, target: jax.Array, train: TrainConfig) -> jax.Array:
-    """The configured loss (``train.loss``) of a batch, float32 scalar."""
-    loss = l1(pred, target)
-    if train.loss == "l1_ssim":
-        loss = loss + train.ssim_weight * (1.0 - ssim(pred, target, train.ssim_data_range))
-    return loss
+def training_loss(pred: jax.Array, batch: Mapping[str, jax.Array], train: TrainConfig
+                  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The configured loss (``train.loss``) of a batch and its logged terms, in float32."""
+    return LOSSES.lookup(train.loss)(pred.astype(jnp.float32), batch, train)
+
+
+@LOSSES.register("l1")
+def l1_loss(pred: jax.Array, batch: Mapping[str, jax.Array], train: TrainConfig
+            ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Mean |pred - t2| over every voxel of the batch."""
+    value = l1(pred, batch["t2"])
+    return value, {"l1": value}
+
+
+@LOSSES.register("l1_ssim")
+def l1_ssim_loss(pred: jax.Array, batch: Mapping[str, jax.Array], train: TrainConfig
+                 ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """L1 + ``ssim_weight`` * (1 - SSIM); logs both L1 and the mean SSIM."""
+    l1_value = l1(pred, batch["t2"])
+    ssim_value = ssim(pred, batch["t2"], train.ssim_data_range)
+    return l1_value + train.ssim_weight * (1.0 - ssim_value), {"l1": l1_value, "ssim": ssim_value}

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mrsynth.config import ModelConfig
-from mrsynth.registry import ArchitectureRegistry
+from mrsynth.registry import Registry
 
 from jax_impl.layers import (CONV3D_FORMULATIONS, ConvTranspose2x, Dropout, ResizeConv, activation, conv,
                              make_norm)
@@ -120,7 +120,7 @@ class Builder(Protocol):
 
 
 # model.arch -> builder; every architecture registers here and its torch twin in torch_ref/model.py.
-ARCHITECTURES: ArchitectureRegistry[Builder] = ArchitectureRegistry("jax backend")
+ARCHITECTURES: Registry[Builder] = Registry("model.arch", "architecture", "jax backend")
 register_architecture = ARCHITECTURES.register
 unregister_architecture = ARCHITECTURES.unregister
 register_architecture("unet", UNet)
@@ -129,6 +129,6 @@ register_architecture("unet", UNet)
 def build_model(cfg: ModelConfig, *, seed: int = 0, compute_dtype: str = "float32",
                 axis_name: str | None = None, conv3d: str = "stacked2d") -> nnx.Module:
     """A freshly initialized ``cfg.arch`` network in training mode."""
-    builder = ARCHITECTURES.get(cfg.arch)
+    builder = ARCHITECTURES.lookup(cfg.arch)
     return builder(cfg, compute_dtype=jnp.dtype(compute_dtype), axis_name=axis_name, conv3d=conv3d,
                    rngs=nnx.Rngs(params=seed))

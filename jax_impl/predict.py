@@ -1,9 +1,10 @@
 """Eval-mode batch predictor: numpy (B, *spatial, 1) in, numpy out, any spatial size.
 
-Dropout off, BatchNorm on running statistics. Inputs are zero-padded (background is 0 after
-normalization) up to a multiple of ``2**depth`` and the output cropped back. The jitted
-forward is cached on the (hashable) graphdef, so a new predictor for the same architecture,
-e.g. one per validation, does not recompile.
+Dropout off, BatchNorm on running statistics, matmuls at the given named precision
+(``float32`` unless told: full float32, the arithmetic the parity checks verify). Inputs are
+zero-padded (background is 0 after normalization) up to a multiple of ``2**depth`` and the
+output cropped back. The jitted forward is cached on the (hashable) graphdef, so a new
+predictor for the same architecture, e.g. one per validation, does not recompile.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from flax import nnx
 from mrsynth.config import ModelConfig
 from mrsynth.inference.volume import crop_to, pad_to_multiple
 
+from jax_impl.precision import precision_scope
+
 
 @partial(jax.jit, static_argnums=0)
 def _forward(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array) -> jax.Array:
@@ -25,8 +28,10 @@ def _forward(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array) -> jax.Arra
 class JaxPredictor:
     """:class:`mrsynth.backend.Predictor` over a network (the model is switched to eval mode)."""
 
-    def __init__(self, model: nnx.Module, model_config: ModelConfig, device: jax.Device | None = None) -> None:
+    def __init__(self, model: nnx.Module, model_config: ModelConfig, precision: str = "float32",
+                 device: jax.Device | None = None) -> None:
         self.model_config = model_config
+        self.precision = precision
         model.eval()
         self._graphdef, state = nnx.split(model)
         self._device = device or jax.local_devices()[0]
@@ -41,5 +46,6 @@ class JaxPredictor:
             )
         spatial = tuple(range(1, cfg.dims + 1))
         padded, crop = pad_to_multiple(batch, 2**cfg.depth, spatial)
-        out = _forward(self._graphdef, self._state, jax.device_put(padded, self._device))
+        with precision_scope(self.precision):
+            out = _forward(self._graphdef, self._state, jax.device_put(padded, self._device))
         return crop_to(np.asarray(out), crop[: cfg.dims + 1])

@@ -1,122 +1,40 @@
-"""The JAX training engine: functional train state, jit-compiled data-parallel step, optax AdamW.
+"""The JAX training engine: a training objective's models and optax optimizers, its step
+jit-compiled data-parallel (or pmapped), and orbax checkpoints of the whole train state.
 
-The model is split once into a static ``graphdef`` and pure-dict pytrees; the jitted step
-takes and returns a plain dict train state (params, BatchNorm stats, optimizer state, step,
-RNG key), so no Python graph traversal happens per step. Metrics stay on device until the
-loop asks (``fetch_metrics``).
+What is trained and how one step updates it comes from the objective (``train.objective``,
+``jax_impl/objectives.py``); the engine is the same for any number of models. The step takes
+and returns the plain dict train state of ``jax_impl/train_state.py`` and runs under the run's
+matmul precision (``train.precision``). Metrics stay on device until the loop asks
+(``fetch_metrics``).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
-from mrsynth.backend import Batch
-from mrsynth.config import Config, TrainConfig
-from mrsynth.schedule import warmup_cosine
+from mrsynth.backend import GENERATOR, Batch
+from mrsynth.config import Config
 
 from jax_impl import distributed
 from jax_impl.checkpoint import CheckpointStore
-from jax_impl.losses import training_loss
-from jax_impl.model import build_model
+from jax_impl.objectives import OBJECTIVES, Metrics
+from jax_impl.precision import precision_scope
 from jax_impl.predict import JaxPredictor
-
-TrainState = dict[str, Any]  # {"params", "batch_stats", "opt_state", "step", "key"}
-StepFn = Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]
-
-
-def lr_schedule(train: TrainConfig) -> Callable[[jax.Array], jax.Array]:
-    """The shared warmup-cosine formula, evaluated by optax on its update count."""
-    return lambda count: warmup_cosine(count, train.lr, train.warmup_steps, train.steps,
-                                       train.end_lr_factor, xp=jnp)
-
-
-def decay_mask(params: Any) -> Any:
-    """Weight decay only on conv / conv-transpose kernels (ndim >= 3), never biases or norms."""
-    return jax.tree.map(lambda p: p.ndim >= 3, params)
-
-
-def make_optimizer(train: TrainConfig) -> optax.GradientTransformation:
-    """Global-norm clipping, then AdamW with the shared schedule and the decay mask."""
-    return optax.chain(
-        optax.clip_by_global_norm(train.clip_norm),
-        optax.adamw(lr_schedule(train), b1=train.b1, b2=train.b2, eps=train.eps,
-                    weight_decay=train.weight_decay, mask=decay_mask),
-    )
-
-
-def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, dict, dict]:
-    """(graphdef, params, batch stats) with the states as pure nested dicts."""
-    graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-    return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(stats)
-
-
-def merge_model(graphdef: nnx.GraphDef, params: dict, stats: dict) -> nnx.Module:
-    return nnx.merge(graphdef, nnx.State(params), nnx.State(stats))
-
-
-def init_train_state(model: nnx.Module, tx: optax.GradientTransformation, seed: int
-                     ) -> tuple[nnx.GraphDef, TrainState]:
-    graphdef, params, stats = split_model(model)
-    state = {
-        "params": params,
-        "batch_stats": stats,
-        "opt_state": tx.init(params),
-        "step": jnp.zeros((), jnp.int32),
-        "key": jax.random.fold_in(jax.random.PRNGKey(seed), 1),  # dropout stream, raw uint32 key
-    }
-    return graphdef, state
+from jax_impl.train_state import TrainState, Variables, init_train_state, merge_model
 
 
 def abstract_train_state(cfg: Config) -> TrainState:
     """Shapes and dtypes of a run's train state, without allocating it (restore targets)."""
-    tx = make_optimizer(cfg.train)
-    return jax.eval_shape(lambda: init_train_state(build_model(cfg.model), tx, cfg.train.seed)[1])
+    objective = OBJECTIVES.lookup(cfg.train.objective)
 
+    def initial() -> TrainState:
+        return init_train_state(objective.models(cfg, None), objective.optimizers(cfg.train), cfg.train.seed)[1]
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, train: TrainConfig,
-                    axis_name: str | None = None) -> StepFn:
-    """The pure step function. With ``axis_name`` (pmap) it runs on one device's slice of the
-    batch and averages loss and gradients across devices; without, it sees the global batch."""
-    schedule = lr_schedule(train)
-
-    def train_step(state: TrainState, batch: dict[str, jax.Array]):
-        # Per-sample dropout keys from (key, step, global sample index): identical masks on
-        # any number of devices, and a resumed run redraws exactly the same ones.
-        local = batch["t1"].shape[0]
-        index = jnp.arange(local)
-        if axis_name is not None:
-            index = index + jax.lax.axis_index(axis_name) * local
-        step_key = jax.random.fold_in(state["key"], state["step"])
-        sample_keys = jax.vmap(jax.random.fold_in, (None, 0))(step_key, index)
-
-        def loss_fn(params):
-            model = merge_model(graphdef, params, state["batch_stats"])
-            pred = model(batch["t1"], sample_keys)
-            loss = training_loss(pred, batch["t2"], train)
-            return loss, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
-
-        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-        if axis_name is not None:
-            grads = jax.lax.pmean(grads, axis_name)
-            loss = jax.lax.pmean(loss, axis_name)
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        new_state = {
-            "params": optax.apply_updates(state["params"], updates),
-            "batch_stats": stats,
-            "opt_state": opt_state,
-            "step": state["step"] + 1,
-            "key": state["key"],
-        }
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state["step"])}
-        return new_state, metrics
-
-    return train_step
+    return jax.eval_shape(initial)
 
 
 class JaxEngine:
@@ -135,18 +53,16 @@ class JaxEngine:
         self._replicated = distributed.replicated(self.mesh)
         self._local_devices = [d for d in self.mesh.devices.flat if d.process_index == self.process_index]
 
-        model = build_model(cfg.model, seed=cfg.train.seed, compute_dtype=cfg.train.compute_dtype,
-                            axis_name=distributed.DATA_AXIS if self.pmap else None,
-                            conv3d=cfg.train.jax_conv3d)
-        self.tx = make_optimizer(cfg.train)
-        self.graphdef, state = init_train_state(model, self.tx, cfg.train.seed)
+        objective = OBJECTIVES.lookup(cfg.train.objective)
+        axis_name = distributed.DATA_AXIS if self.pmap else None
+        txs = objective.optimizers(cfg.train)
+        self.graphdefs, state = init_train_state(objective.models(cfg, axis_name), txs, cfg.train.seed)
         self._template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+        step_fn = objective.make_step(self.graphdefs, txs, cfg.train, axis_name)
         if self.pmap:
-            step_fn = make_train_step(self.graphdef, self.tx, cfg.train, distributed.DATA_AXIS)
             self._step = jax.pmap(step_fn, axis_name=distributed.DATA_AXIS, donate_argnums=0,
                                   devices=list(self.mesh.devices.flat))
         else:
-            step_fn = make_train_step(self.graphdef, self.tx, cfg.train)
             self._step = jax.jit(step_fn, donate_argnums=0,
                                  out_shardings=(self._replicated, self._replicated))
         self.state = self._place_state(state)
@@ -170,31 +86,31 @@ class JaxEngine:
             return jax.device_put(split, distributed.batch_sharding(distributed.data_mesh(self._local_devices)))
         return distributed.place_batch(batch, self._batch_sharding)
 
-    def train_step_placed(self, placed: dict[str, jax.Array]) -> dict[str, jax.Array]:
-        """One update on a batch from :meth:`place_batch`; returns device-side metrics."""
-        self.state, metrics = self._step(self.state, placed)
+    def train_step_placed(self, placed: dict[str, jax.Array]) -> Metrics:
+        """One step on a batch from :meth:`place_batch`; returns device-side metrics."""
+        with precision_scope(self.cfg.train.precision):
+            self.state, metrics = self._step(self.state, placed)
         return metrics
 
-    def train_step(self, batch: Batch) -> dict[str, jax.Array]:
+    def train_step(self, batch: Batch) -> Metrics:
         return self.train_step_placed(self.place_batch(batch))
 
-    def fetch_metrics(self, handles: list[dict[str, jax.Array]]) -> list[dict[str, float]]:
+    def fetch_metrics(self, handles: list[Metrics]) -> list[dict[str, float]]:
         local = [{k: v.addressable_data(0) for k, v in h.items()} for h in handles]
         return [{k: float(np.asarray(v).reshape(-1)[0]) for k, v in row.items()}
                 for row in jax.device_get(local)]
 
-    def host_variables(self) -> tuple[dict, dict]:
-        """(params, batch stats) as numpy pure dicts."""
-        state = self.single_copy_state()
-        fetch = lambda x: np.asarray(x.addressable_data(0))  # noqa: E731  replicated: any copy
-        return jax.tree.map(fetch, state["params"]), jax.tree.map(fetch, state["batch_stats"])
+    def host_variables(self, name: str = GENERATOR) -> Variables:
+        """A model's {"params", "batch_stats"} as numpy pure dicts."""
+        variables = self.single_copy_state()["models"][name]
+        return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), variables)  # replicated: any copy
 
-    def current_model(self) -> nnx.Module:
-        params, stats = self.host_variables()
-        return merge_model(self.graphdef, params, stats)
+    def current_model(self, name: str = GENERATOR) -> nnx.Module:
+        return merge_model(self.graphdefs[name], self.host_variables(name))
 
     def predictor(self) -> JaxPredictor:
-        return JaxPredictor(self.current_model(), self.cfg.model)
+        """The generator, at the run's precision (validation scores what training computes)."""
+        return JaxPredictor(self.current_model(), self.cfg.model, self.cfg.train.precision)
 
     def save_checkpoint(self, step: int, extra: dict[str, Any], is_best: bool) -> None:
         self._checkpoints.save(step, self.single_copy_state(), extra, is_best)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from mrsynth.config import ModelConfig
-from mrsynth.registry import ArchitectureRegistry
+from mrsynth.registry import Registry
 
 OPS = ("conv", "conv_transpose", "norm")
 
@@ -67,7 +67,7 @@ class Network:
 
 Describe = Callable[[ModelConfig], Network]
 # model.arch -> its description; optional (FLOPs and parameters of an undescribed network are unknown).
-DESCRIPTIONS: ArchitectureRegistry[Describe] = ArchitectureRegistry("description")
+DESCRIPTIONS: Registry[Describe] = Registry("model.arch", "architecture", "network descriptions")
 register_description = DESCRIPTIONS.register
 unregister_description = DESCRIPTIONS.unregister
 

@@ -1,9 +1,19 @@
 """The contract both backends implement, and lazy loading of a backend by name.
 
 ``mrsynth`` owns the training loop (``mrsynth.training.loop``), the data pipeline, inference
-and evaluation; a backend only supplies a :class:`TrainEngine` (model + optimizer + step +
+and evaluation; a backend only supplies a :class:`TrainEngine` (models + optimizers + step +
 checkpoints) and a :class:`Predictor`. A backend module is imported only when chosen, so a
 user with only JAX (or only PyTorch) installed can run it.
+
+What an engine trains is its *training objective* (``train.objective``): a per-backend entry
+in ``jax_impl/objectives.py`` and ``torch_ref/objectives.py`` that names the models it
+trains, builds one optimizer per trained model and builds the step that updates them.
+``supervised`` (today's only one) trains the :data:`GENERATOR` U-Net on the registered loss
+(``train.loss``, ``<backend>/losses.py``). A second model with its own optimizer (a PatchGAN
+discriminator) is a new objective registered in both backends plus its name in
+``mrsynth.config.CHOICES``; the engines, their checkpoints (keyed by model name), the loop
+and the metrics logging stay as they are. Whatever the objective, predictors, validation and
+the portable weight file use the generator alone.
 """
 from __future__ import annotations
 
@@ -18,6 +28,7 @@ from mrsynth.errors import MrsynthError
 from mrsynth.extras import import_optional
 
 BACKENDS = {"jax": "jax_impl.backend", "torch": "torch_ref.backend"}
+GENERATOR = "generator"  # the model that synthesizes T2: predicted with and exported
 
 # A training batch: numpy, float32, channels-last. Keys: "t1", "t2" -> (B, H, W, 1) or
 # (B, D, H, W, 1); "mask" -> same shape, float32 0/1 foreground.
@@ -37,33 +48,40 @@ class Predictor(Protocol):
 
 @runtime_checkable
 class TrainEngine(Protocol):
-    """Model, optimizer, compiled step and checkpoints of one backend, driven by the shared loop.
+    """Models, optimizers, compiled step and checkpoints of one backend, driven by the shared loop.
 
     The loop never touches framework objects: it hands numpy batches in, gets opaque metric
     handles back (no host sync per step), and asks for host values every ``log_every`` steps.
+    The engine applies the run's named precision (``train.precision``) to its steps and to
+    its predictor.
     """
 
     process_index: int
     process_count: int
 
     def train_step(self, batch: Batch) -> Any:
-        """Run one optimizer update on a global batch shard; return device-side metrics."""
+        """Run one training step (every optimizer's update) on a global batch shard; return
+        device-side metrics: a dict whose keys the objective chooses, always with ``loss``
+        (the NaN guard watches it), ``grad_norm`` and ``lr``, plus the loss terms."""
         ...
 
     def fetch_metrics(self, handles: list[Any]) -> list[dict[str, float]]:
-        """Host values ({"loss", "grad_norm", "lr"}) of the given steps' metrics (syncs)."""
+        """Host values of the given steps' metrics, every key as a float (syncs)."""
         ...
 
     def predictor(self) -> Predictor:
-        """A predictor using the current parameters (for validation)."""
+        """A predictor using the generator's current parameters (for validation)."""
         ...
 
     def save_checkpoint(self, step: int, extra: dict[str, Any], is_best: bool) -> None:
-        """Save params, optimizer state, RNG and ``extra`` (JSON-able: data iterator state...)."""
+        """Save every model's parameters and optimizer state (keyed by model name), RNG and
+        ``extra`` (JSON-able: data iterator state...)."""
         ...
 
     def restore_checkpoint(self) -> tuple[int, dict[str, Any]] | None:
-        """Restore the latest checkpoint in place; return (step, extra), or None if there is none."""
+        """Restore the latest checkpoint in place; return (step, extra), or None if there is none.
+
+        A checkpoint of other models or another layout is a CheckpointError naming its path."""
         ...
 
     def close(self) -> None:
@@ -84,7 +102,7 @@ class Backend(Protocol):
         ...
 
     def export_weights(self, run_dir: Path, out: Path, which: str = "best") -> None:
-        """Convert a run directory's checkpoint into a portable weight file.
+        """Convert a run directory's checkpoint (its generator) into a portable weight file.
 
         Metadata: ``mrsynth.runs.portable_metadata(run_dir, which)``.
         """

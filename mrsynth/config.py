@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 
 from mrsynth.errors import ConfigError
+from mrsynth.losses import LOSS_NAMES
+from mrsynth.precision import TRAINING_PRECISIONS
 
 
 @dataclass
@@ -136,13 +138,14 @@ class TrainConfig:
     b2: float = 0.999
     eps: float = 1e-8
     clip_norm: float = 1.0
-    loss: str = "l1"  # l1 | l1_ssim
+    objective: str = "supervised"  # what a step trains: models, optimizers, update (see mrsynth/backend.py)
+    loss: str = "l1"  # l1 | l1_ssim (mrsynth/losses.py)
     ssim_weight: float = 0.2
     # Conditional adversarial training (pix2pix) when > 0: loss = L1 term + adv_weight * the
     # generator's adversarial loss; pix2pix weighs L1:adversarial 100:1, i.e. adv_weight 0.01.
     adv_weight: float = 0.0
     ssim_data_range: float = 4.0
-    compute_dtype: str = "float32"  # float32 | bfloat16
+    precision: str = "float32"  # float32 | tf32 | bfloat16 (mrsynth/precision.py)
     seed: int = 0
     log_every: int = 25
     val_every: int = 200
@@ -198,10 +201,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.upsample": ("transpose", "resize_conv"),
     "model.downsample": ("maxpool", "conv"),
     "model.activation": ("relu", "leaky_relu", "silu"),
-    "train.loss": ("l1", "l1_ssim"),
+    "train.objective": ("supervised",),
+    "train.loss": LOSS_NAMES,
+    "train.precision": TRAINING_PRECISIONS,
     "discriminator.norm": ("instance", "none"),
     "discriminator.loss": ("lsgan", "nonsaturating"),
-    "train.compute_dtype": ("float32", "bfloat16"),
     "train.parallel": ("sharded", "pmap"),
     "train.jax_conv3d": ("stacked2d", "native"),
     "eval.blend": ("gaussian", "constant"),
@@ -266,9 +270,16 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {annotation!r}")
 
 
+# Keys that were removed, and what to use instead (an old config then fails saying so).
+REMOVED_KEYS = {"train.compute_dtype": f"use train.precision ({' | '.join(TRAINING_PRECISIONS)})"}
+
+
 def build_dataclass(cls: type, raw: dict[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    for key in sorted(set(raw) - names):
+        if prefix + key in REMOVED_KEYS:
+            raise ConfigError(f"{prefix}{key}: no longer a config key; {REMOVED_KEYS[prefix + key]}")
     unknown = sorted(set(raw) - names)
     if unknown:
         raise ConfigError(f"unknown config key '{prefix}{unknown[0]}' (known: {', '.join(sorted(names))})")

@@ -27,30 +27,34 @@ import torch
 from flax import nnx
 from safetensors.numpy import save_file
 
+from mrsynth.backend import GENERATOR
 from mrsynth.config import Config, ModelConfig, TrainConfig
 from mrsynth.errors import CheckpointError
 from mrsynth.inference.volume import synthesize_volume
 from mrsynth.parity.metrics import psnr, rel_l2, worst_rel_l2
 from mrsynth.parity.report import CheckResult
 from mrsynth.parity.tolerances import DEFAULT_TOLERANCES, ToleranceTable, trajectory_regime
+from mrsynth.precision import get_precision
 from mrsynth.weights import load_portable
 
 from jax_impl import losses as jax_losses
-from jax_impl import train as jax_train
 from jax_impl.backend import JaxBackend
 from jax_impl import weights as jax_weights
 from jax_impl.model import build_model as jax_build_model
+from jax_impl.objectives import OBJECTIVES as JAX_OBJECTIVES
+from jax_impl.precision import precision_scope as jax_precision_scope
+from jax_impl.train_state import init_train_state, merge_model
 from jax_impl.weights import load_torch_into, model_to_torch, state_to_torch
 from torch_ref import losses as torch_losses
 from torch_ref.backend import TorchBackend
 from torch_ref.layers import Dropout as TorchDropout
 from torch_ref.model import build_model as torch_build_model
+from torch_ref.precision import autocast as torch_autocast, precision_scope as torch_precision_scope
 from torch_ref.train import TorchEngine
 from torch_ref import weights as torch_weights
 from torch_ref.weights import load_state_into, state_dict_to_numpy
 
 DIRECTIONS = ("torch->jax", "jax->torch")
-PRECISIONS = ("float32", "float64", "tf32", "bf16")
 
 
 # --- precision settings ---------------------------------------------------------------------
@@ -63,8 +67,8 @@ def precision_note(precision: str) -> str:
     if precision == "tf32":
         return "jax default matmul precision, torch TF32 on" if on_gpu() else \
             "cpu: tf32 not applicable (same arithmetic as float32)"
-    if precision == "bf16":
-        return "jax compute_dtype bfloat16 vs torch autocast bfloat16"
+    if precision == "bfloat16":
+        return "jax compute dtype bfloat16 vs torch autocast bfloat16"
     if precision == "float64":
         return "jax_enable_x64 vs torch .double()"
     return "jax matmul precision 'highest', torch TF32 off" + ("" if on_gpu() else " (cpu: no-op)")
@@ -73,18 +77,9 @@ def precision_note(precision: str) -> str:
 @contextlib.contextmanager
 def precision_context(precision: str) -> Iterator[None]:
     """JAX x64 and matmul precision, torch TF32 switches, for the duration of one comparison."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    tf32 = precision in ("tf32", "bf16")
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
-    try:
-        with jax.enable_x64(precision == "float64"), \
-                jax.default_matmul_precision("default" if tf32 else "highest"):
-            yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    with jax.enable_x64(get_precision(precision).activations == "float64"), \
+            jax_precision_scope(precision), torch_precision_scope(precision):
+        yield
 
 
 def torch_device() -> torch.device:
@@ -192,9 +187,9 @@ def jax_model_at(pair: ModelPair, precision: str) -> nnx.Module:
     would compile anew. Its float32 state becomes float64 only where it enters a jitted
     function (:func:`_at_precision`).
     """
-    if precision in ("float32", "tf32"):
+    if get_precision(precision).activations == "float32":
         return pair.jax_model
-    model = jax_build_model(pair.cfg, compute_dtype={"float64": "float64", "bf16": "bfloat16"}[precision])
+    model = jax_build_model(pair.cfg, compute_dtype=get_precision(precision).activations)
     load_torch_into(model, model_to_torch(pair.jax_model), pair.weight_file)
     return model
 
@@ -232,9 +227,7 @@ def from_torch(t: torch.Tensor) -> np.ndarray:
 
 
 def _autocast(precision: str) -> contextlib.AbstractContextManager:
-    if precision != "bf16":
-        return contextlib.nullcontext()
-    return torch.autocast(torch_device().type, dtype=torch.bfloat16)
+    return torch_autocast(precision, torch_device().type)
 
 
 def jax_input(x: np.ndarray, precision: str) -> jax.Array:
@@ -298,7 +291,8 @@ def _jax_evaluate_pure(graphdef: nnx.GraphDef, loss_key: tuple, params: dict, re
         loss_fn = _l1_any_dtype
     else:
         train = TrainConfig(loss=loss_key[1], ssim_weight=loss_key[2], ssim_data_range=loss_key[3])
-        loss_fn = lambda pred, target: jax_losses.training_loss(pred, target, train)  # noqa: E731
+        # the built-in losses read only t2 of the batch
+        loss_fn = lambda pred, target: jax_losses.training_loss(pred, {"t2": target}, train)[0]  # noqa: E731
 
     def loss_of(params, x):
         model = nnx.merge(graphdef, nnx.State(params), nnx.State(rest))
@@ -334,7 +328,7 @@ def torch_evaluate(model: torch.nn.Module, batch: dict[str, np.ndarray], train: 
         pred = model(x)
     target = to_torch(batch["t2"], precision)
     loss = _l1_any_dtype(pred, target) if precision == "float64" else \
-        torch_losses.training_loss(pred, target, train)
+        torch_losses.training_loss(pred, {"t2": target}, train)[0]
     loss.backward()
     grads = {n: p.grad.detach().to("cpu", torch.float64).numpy() for n, p in model.named_parameters()}
     return Evaluation(from_torch(pred), float(loss.detach()), from_torch(x.grad), grads,
@@ -441,18 +435,19 @@ class TrainTrace:
 
 def jax_training(tensors: dict[str, np.ndarray], cfg: Config, batches: Sequence[dict[str, np.ndarray]],
                  snapshot_at: Sequence[int]) -> TrainTrace:
-    """The JAX engine's jitted step (``make_train_step`` + ``make_optimizer``) from ``tensors``."""
-    model = jax_build_model(cfg.model, compute_dtype=cfg.train.compute_dtype)
+    """The JAX engine's jitted step (the objective's step and optimizers) from ``tensors``."""
+    model = jax_build_model(cfg.model, compute_dtype=get_precision(cfg.train.precision).activations)
     load_torch_into(model, tensors, "parity initial weights")
-    tx = jax_train.make_optimizer(cfg.train)
-    graphdef, state = jax_train.init_train_state(model, tx, cfg.train.seed)
-    step = jax.jit(jax_train.make_train_step(graphdef, tx, cfg.train))
+    objective = JAX_OBJECTIVES.lookup(cfg.train.objective)
+    txs = objective.optimizers(cfg.train)
+    graphdefs, state = init_train_state({GENERATOR: model}, txs, cfg.train.seed)
+    step = jax.jit(objective.make_step(graphdefs, txs, cfg.train, None))
     handles, snapshots = [], {}
     for i, batch in enumerate(batches, 1):
         state, metrics = step(state, {k: jnp.asarray(v) for k, v in batch.items()})
         handles.append(metrics)
         if i in snapshot_at:
-            model = jax_train.merge_model(graphdef, state["params"], state["batch_stats"])
+            model = merge_model(graphdefs[GENERATOR], state["models"][GENERATOR])
             snapshots[i] = model_to_torch(model)
     metrics = [{k: float(v) for k, v in m.items()} for m in jax.device_get(handles)]
     return TrainTrace(metrics, snapshots)
@@ -463,12 +458,12 @@ def torch_training(tensors: dict[str, np.ndarray], cfg: Config, batches: Sequenc
     """The torch engine (:class:`TorchEngine`, its ``train_step``) from ``tensors``."""
     engine = TorchEngine(cfg, run_dir)
     try:
-        load_state_into(engine.model, tensors, "parity initial weights")
+        load_state_into(engine.models[GENERATOR], tensors, "parity initial weights")
         handles, snapshots = [], {}
         for i, batch in enumerate(batches, 1):
             handles.append(engine.train_step(batch))
             if i in snapshot_at:
-                snapshots[i] = torch_tensors(engine.model)  # a copy: the engine updates in place
+                snapshots[i] = torch_tensors(engine.models[GENERATOR])  # a copy: the engine updates in place
         return TrainTrace(engine.fetch_metrics(handles), snapshots)
     finally:
         engine.close()
@@ -554,12 +549,12 @@ def _batchnorm_rows(jax_trace: TrainTrace, torch_trace: TrainTrace, k: int, case
 def _first_update_rows(tensors: dict[str, np.ndarray], cfg: Config, jax_trace: TrainTrace,
                        torch_trace: TrainTrace, case: str, precision: str, tolerances: ToleranceTable
                        ) -> list[CheckResult]:
-    """Update 1 and the gradient norm. Not in bf16: AdamW's first update is ~lr * sign(g), and
+    """Update 1 and the gradient norm. Not in bfloat16: AdamW's first update is ~lr * sign(g), and
     bf16 gradients flip the sign of small elements, so only the gradient norm is compared."""
     mj, mt = jax_trace.metrics[0], torch_trace.metrics[0]
     norm_row = CheckResult("adamw_step", case, "rel diff(grad_norm)", _rel(mj["grad_norm"], mt["grad_norm"]),
                            tolerances["grad_norm", precision])
-    if precision == "bf16":
+    if precision == "bfloat16":
         return [norm_row]
     inert = inert_parameters(cfg.model, list(tensors))
     initial = _functional(tensors, inert)

@@ -13,12 +13,12 @@ from mrsynth.config import Config
 from mrsynth.errors import ConfigError
 from mrsynth.parity.report import CheckResult
 from mrsynth.parity.tolerances import ToleranceTable
+from mrsynth.precision import TRAINING_PRECISIONS
 from mrsynth.training.loop import load_train_data
 
 from parity_tests import checks
 
 GRADIENT_BATCH = 4  # samples of the first loader batch used for the forward/gradient checks
-TRAINING_PRECISIONS = ("float32", "tf32", "bf16")  # the engines train in float32 (or bf16 compute)
 
 
 def capped_patch(cfg: Config, max_size: int | None) -> Config:
@@ -35,10 +35,9 @@ def capped_patch(cfg: Config, max_size: int | None) -> Config:
 
 def training_config(cfg: Config, steps: int, precision: str) -> Config:
     """The run's training settings over ``steps`` updates (warmup scaled down to fit), dropout off
-    (its masks come from each framework's RNG), bf16 compute for ``bf16``."""
+    (its masks come from each framework's RNG), trained at ``precision``."""
     warmup = min(cfg.train.warmup_steps, steps // 5)
-    train = replace(cfg.train, steps=steps, warmup_steps=warmup,
-                    compute_dtype="bfloat16" if precision == "bf16" else "float32")
+    train = replace(cfg.train, steps=steps, warmup_steps=warmup, precision=precision)
     return replace(cfg, model=replace(cfg.model, dropout=0.0), train=train)
 
 

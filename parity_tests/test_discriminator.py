@@ -14,7 +14,7 @@ from flax import nnx
 
 from mrsynth.config import DiscriminatorConfig
 from mrsynth.parity.metrics import rel_l2
-from mrsynth.parity.tolerances import tolerance
+from mrsynth.parity.tolerances import DEFAULT_TOLERANCES
 
 from jax_impl import discriminator as jax_disc
 from jax_impl.weights import canonical_name, load_torch_into
@@ -45,8 +45,8 @@ def test_forward_and_gradients_match(name):
     (out_t.square().mean()).backward()
     grads, grad_x = nnx.grad(lambda m, xj: jnp.square(m(xj)).mean(), argnums=(0, 1))(model, jnp.asarray(x))
     logits = model(jnp.asarray(x))
-    assert rel_l2(np.asarray(logits, np.float64), from_torch(out_t)) <= tolerance("forward", "float32")
-    assert rel_l2(np.asarray(grad_x, np.float64), from_torch(xt.grad)) <= tolerance("grad", "float32")
+    assert rel_l2(np.asarray(logits, np.float64), from_torch(out_t)) <= DEFAULT_TOLERANCES["forward", "float32"]
+    assert rel_l2(np.asarray(grad_x, np.float64), from_torch(xt.grad)) <= DEFAULT_TOLERANCES["grad", "float32"]
     torch_grads = {k: p.grad.numpy() for k, p in reference.named_parameters()}
     jax_grads = {}
     for path, value in nnx.to_flat_state(grads):
@@ -60,10 +60,10 @@ def test_forward_and_gradients_match(name):
     total = np.sqrt(sum(float(np.sum(g**2)) for g in torch_grads.values()))
     for name, value in jax_grads.items():
         if name in inert:
-            assert np.linalg.norm(value) / total <= tolerance("grad_inert", "float32"), name
-            assert np.linalg.norm(torch_grads[name]) / total <= tolerance("grad_inert", "float32"), name
+            assert np.linalg.norm(value) / total <= DEFAULT_TOLERANCES["grad_inert", "float32"], name
+            assert np.linalg.norm(torch_grads[name]) / total <= DEFAULT_TOLERANCES["grad_inert", "float32"], name
         else:
-            assert rel_l2(value, torch_grads[name]) <= tolerance("grad", "float32"), name
+            assert rel_l2(value, torch_grads[name]) <= DEFAULT_TOLERANCES["grad", "float32"], name
 
 
 def test_patch_grid_of_the_default_discriminator():

@@ -96,8 +96,8 @@ def test_l1_ssim_gradients_agree(tmp_path):
     assert_rows(checks.train_mode_check(pair, batch, TrainConfig(loss="l1_ssim", ssim_weight=0.5), "float32"))
 
 
-def test_bfloat16_compute_agrees_within_bf16_tolerance(tmp_path):
-    """JAX compute_dtype bfloat16 vs torch autocast bfloat16 (tolerances for 8-bit mantissas)."""
+def test_bfloat16_compute_agrees_within_bfloat16_tolerance(tmp_path):
+    """JAX compute dtype bfloat16 vs torch autocast bfloat16 (tolerances for 8-bit mantissas)."""
     cfg = model_config("2d-group-transpose-maxpool-relu-deep")
     pair = checks.transfer_pair(cfg, "jax->torch", tmp_path)
-    assert_rows(checks.train_mode_check(pair, batch_for(cfg), TRAIN, "bf16"))
+    assert_rows(checks.train_mode_check(pair, batch_for(cfg), TRAIN, "bfloat16"))

@@ -25,7 +25,7 @@ from mrsynth.architecture import Layer, Network
 from mrsynth.config import ModelConfig, config_from_dict
 from mrsynth.parity.metrics import rel_l2
 from mrsynth.parity.report import CheckResult
-from mrsynth.parity.tolerances import tolerance
+from mrsynth.parity.tolerances import DEFAULT_TOLERANCES
 
 from jax_impl import layers as jax_layers
 from jax_impl import model as jax_model
@@ -136,7 +136,7 @@ def test_registered_architecture_weights_cross_frameworks(toy, dims, direction, 
         torch_out = TorchBackend().load_predictor(pair.weight_file)(x)
     assert_rows([checks.round_trip_check(pair, tmp_path),
                  CheckResult("forward", f"{direction} predictors on one weight file", "rel_l2(output)",
-                             rel_l2(jax_out, torch_out), tolerance("forward", "float32"))])
+                             rel_l2(jax_out, torch_out), DEFAULT_TOLERANCES["forward", "float32"])])
 
 
 @pytest.mark.parametrize("dims", [2, 3])

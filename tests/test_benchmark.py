@@ -50,16 +50,16 @@ def test_forward_flops_and_parameters_match_torch(model):
 
 
 def test_variants_parse_and_select_backends():
-    v = parse_variant("BF16+compile+cl")
-    assert (v.name, v.precision) == ("bf16+cl+compile", "bf16")
+    v = parse_variant("BFLOAT16+compile+cl")
+    assert (v.name, v.precision) == ("bfloat16+cl+compile", "bfloat16")
     assert v.applies_to("torch") and not v.applies_to("jax")
-    assert v.train_overrides() == {"compute_dtype": "bfloat16", "torch_compile": True, "channels_last": True,
+    assert v.train_overrides() == {"precision": "bfloat16", "torch_compile": True, "channels_last": True,
                                    "parallel": "sharded", "jax_conv3d": "stacked2d"}
-    assert parse_variant("fp32").applies_to("jax") and parse_variant("fp32").applies_to("torch")
+    assert parse_variant("float32").applies_to("jax") and parse_variant("float32").applies_to("torch")
     assert parse_variant("tf32+pmap").train_overrides()["parallel"] == "pmap"
-    assert parse_variant("fp32+native3d").train_overrides()["jax_conv3d"] == "native"
-    assert not parse_variant("fp32+native3d").applies_to("torch")
-    for bad in ("fp16", "fp32+bf16", "compile", "bf16+pmap+compile"):
+    assert parse_variant("float32+native3d").train_overrides()["jax_conv3d"] == "native"
+    assert not parse_variant("float32+native3d").applies_to("torch")
+    for bad in ("fp16", "fp32", "float32+bfloat16", "compile", "bfloat16+pmap+compile"):
         with pytest.raises(ConfigError):
             parse_variant(bad)
 
@@ -72,7 +72,7 @@ def test_summarize_reports_percentiles_in_ms():
 
 TINY = {
     "benchmark": {
-        "backends": ["jax", "torch"], "dims": [2, 3], "variants": ["fp32"], "steps": 3, "warmup": 1,
+        "backends": ["jax", "torch"], "dims": [2, 3], "variants": ["float32"], "steps": 3, "warmup": 1,
         "rounds": 2, "pipeline_steps": 2, "inference_subjects": 1, "scaling_dims": [2],
         "scaling_devices": [1, 2], "scaling_modes": ["sharded", "pmap"], "scaling_steps": 2,
         "torch_cpu_threads": 1, "matmul_size": 128,
@@ -103,7 +103,7 @@ def test_benchmark_command_writes_a_complete_report(tmp_path: Path, capsys):
     assert "median ms" in capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
     assert {"cpu_model", "cpu_count", "libraries", "load_average"} <= set(results["machine"])
-    assert set(results["devices"]) == {"jax", "torch"} and results["peaks"]["jax"]["fp32"] > 0
+    assert set(results["devices"]) == {"jax", "torch"} and results["peaks"]["jax"]["float32"] > 0
     cases = {c["id"]: c for c in results["cases"]}
     assert set(cases) == {"2d-b2-16x16", "3d-b1-8x16x16"}
     for case in cases.values():

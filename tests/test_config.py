@@ -51,6 +51,8 @@ def test_overrides_are_typed():
     ("data.nyul_t1_landmarks=[0,1]", "data.nyul_t1_landmarks: only used with data.normalization=nyul"),
     ("model.arch=u-net", "model.arch: must be an architecture name"),
     ("model.arch=''", "model.arch: must be an architecture name"),
+    ("train.precision=bf16", "train.precision: 'bf16' is not one of float32, tf32, bfloat16"),
+    ("train.compute_dtype=bfloat16", "train.compute_dtype: no longer a config key; use train.precision"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=None) as info:
@@ -87,6 +89,16 @@ def test_new_normalizations_and_augmentations_load():
 def test_any_architecture_name_passes_config_validation():
     """Names are checked against the backends' registries when a model is built, not here."""
     assert load_config(None, ["model.arch=my_net"]).model.arch == "my_net"
+
+
+def test_a_config_with_the_removed_compute_dtype_fails_in_one_line_saying_what_to_use(tmp_path, capsys):
+    from mrsynth.cli import main
+
+    old = tmp_path / "old.yaml"
+    old.write_text("train:\n  compute_dtype: bfloat16\n")
+    assert main(["train", "--config", str(old)]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {old}: train.compute_dtype: no longer a "
+                                                            "config key; use train.precision (float32 | tf32 | bfloat16)"]
 
 
 def test_3d_patch_needs_three_sizes():

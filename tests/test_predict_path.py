@@ -229,7 +229,7 @@ def test_a_2_5d_run_trains_and_both_backends_synthesize_the_same_volume(tmp_path
 
     from mrsynth.backend import get_backend
     from mrsynth.inference.volume import synthesize_volume
-    from mrsynth.parity.tolerances import tolerance
+    from mrsynth.parity.tolerances import DEFAULT_TOLERANCES
     from mrsynth.training.loop import train
 
     cfg = load_config(None, tiny_overrides(tmp_path) + ["data.context_slices=1", "model.dropout=0.0"])
@@ -239,4 +239,4 @@ def test_a_2_5d_run_trains_and_both_backends_synthesize_the_same_volume(tmp_path
     volumes = [synthesize_volume(t1, get_backend(b).load_predictor(weights), cfg.data, cfg.eval) for b in ("jax", "torch")]
     assert get_backend("torch").load_predictor(weights).model_config.in_channels == 3
     relative = np.linalg.norm(volumes[0] - volumes[1]) / np.linalg.norm(volumes[1])
-    assert relative <= tolerance("forward", "float32")  # the forward parity tolerance
+    assert relative <= DEFAULT_TOLERANCES["forward", "float32"]  # the forward parity tolerance

@@ -76,6 +76,22 @@ def test_keeps_last_k_plus_best(tmp_path):
     assert engine.restore_checkpoint() == (3, {"best": 3})
 
 
+def test_checkpoints_of_another_layout_or_other_models_are_one_line_errors(tmp_path):
+    engine = TorchEngine(tiny_config(), tmp_path)
+    engine.save_checkpoint(1, {}, is_best=False)
+    path = tmp_path / "checkpoints" / "step_00000001.pt"
+    payload = checkpoint.read_checkpoint(path)
+    generator = payload["models"]["generator"]
+    # Version 1 held one model and one optimizer, not keyed by model name.
+    torch.save({**payload, "format_version": 1, "model": generator}, path)
+    with pytest.raises(CheckpointError, match=r"step_00000001.pt: checkpoint version 1 is not supported"):
+        engine.restore_checkpoint()
+    torch.save({**payload, "models": {"discriminator": generator}}, path)
+    with pytest.raises(CheckpointError) as info:
+        engine.restore_checkpoint()
+    assert str(info.value) == f"{path}: holds models discriminator; this run trains generator"
+
+
 def test_portable_round_trip_keeps_every_tensor_and_dtype(tmp_path):
     cfg = tiny_config(norm="batch", residual=True).model
     model = UNet(cfg)

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from mrsynth.backend import GENERATOR
 from mrsynth.config import Config, config_from_dict
 from torch_ref.train import TorchEngine
 
@@ -50,7 +51,7 @@ def global_batches() -> list[dict[str, np.ndarray]]:
 def train(engine: TorchEngine, shard: slice) -> tuple[dict[str, np.ndarray], list[dict[str, float]]]:
     handles = [engine.train_step({k: v[shard] for k, v in b.items()}) for b in global_batches()]
     metrics = engine.fetch_metrics(handles)
-    state = {k: v.detach().double().numpy() for k, v in engine.model.state_dict().items()}
+    state = {k: v.detach().double().numpy() for k, v in engine.models[GENERATOR].state_dict().items()}
     return state, metrics
 
 

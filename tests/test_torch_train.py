@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from mrsynth.backend import GENERATOR
 from mrsynth.config import Config, config_from_dict
 from mrsynth.schedule import lr_at
-from torch_ref.losses import ssim, training_loss
+from torch_ref.losses import LOSSES, l1_loss, ssim, training_loss
 from torch_ref.model import decayed_parameter_names
-from torch_ref.train import TorchEngine, clip_grad_global_norm_
+from torch_ref.objectives import clip_grad_global_norm_
+from torch_ref.train import TorchEngine
 
 
 def tiny_config(**train) -> Config:
@@ -45,8 +47,9 @@ def test_clipping_is_the_optax_formula():
 def test_first_step_is_adamw_with_decay_mask_and_clipping(tmp_path):
     cfg = tiny_config(clip_norm=0.05, weight_decay=0.1)
     engine = TorchEngine(cfg, tmp_path)
-    before = {n: p.detach().clone() for n, p in engine.model.named_parameters()}
-    reference = copy.deepcopy(engine.model)
+    generator = engine.models[GENERATOR]
+    before = {n: p.detach().clone() for n, p in generator.named_parameters()}
+    reference = copy.deepcopy(generator)
     batch = batches(1)[0]
     metrics = engine.train_step(batch)
 
@@ -58,9 +61,9 @@ def test_first_step_is_adamw_with_decay_mask_and_clipping(tmp_path):
     assert metrics["grad_norm"].item() == pytest.approx(norm.item(), rel=1e-5)
     scale = min(1.0, cfg.train.clip_norm / norm.item())
     lr, eps = lr_at(0, cfg.train), cfg.train.eps
-    decayed = decayed_parameter_names(engine.model)
+    decayed = decayed_parameter_names(generator)
     assert metrics["lr"] == lr
-    for name, p in engine.model.named_parameters():
+    for name, p in generator.named_parameters():
         g = grads[name] * scale  # Adam's first step: m_hat = g, v_hat = g^2
         update = g / (g.abs() + eps)
         wd = cfg.train.weight_decay if name in decayed else 0.0
@@ -93,10 +96,13 @@ def test_l1_ssim_loss_adds_weighted_ssim_term():
     cfg = tiny_config(loss="l1_ssim", ssim_weight=0.3).train
     x, y = torch.randn(2, 1, 16, 16), torch.randn(2, 1, 16, 16)
     expected = (x - y).abs().mean() + 0.3 * (1 - ssim(x, y, cfg.ssim_data_range))
-    assert training_loss(x, y, cfg).item() == pytest.approx(expected.item(), rel=1e-6)
+    loss, terms = training_loss(x, {"t1": x, "t2": y, "mask": torch.ones_like(y)}, cfg)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert terms["l1"].item() == pytest.approx((x - y).abs().mean().item(), rel=1e-6)
+    assert terms["ssim"].item() == pytest.approx(ssim(x, y, cfg.ssim_data_range).item(), rel=1e-6)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"loss": "l1_ssim"}, {"compute_dtype": "bfloat16"}])
+@pytest.mark.parametrize("overrides", [{}, {"loss": "l1_ssim"}, {"precision": "bfloat16"}])
 def test_loss_decreases(tmp_path, overrides):
     engine = TorchEngine(tiny_config(**overrides), tmp_path)
     batch = batches(1)[0]
@@ -104,6 +110,27 @@ def test_loss_decreases(tmp_path, overrides):
     losses = [v["loss"] for v in values]
     assert all(np.isfinite(losses))
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
+
+
+def test_steps_run_at_the_configured_precision(tmp_path):
+    """train.precision's TF32 switches hold during the step and are restored after it."""
+    seen = []
+
+    def recording_l1(pred, batch, train):
+        seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        return l1_loss(pred, batch, train)
+
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    LOSSES.register("recording_l1")(recording_l1)
+    try:
+        for precision in ("float32", "tf32"):
+            cfg = tiny_config(precision=precision)
+            cfg.train.loss = "recording_l1"
+            TorchEngine(cfg, tmp_path / precision).train_step(batches(1)[0])
+    finally:
+        LOSSES.unregister("recording_l1")
+    assert seen == [(False, False), (True, True)]
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
 
 
 @pytest.fixture
@@ -135,9 +162,11 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, restore_de
     resumed_metrics = second.fetch_metrics([second.train_step(b) for b in data[3:]])
 
     assert resumed_metrics == straight_metrics[3:]
-    for (name, a), b in zip(straight.model.state_dict().items(), second.model.state_dict().values()):
+    straight_state, resumed_state = (e.models[GENERATOR].state_dict() for e in (straight, second))
+    for (name, a), b in zip(straight_state.items(), resumed_state.values()):
         assert torch.equal(a, b), name
-    for a, b in zip(straight.optimizer.state.values(), second.optimizer.state.values()):
+    straight_adam, resumed_adam = (e.optimizers[GENERATOR].state for e in (straight, second))
+    for a, b in zip(straight_adam.values(), resumed_adam.values()):
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 

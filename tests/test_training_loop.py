@@ -81,6 +81,8 @@ def test_train_writes_a_complete_run_and_resume_equals_uninterrupted(backend, tm
     assert info["status"] == "completed" and info["backend"] == backend and info["steps_done"] == 6
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert {e["kind"] for e in events} == {"train", "val"}
+    train_keys = {k for e in events if e["kind"] == "train" for k in e}
+    assert train_keys == {"kind", "step", "time", "loss", "l1", "grad_norm", "lr", "images_per_s"}
     assert [e["step"] for e in events if e["kind"] == "val"] == [3, 6]
 
     real_make = loop.make_train_loader
@@ -137,6 +139,12 @@ def test_predict_writes_input_grid_and_crosses_backends(tmp_path, monkeypatch):
     out_torch = nib.load(next((tmp_path / "out_torch").glob("*_synthT2.nii.gz")))
     a, b = out_jax.get_fdata(), out_torch.get_fdata()
     assert np.abs(a - b).max() <= 1e-4 * max(np.abs(a).max(), 1.0)
+
+
+def test_log_rows_average_every_metric_the_engine_reports_and_keep_the_last_lr():
+    steps = [{"loss": 1.0, "ssim": 0.2, "grad_norm": 3.0, "lr": 0.1},
+             {"loss": 3.0, "ssim": 0.4, "grad_norm": 5.0, "lr": 0.2}]
+    assert loop.window_metrics(steps) == pytest.approx({"loss": 2.0, "ssim": 0.3, "grad_norm": 4.0, "lr": 0.2})
 
 
 def test_predict_reports_bad_input_in_one_line(tmp_path, capsys):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from mrsynth.backend import GENERATOR
 from mrsynth.checkpoints import LoadedRun, checkpoint_dir
 from mrsynth.config import Config, load_config
 from mrsynth.errors import CheckpointError
@@ -22,14 +23,14 @@ def default_device() -> torch.device:
 
 
 def load_run_model(run_dir: Path, which: str) -> LoadedRun:
-    """The network of a torch run directory with its ``which`` (best | last) checkpoint (CPU)."""
+    """The generator of a torch run directory with its ``which`` (best | last) checkpoint (CPU)."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / runs.CONFIG_FILE)
     path = checkpoint.find_checkpoint(run_dir, which)
     payload = checkpoint.read_checkpoint(path)
     model = build_model(cfg.model)
     try:
-        model.load_state_dict(payload["model"])
+        model.load_state_dict(payload["models"][GENERATOR])
     except (KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: weights do not match {run_dir / runs.CONFIG_FILE} "
                               f"({str(exc).strip().splitlines()[0]})") from None

@@ -1,17 +1,12 @@
 """The PyTorch half of ``run.py benchmark``: timing sessions over :class:`torch_ref.train.TorchEngine`.
 
-The engine builds the model, AdamW and step exactly as training does (autocast for bf16,
-``torch.compile`` and channels_last from the config, cuDNN autotuning on CUDA); this module
-adds one batch converted onto the device once, ``torch.cuda.synchronize`` after every timed
-step, the TF32 switches of the variant and the CUDA memory figures.
-
-TF32 uses the legacy ``allow_tf32`` flags, like ``parity_tests`` (torch refuses a mix of the
-legacy and the newer ``fp32_precision`` API in one process).
+The engine builds the model, AdamW and step exactly as training does (the variant's precision:
+TF32 switches and bf16 autocast; ``torch.compile`` and channels_last from the config, cuDNN
+autotuning on CUDA); this module adds one batch converted onto the device once,
+``torch.cuda.synchronize`` after every timed step and the CUDA memory figures.
 """
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -22,22 +17,10 @@ from mrsynth.config import Config
 from mrsynth.bench.backends import time_matmul_tflops
 from mrsynth.bench.session import EngineSession
 from mrsynth.bench.settings import BenchSettings
-from mrsynth.bench.variants import Variant
+from mrsynth.precision import get_precision
 from torch_ref.backend import default_device
+from torch_ref.precision import precision_scope
 from torch_ref.train import TorchEngine
-
-ALLOW_TF32 = {"fp32": False, "tf32": True, "bf16": True}
-
-
-@contextlib.contextmanager
-def tf32_flags(precision: str) -> Iterator[None]:
-    """TF32 for cuBLAS matmuls and cuDNN convs on (tf32, bf16) or off (fp32), restored after."""
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = ALLOW_TF32[precision]
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def _sync(device: torch.device) -> None:
@@ -48,15 +31,15 @@ def _sync(device: torch.device) -> None:
 class TorchSession(EngineSession):
     """A timing session on this process's device."""
 
-    def __init__(self, cfg: Config, variant: Variant, batch: dict[str, np.ndarray]) -> None:
-        self.precision = variant.precision
+    def __init__(self, cfg: Config, batch: dict[str, np.ndarray]) -> None:
         super().__init__(lambda run_dir: TorchEngine(cfg, run_dir), batch, "torch")
         self.settings = {
             "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
             "devices": 1,
             "platform": self.device.type,
-            "allow_tf32": ALLOW_TF32[self.precision],
-            "compute_dtype": cfg.train.compute_dtype,
+            "precision": cfg.train.precision,
+            "allow_tf32": get_precision(cfg.train.precision).tf32,
+            "compute_dtype": get_precision(cfg.train.precision).activations,
             "torch_compile": cfg.train.torch_compile,
             "channels_last": self.engine.channels_last,
             "cudnn_benchmark": torch.backends.cudnn.benchmark,
@@ -68,9 +51,6 @@ class TorchSession(EngineSession):
         if self.device.type == "cuda":  # the peak of this session alone
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
-
-    def precision_scope(self) -> contextlib.AbstractContextManager[Any]:
-        return tf32_flags(self.precision)
 
     def wait(self, result: Any) -> None:
         _sync(self.device)
@@ -116,7 +96,7 @@ class TorchBench:
     def matmul_tflops(self, precision: str, size: int) -> float:
         device = default_device()
         size = size or (8192 if device.type == "cuda" else 1024)
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        dtype = getattr(torch, get_precision(precision).activations)
         generator = torch.Generator(device="cpu").manual_seed(0)
         a, b = (torch.randn(size, size, generator=generator).to(device, dtype) for _ in range(2))
 
@@ -124,11 +104,11 @@ class TorchBench:
             torch.matmul(a, b)
             _sync(device)
 
-        with tf32_flags(precision), torch.inference_mode():
+        with precision_scope(precision), torch.inference_mode():
             return time_matmul_tflops(synced_matmul, size)
 
-    def open_session(self, cfg: Config, variant: Variant, batch: dict[str, np.ndarray]) -> TorchSession:
-        return TorchSession(cfg, variant, batch)
+    def open_session(self, cfg: Config, batch: dict[str, np.ndarray]) -> TorchSession:
+        return TorchSession(cfg, batch)
 
 
 def create_bench() -> TorchBench:

@@ -2,7 +2,9 @@
 
 A checkpoint is a plain dict of tensors, numbers and strings, written atomically with
 ``torch.save`` and always read with ``torch.load(weights_only=True)``: loading a checkpoint
-never executes code, whatever the file contains.
+never executes code, whatever the file contains. Version 2 keys the state by model name:
+``models`` and ``optimizers`` map e.g. ``"generator"`` to its state_dict (version 1 held one
+``model`` and one ``optimizer``; it is refused with a one-line error).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from mrsynth.errors import CheckpointError
 from mrsynth.fileio import atomic_path
 
 FORMAT_NAME = "mrsynth-torch-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 BEST_NAME = "best.pt"
 _STEP_FILE = re.compile(r"^step_(\d{8})\.pt$")
 

@@ -1,4 +1,10 @@
-"""Training losses of docs/ARCHITECTURE.md: L1, and L1 + weight * (1 - SSIM), in float32.
+"""Training losses of docs/ARCHITECTURE.md, registered by name (``train.loss``): L1, and
+L1 + weight * (1 - SSIM), in float32.
+
+The same contract as ``jax_impl/losses.py`` (``fn(pred, batch, train) -> (loss, terms)``), on
+channels-first tensors: the engine transposes the whole batch (``t1``, ``t2``, ``mask``) at its
+boundary. :func:`training_loss` calls a loss outside autocast with a float32 ``pred``, so a
+registered loss never sees bfloat16.
 
 SSIM uses a separable Gaussian window (size 7, sigma 1.5) in 'valid' mode, C1 = (0.01 R)^2,
 C2 = (0.03 R)^2 with R = ``train.ssim_data_range``, (co)variances as E[xy] - E[x]E[y], and the
@@ -6,13 +12,20 @@ mean of the SSIM map over the valid region and the batch — the same numbers th
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import torch
 import torch.nn.functional as F
 
 from mrsynth.config import TrainConfig
+from mrsynth.registry import Registry
 
 SSIM_WINDOW = 7
 SSIM_SIGMA = 1.5
+
+LossFn = Callable[[torch.Tensor, Mapping[str, torch.Tensor], TrainConfig],
+                  tuple[torch.Tensor, dict[str, torch.Tensor]]]
+LOSSES: Registry[LossFn] = Registry("train.loss", "loss", "torch backend")
 
 
 def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch.Tensor:
@@ -51,14 +64,31 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float) -> torch.T
     return (numerator / denominator).mean()
 
 
-def training_loss(pred: torch.Tensor, target: torch.Tensor, train: TrainConfig) -> torch.Tensor:
-    """The configured loss of a channels-first batch, always in float32 (outside autocast)."""
+def training_loss(pred: torch.Tensor, batch: Mapping[str, torch.Tensor], train: TrainConfig
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The configured loss of a channels-first batch and its logged terms, in float32."""
     with torch.autocast(device_type=pred.device.type, enabled=False):
-        pred, target = pred.float(), target.float()
-        loss = (pred - target).abs().mean()
-        if train.loss == "l1_ssim":
-            if min(pred.shape[2:]) < SSIM_WINDOW:
-                raise ValueError(f"SSIM needs spatial sizes >= {SSIM_WINDOW}, got {tuple(pred.shape[2:])}")
-            loss = loss + train.ssim_weight * (1.0 - ssim(pred, target, train.ssim_data_range))
-        return loss
+        return LOSSES.lookup(train.loss)(pred.float(), batch, train)
 
+
+def l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (pred.float() - target.float()).abs().mean()
+
+
+@LOSSES.register("l1")
+def l1_loss(pred: torch.Tensor, batch: Mapping[str, torch.Tensor], train: TrainConfig
+            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Mean |pred - t2| over every voxel of the batch."""
+    value = l1(pred, batch["t2"])
+    return value, {"l1": value}
+
+
+@LOSSES.register("l1_ssim")
+def l1_ssim_loss(pred: torch.Tensor, batch: Mapping[str, torch.Tensor], train: TrainConfig
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """L1 + ``ssim_weight`` * (1 - SSIM); logs both L1 and the mean SSIM."""
+    if min(pred.shape[2:]) < SSIM_WINDOW:
+        raise ValueError(f"SSIM needs spatial sizes >= {SSIM_WINDOW}, got {tuple(pred.shape[2:])}")
+    l1_value = l1(pred, batch["t2"])
+    ssim_value = ssim(pred, batch["t2"], train.ssim_data_range)
+    return l1_value + train.ssim_weight * (1.0 - ssim_value), {"l1": l1_value, "ssim": ssim_value}

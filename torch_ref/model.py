@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from mrsynth.config import ModelConfig
-from mrsynth.registry import ArchitectureRegistry
+from mrsynth.registry import Registry
 from torch_ref.layers import (Dropout, ResizeConv, conv_class, conv_transpose_class, make_activation,
                               make_norm)
 
@@ -92,7 +92,7 @@ def decayed_parameter_names(model: nn.Module) -> set[str]:
 # its state_dict names are the canonical names of the portable weight file.
 Builder = Callable[[ModelConfig], nn.Module]
 # model.arch -> builder; every architecture registers here and its JAX twin in jax_impl/model.py.
-ARCHITECTURES: ArchitectureRegistry[Builder] = ArchitectureRegistry("torch backend")
+ARCHITECTURES: Registry[Builder] = Registry("model.arch", "architecture", "torch backend")
 register_architecture = ARCHITECTURES.register
 unregister_architecture = ARCHITECTURES.unregister
 register_architecture("unet", UNet)
@@ -100,4 +100,4 @@ register_architecture("unet", UNet)
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     """A freshly initialized ``cfg.arch`` network (from torch's global RNG) in training mode."""
-    return ARCHITECTURES.get(cfg.arch)(cfg)
+    return ARCHITECTURES.lookup(cfg.arch)(cfg)

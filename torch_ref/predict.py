@@ -5,14 +5,13 @@ output cropped back, so any volume or slice size works.
 """
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 from torch import nn
 
 from mrsynth.config import ModelConfig
 from mrsynth.inference.volume import crop_to, pad_to_multiple
+from torch_ref.precision import autocast, precision_scope
 
 
 def to_channels_first(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -30,14 +29,15 @@ def to_channels_last(tensor: torch.Tensor) -> np.ndarray:
 
 
 class TorchPredictor:
-    """Runs ``model`` in eval mode under ``torch.inference_mode`` (train mode is restored after)."""
+    """Runs ``model`` in eval mode under ``torch.inference_mode`` (train mode is restored after), at
+    the given named precision (``float32`` unless told: the arithmetic the parity checks verify)."""
 
     def __init__(self, model: nn.Module, model_config: ModelConfig, device: torch.device,
-                 compute_dtype: str = "float32", channels_last: bool = False) -> None:
+                 precision: str = "float32", channels_last: bool = False) -> None:
         self.model = model
         self.model_config = model_config
         self.device = device
-        self.autocast_dtype = torch.bfloat16 if compute_dtype == "bfloat16" else None
+        self.precision = precision
         self.channels_last = channels_last and model_config.dims == 2
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -54,10 +54,9 @@ class TorchPredictor:
             x = x.contiguous(memory_format=torch.channels_last)
         was_training = self.model.training
         self.model.eval()
-        autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype)
-                    if self.autocast_dtype is not None else contextlib.nullcontext())
         try:
-            with torch.inference_mode(), autocast:
+            with torch.inference_mode(), precision_scope(self.precision), \
+                    autocast(self.precision, self.device.type):
                 y = self.model(x)
         finally:
             self.model.train(was_training)

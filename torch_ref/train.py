@@ -1,13 +1,15 @@
-"""The PyTorch :class:`~mrsynth.backend.TrainEngine`: model, AdamW, one training step, checkpoints.
+"""The PyTorch :class:`~mrsynth.backend.TrainEngine`: a training objective's models and
+optimizers on this process's device, its step, checkpoints.
 
-Training semantics follow docs/ARCHITECTURE.md exactly (decay mask, per-update learning rate
-from :func:`mrsynth.schedule.lr_at`, optax-style global-norm clipping, float32 loss), so the JAX
-backend can be validated against this one step by step. Per-step metrics stay on the device;
-the shared loop fetches them in batches (one host sync per ``log_every`` steps).
+What is trained and how one step updates it comes from the objective (``train.objective``,
+``torch_ref/objectives.py``); training semantics follow docs/ARCHITECTURE.md exactly (decay
+mask, per-update learning rate, optax-style clipping, float32 loss), so the JAX backend can be
+validated against this one step by step. Steps run under the run's named precision
+(``train.precision``). Per-step metrics stay on the device; the shared loop fetches them in
+batches (one host sync per ``log_every`` steps).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from pathlib import Path
@@ -15,18 +17,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from mrsynth.backend import Batch
+from mrsynth.backend import GENERATOR, Batch
 from mrsynth.config import Config
 from mrsynth.errors import CheckpointError
-from mrsynth.schedule import lr_at
 from torch_ref import checkpoint
 from torch_ref.distributed import (DistContext, mean_over_processes, setup_distributed,
                                    teardown_distributed, wrap_model)
-from torch_ref.losses import training_loss
 from torch_ref.layers import set_dropout_generator
-from torch_ref.model import build_model, decayed_parameter_names
+from torch_ref.objectives import OBJECTIVES, Metrics, Trainees
+from torch_ref.precision import precision_scope
 from torch_ref.predict import TorchPredictor, to_channels_first
 
 
@@ -40,33 +40,8 @@ def configure_torch(cfg: Config, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def build_optimizer(model: nn.Module, cfg: Config, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on conv / conv-transpose weights only (the canonical mask)."""
-    t = cfg.train
-    decayed = decayed_parameter_names(model)
-    named = list(model.named_parameters())
-    groups = [
-        {"params": [p for n, p in named if n in decayed], "weight_decay": t.weight_decay},
-        {"params": [p for n, p in named if n not in decayed], "weight_decay": 0.0},
-    ]
-    fused = device.type == "cuda"
-    return torch.optim.AdamW(groups, lr=lr_at(0, t), betas=(t.b1, t.b2), eps=t.eps, fused=fused)
-
-
-def clip_grad_global_norm_(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """Scale ``grads`` in place by ``min(1, max_norm / ||g||)`` (optax's formula, no epsilon).
-
-    Returns the global norm before clipping, as a device tensor (no host sync).
-    """
-    norms = torch._foreach_norm(grads)
-    total = torch.linalg.vector_norm(torch.stack(norms))
-    scale = torch.clamp(max_norm / total, max=1.0)
-    torch._foreach_mul_(grads, scale)
-    return total
-
-
 class TorchEngine:
-    """One run's model, optimizer and step on this process's device (DDP under torchrun)."""
+    """One run's models, optimizers and step on this process's device (DDP under torchrun)."""
 
     def __init__(self, cfg: Config, run_dir: Path) -> None:
         self.cfg = cfg
@@ -78,21 +53,21 @@ class TorchEngine:
         configure_torch(cfg, self.device)
         t, m = cfg.train, cfg.model
         self.channels_last = t.channels_last and m.dims == 2 and self.device.type == "cuda"
-        self.autocast_dtype = torch.bfloat16 if t.compute_dtype == "bfloat16" else None
+        objective = OBJECTIVES.lookup(t.objective)
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(t.seed)
-            model = build_model(m)
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
-        self.model = model.to(self.device, memory_format=memory_format).train()
+        self.models = {name: model.to(self.device, memory_format=memory_format).train()
+                       for name, model in objective.models(cfg).items()}
         self.dropout_generator = torch.Generator(device=self.device)
         self.dropout_generator.manual_seed(t.seed * 1000 + self.ctx.rank + 1)
-        set_dropout_generator(self.model, self.dropout_generator)
-        # wrap_model converts BatchNorm layers in place, so self.model keeps canonical names.
-        self.train_model = wrap_model(self.model, self.ctx)
-        self.forward = torch.compile(self.train_model) if t.torch_compile else self.train_model
-        self.optimizer = build_optimizer(self.model, cfg, self.device)
-        self.params = list(self.model.parameters())
+        forwards = {}
+        for name, model in self.models.items():
+            set_dropout_generator(model, self.dropout_generator)
+            # wrap_model converts BatchNorm layers in place, so self.models keep canonical names.
+            wrapped = wrap_model(model, self.ctx)
+            forwards[name] = torch.compile(wrapped) if t.torch_compile else wrapped
+        self.optimizers = objective.optimizers(self.models, t, self.device)
+        self._step = objective.make_step(Trainees(self.models, forwards, self.optimizers), t, self.device.type)
         self.updates = 0
 
     # --- training -------------------------------------------------------------------------
@@ -100,48 +75,41 @@ class TorchEngine:
         x = to_channels_first(array, self.device)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
     def place_batch(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """``t1``/``t2`` as channels-first tensors on this engine's device, in its memory format.
-        Benchmarks place one batch and time :meth:`train_step_placed` without transfers."""
-        return {"t1": self._to_device(batch["t1"]), "t2": self._to_device(batch["t2"])}
+        """Every array of the batch (``t1``, ``t2``, ``mask``) as a channels-first tensor on this
+        engine's device, in its memory format. Benchmarks convert one batch and time
+        :meth:`train_step_placed` without transfers."""
+        return {name: self._to_device(array) for name, array in batch.items()}
 
-    def train_step(self, batch: Batch) -> dict[str, Any]:
-        """One AdamW update on this process's shard; metrics stay on the device."""
+    def train_step(self, batch: Batch) -> Metrics:
+        """One training step on this process's shard; metrics stay on the device."""
         return self.train_step_placed(self.place_batch(batch))
 
-    def train_step_placed(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+    def train_step_placed(self, batch: dict[str, torch.Tensor]) -> Metrics:
         """:meth:`train_step` on a batch from :meth:`place_batch`."""
-        t1, t2 = batch["t1"], batch["t2"]
-        lr = lr_at(self.updates, self.cfg.train)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
-            pred = self.forward(t1)
-        loss = training_loss(pred, t2, self.cfg.train)
-        loss.backward()
-        grads = [p.grad for p in self.params if p.grad is not None]
-        grad_norm = clip_grad_global_norm_(grads, self.cfg.train.clip_norm)
-        self.optimizer.step()
+        with precision_scope(self.cfg.train.precision):
+            metrics = self._step(batch, self.updates)
         self.updates += 1
-        return {"loss": mean_over_processes(loss.detach(), self.ctx), "grad_norm": grad_norm, "lr": lr}
+        return self._mean_over_processes(metrics)
 
-    def fetch_metrics(self, handles: list[dict[str, Any]]) -> list[dict[str, float]]:
+    def _mean_over_processes(self, metrics: Metrics) -> Metrics:
+        """Every tensor metric averaged over processes with one all-reduce (DDP: all ranks agree)."""
+        if not self.ctx.is_distributed:
+            return metrics
+        names = [k for k, v in metrics.items() if isinstance(v, torch.Tensor)]
+        means = mean_over_processes(torch.stack([metrics[k].float() for k in names]), self.ctx)
+        return {**metrics, **dict(zip(names, means))}
+
+    def fetch_metrics(self, handles: list[Metrics]) -> list[dict[str, float]]:
         """Host values of many steps' metrics with one device-to-host copy."""
-        if not handles:
-            return []
-        stacked = torch.stack([torch.stack([h["loss"].float(), h["grad_norm"].float()]) for h in handles])
-        values = stacked.cpu().tolist()
-        return [{"loss": loss, "grad_norm": norm, "lr": float(h["lr"])}
-                for (loss, norm), h in zip(values, handles)]
+        tensors = [v.float() for h in handles for v in h.values() if isinstance(v, torch.Tensor)]
+        values = iter(torch.stack(tensors).cpu().tolist() if tensors else [])
+        return [{k: next(values) if isinstance(v, torch.Tensor) else float(v) for k, v in h.items()}
+                for h in handles]
 
     def predictor(self) -> TorchPredictor:
-        return TorchPredictor(self.model, self.cfg.model, self.device, self.cfg.train.compute_dtype,
+        """The generator, at the run's precision (validation scores what training computes)."""
+        return TorchPredictor(self.models[GENERATOR], self.cfg.model, self.device, self.cfg.train.precision,
                               self.channels_last)
 
     # --- checkpoints ----------------------------------------------------------------------
@@ -158,8 +126,8 @@ class TorchEngine:
         payload = {
             "step": step,
             "updates": self.updates,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "models": {name: model.state_dict() for name, model in self.models.items()},
+            "optimizers": {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()},
             "rng": self._rng_state(),
             "extra": json.dumps(extra),
             "model_config": json.dumps(self.cfg.to_dict()["model"]),
@@ -174,8 +142,13 @@ class TorchEngine:
         path = found[-1][1]
         payload = checkpoint.read_checkpoint(path)
         try:
-            self.model.load_state_dict(payload["model"])
-            self.optimizer.load_state_dict(payload["optimizer"])
+            if set(payload["models"]) != set(self.models):
+                raise CheckpointError(f"{path}: holds models {', '.join(sorted(payload['models']))}; "
+                                      f"this run trains {', '.join(sorted(self.models))}")
+            for name, model in self.models.items():
+                model.load_state_dict(payload["models"][name])
+            for name, optimizer in self.optimizers.items():
+                optimizer.load_state_dict(payload["optimizers"][name])
             rng = payload["rng"]
             torch.set_rng_state(rng["torch_cpu"])
             self.dropout_generator.set_state(rng["dropout"])

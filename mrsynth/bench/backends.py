@@ -1,14 +1,14 @@
 """What each backend's ``bench`` module supplies, and loading it by name (lazily, like backends).
 
 ``jax_impl/bench.py`` and ``torch_ref/bench.py`` build their session from the backend's own
-engine (model, optimizer and compiled step exactly as training runs them) on the shared
+engine (model, optimizer and compiled step exactly as training runs them, at the variant's
+precision, which the engine applies as in training) on the shared
 :class:`mrsynth.bench.session.EngineSession`, and add only the backend-specific timing parts:
-synchronization, precision switches, memory figures.
+synchronization, memory figures.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import time
@@ -19,7 +19,6 @@ from mrsynth.backend import Batch, Predictor, import_backend_module
 from mrsynth.config import Config
 
 from mrsynth.bench.settings import BenchSettings
-from mrsynth.bench.variants import Variant
 
 BENCH_MODULES = {"jax": "jax_impl.bench", "torch": "torch_ref.bench"}
 
@@ -28,10 +27,6 @@ class TrainSession(Protocol):
     """One backend's engine for one (case, variant), with timing hooks."""
 
     settings: dict[str, Any]  # what actually ran (device, precision, compile, channels_last, ...)
-
-    def precision_scope(self) -> AbstractContextManager[Any]:
-        """The variant's precision switches (JAX matmul precision, torch TF32 flags)."""
-        ...
 
     def synced_step(self) -> None:
         """One step on the device-resident synthetic batch; returns when the device is done."""
@@ -64,11 +59,12 @@ class BackendBench(Protocol):
         ...
 
     def matmul_tflops(self, precision: str, size: int) -> float:
-        """Achieved TFLOP/s of a large square matmul at ``precision`` (fp32 | tf32 | bf16)."""
+        """Achieved TFLOP/s of a large square matmul at the named ``precision`` (float32 | tf32 | bfloat16)."""
         ...
 
-    def open_session(self, cfg: Config, variant: Variant, batch: dict[str, np.ndarray]) -> TrainSession:
-        """An engine on one device with ``batch`` already placed on it."""
+    def open_session(self, cfg: Config, batch: dict[str, np.ndarray]) -> TrainSession:
+        """An engine on one device with ``batch`` already placed on it (``cfg`` holds the variant's
+        ``train`` settings, its precision included)."""
         ...
 
 
@@ -79,29 +75,26 @@ def load_bench(name: str) -> BackendBench:
 
 def first_step_seconds(session: TrainSession) -> float:
     """Seconds of the first step (compile / autotune included)."""
-    with session.precision_scope():
-        start = time.perf_counter()
-        session.synced_step()
-        return time.perf_counter() - start
+    start = time.perf_counter()
+    session.synced_step()
+    return time.perf_counter() - start
 
 
 def step_seconds(session: TrainSession, n: int) -> list[float]:
     """Seconds of each of ``n`` synced steps on the device-resident batch."""
     times = []
-    with session.precision_scope():
-        for _ in range(n):
-            start = time.perf_counter()
-            session.synced_step()
-            times.append(time.perf_counter() - start)
+    for _ in range(n):
+        start = time.perf_counter()
+        session.synced_step()
+        times.append(time.perf_counter() - start)
     return times
 
 
 def pipeline_seconds(session: TrainSession, batches: Iterator[Batch], n: int) -> float:
     """Wall seconds of ``n`` training steps fed by the real loader (the end-to-end rate)."""
-    with session.precision_scope():
-        start = time.perf_counter()
-        session.run_steps(batches, n)
-        return time.perf_counter() - start
+    start = time.perf_counter()
+    session.run_steps(batches, n)
+    return time.perf_counter() - start
 
 
 def time_matmul_tflops(call: Callable[[], None], size: int, repeats: int = 10) -> float:

@@ -69,7 +69,7 @@ def scaling_table_rows(results: dict[str, Any]) -> list[list[str]]:
                 continue
             rows.append([str(block["dims"]), r["mode"], str(r["devices"]), str(r["batch"]),
                          f"{r['step']['median_ms']:.1f}", f"{r['step']['p10_ms']:.1f}", f"{r['step']['p90_ms']:.1f}",
-                         f"{r['samples_per_s']:.4g}", _fmt(r["tflops"]), f"{r['efficiency']:.2f}"])
+                         f"{r['samples_per_s']:.4g}", format_number(r["tflops"], ".3g"), f"{r['efficiency']:.2f}"])
     return rows
 
 

@@ -179,7 +179,7 @@ class Benchmark:
         try:
             first: dict[str, float] = {}
             for name in names:
-                sessions[name] = self.benches[name].open_session(cfg, variant, data)
+                sessions[name] = self.benches[name].open_session(cfg, data)
                 first[name] = first_step_seconds(sessions[name])
                 step_seconds(sessions[name], s.warmup)
                 self.log(f"[{name} {case['id']} {variant.name}] first step {first[name]:.2f} s")
@@ -214,7 +214,7 @@ class Benchmark:
         variant = jax_variants[0]
         cfg = case_config(self.raw_config, dims, s.cases[f"{dims}d"], batch, variant)
         self.log(f"[jax scaling {dims}d] devices {s.scaling_devices}, modes {s.scaling_modes}, {variant.name}")
-        result = scaling.run_scaling(cfg.to_dict(), variant.name, s.scaling_devices, s.scaling_modes,
+        result = scaling.run_scaling(cfg.to_dict(), s.scaling_devices, s.scaling_modes,
                                      batch_per_device=batch, steps=s.scaling_steps, warmup=s.warmup)
         size = list(cfg.data.patch_size)
         base: dict[str, float] = {}

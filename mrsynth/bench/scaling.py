@@ -30,10 +30,10 @@ def _child_env(devices: int) -> dict[str, str]:
     return env
 
 
-def run_scaling(config: dict[str, Any], variant: str, devices: list[int], modes: list[str],
+def run_scaling(config: dict[str, Any], devices: list[int], modes: list[str],
                 batch_per_device: int, steps: int, warmup: int, timeout_s: float = 1800) -> dict[str, Any]:
     """Run ``python -m jax_impl.bench`` once for every (mode, device count); its JSON result."""
-    spec = {"config": config, "variant": variant, "devices": sorted(set(devices)), "modes": modes,
+    spec = {"config": config, "devices": sorted(set(devices)), "modes": modes,
             "batch_per_device": batch_per_device, "steps": steps, "warmup": warmup}
     with tempfile.TemporaryDirectory(prefix="mrsynth-bench-scaling-") as tmp:
         spec_path, out_path = Path(tmp, "spec.json"), Path(tmp, "out.json")

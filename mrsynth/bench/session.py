@@ -1,10 +1,10 @@
 """The timing session both backends' bench modules build on: one engine, one placed batch.
 
-Both engines share the benchmark verbs (``place_batch``, ``train_step_placed``), so placing the
-synthetic batch once, the synced steps, the loader-fed steps and the precision-scoped predictor
-are written here once; a backend supplies only its precision switches, how to wait for its
-device, and its memory figures (:class:`EngineSession`'s abstract methods), plus optional
-hooks around the engine's life (``on_open``, ``release``).
+Both engines share the benchmark verbs (``place_batch``, ``train_step_placed``) and apply the
+run's ``train.precision`` to their steps and predictors themselves, so placing the synthetic
+batch once, the synced steps, the loader-fed steps and the predictor are written here once; a
+backend supplies only how to wait for its device and its memory figures (:class:`EngineSession`'s
+abstract methods), plus optional hooks around the engine's life (``on_open``, ``release``).
 """
 from __future__ import annotations
 
@@ -12,14 +12,12 @@ import gc
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from mrsynth.backend import Batch, Predictor
-from mrsynth.config import ModelConfig
 
 
 class PlacingEngine(Protocol):
@@ -36,19 +34,6 @@ class PlacingEngine(Protocol):
     def close(self) -> None: ...
 
 
-class ScopedPredictor:
-    """A predictor whose calls run under the session's precision switches."""
-
-    def __init__(self, inner: Predictor, scope: Callable[[], AbstractContextManager[Any]]) -> None:
-        self._inner = inner
-        self._scope = scope
-        self.model_config: ModelConfig = inner.model_config
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        with self._scope():
-            return self._inner(batch)
-
-
 class EngineSession(ABC):
     """A :class:`mrsynth.bench.backends.TrainSession` over an engine writing to a temporary run folder."""
 
@@ -59,13 +44,8 @@ class EngineSession(ABC):
         self._tmp = tempfile.TemporaryDirectory(prefix=f"mrsynth-bench-{prefix}-")
         self.engine = open_engine(Path(self._tmp.name))
         self.on_open()
-        with self.precision_scope():
-            self._placed = self.engine.place_batch(batch)
+        self._placed = self.engine.place_batch(batch)
         self.wait(self._placed)
-
-    @abstractmethod
-    def precision_scope(self) -> AbstractContextManager[Any]:
-        """The variant's precision switches (JAX matmul precision, torch TF32 flags)."""
 
     @abstractmethod
     def wait(self, result: Any) -> None:
@@ -91,7 +71,7 @@ class EngineSession(ABC):
         self.wait(result)
 
     def predictor(self) -> Predictor:
-        return ScopedPredictor(self.engine.predictor(), self.precision_scope)
+        return self.engine.predictor()
 
     def close(self) -> None:
         self.engine.close()

@@ -6,7 +6,7 @@ config (data / model / train / eval) with one more section::
     benchmark:
       backends: [jax, torch]
       dims: [2, 3]
-      variants: [fp32, bf16]
+      variants: [float32, bfloat16]
       cases:                      # per dims: batch sizes, sample size, model overrides
         2d: {batch: [32], size: [256, 256], model: {depth: 4, base_channels: 64, ...}}
         3d: {batch: [16], size: [32, 128, 128], model: {...}}
@@ -42,7 +42,7 @@ class CaseSettings:
 class BenchSettings:
     backends: list[str] = field(default_factory=lambda: ["jax", "torch"])
     dims: list[int] = field(default_factory=lambda: [2, 3])
-    variants: list[str] = field(default_factory=lambda: ["fp32"])
+    variants: list[str] = field(default_factory=lambda: ["float32"])
     steps: int = 20  # timed steps per (backend, variant, case), split over `rounds`
     warmup: int = 3  # untimed steps after the first (compiling) one
     rounds: int = 2  # the timed steps alternate jax / torch this many times

@@ -1,10 +1,11 @@
-"""Benchmark variants: a precision plus optional backend-specific switches, e.g. ``bf16+compile+cl``.
+"""Benchmark variants: a named precision (:mod:`mrsynth.precision`, the same names as
+``train.precision``) plus optional backend-specific switches, e.g. ``bfloat16+compile+cl``.
 
 | token     | meaning | backends |
 |-----------|---------|----------|
-| `fp32`    | float32, no TF32 (JAX precision 'highest'; torch TF32 off) | both |
-| `tf32`    | float32 storage, the framework's default fast matmul/conv (TF32 on NVIDIA) | both |
-| `bf16`    | bfloat16 compute, float32 parameters (JAX compute dtype; torch autocast) | both |
+| `float32` | float32, no TF32 (JAX precision 'highest'; torch TF32 off) | both |
+| `tf32`    | float32 storage, TF32 matmuls/convs on NVIDIA (JAX precision 'default'; torch TF32 on) | both |
+| `bfloat16` | bfloat16 activations, float32 parameters (JAX compute dtype; torch autocast) | both |
 | `compile` | ``torch.compile`` of the model | torch |
 | `cl`      | channels_last memory format (2D, CUDA) | torch |
 | `pmap`    | ``jax.pmap`` step instead of jit + sharding | jax |
@@ -18,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mrsynth.errors import ConfigError
+from mrsynth.precision import TRAINING_PRECISIONS
 
-PRECISIONS = ("fp32", "tf32", "bf16")
 SWITCH_BACKEND = {"compile": "torch", "cl": "torch", "pmap": "jax", "native3d": "jax"}
 
 
@@ -35,7 +36,7 @@ class Variant:
     def train_overrides(self) -> dict[str, Any]:
         """The ``train`` config values this variant sets (the engines read them)."""
         return {
-            "compute_dtype": "bfloat16" if self.precision == "bf16" else "float32",
+            "precision": self.precision,
             "torch_compile": "compile" in self.switches,
             "channels_last": "cl" in self.switches,
             "parallel": "pmap" if "pmap" in self.switches else "sharded",
@@ -44,15 +45,15 @@ class Variant:
 
 
 def parse_variant(text: str) -> Variant:
-    """``"bf16+compile+cl"`` -> Variant; ConfigError naming the bad token."""
+    """``"bfloat16+compile+cl"`` -> Variant; ConfigError naming the bad token."""
     tokens = [t.strip().lower() for t in text.split("+") if t.strip()]
-    precisions = [t for t in tokens if t in PRECISIONS]
-    unknown = [t for t in tokens if t not in PRECISIONS and t not in SWITCH_BACKEND]
+    precisions = [t for t in tokens if t in TRAINING_PRECISIONS]
+    unknown = [t for t in tokens if t not in TRAINING_PRECISIONS and t not in SWITCH_BACKEND]
     if unknown:
         raise ConfigError(f"benchmark.variants: unknown token {unknown[0]!r} in {text!r} "
-                          f"(precisions: {', '.join(PRECISIONS)}; switches: {', '.join(SWITCH_BACKEND)})")
+                          f"(precisions: {', '.join(TRAINING_PRECISIONS)}; switches: {', '.join(SWITCH_BACKEND)})")
     if len(precisions) != 1:
-        raise ConfigError(f"benchmark.variants: {text!r} needs exactly one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"benchmark.variants: {text!r} needs exactly one of {', '.join(TRAINING_PRECISIONS)}")
     switches = frozenset(t for t in tokens if t in SWITCH_BACKEND)
     if len({SWITCH_BACKEND[s] for s in switches}) > 1:
         raise ConfigError(f"benchmark.variants: {text!r} mixes switches of both backends")

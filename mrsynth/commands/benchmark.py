@@ -2,7 +2,7 @@
 
     python run.py benchmark                                   # configs/bench_cpu.yaml, ~2 min on 2 CPU cores
     python run.py benchmark --config configs/bench_gpu.yaml   # DESIGN.md's H100 anchors
-    python run.py benchmark --dims 2 --variants fp32,bf16 --batch 8,16 --steps 30 --backends jax
+    python run.py benchmark --dims 2 --variants float32,bfloat16 --batch 8,16 --steps 30 --backends jax
 """
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backends", type=_names, help="comma list: jax,torch")
     parser.add_argument("--dims", type=_ints, help="comma list: 2,3")
     parser.add_argument("--variants", type=_names,
-                        help="comma list of precision[+switches]: fp32, tf32, bf16; torch: +compile, +cl "
-                             "(channels_last); jax: +pmap. e.g. fp32,tf32,bf16,bf16+compile+cl")
+                        help="comma list of precision[+switches]: float32, tf32, bfloat16; torch: +compile, +cl "
+                             "(channels_last); jax: +pmap. e.g. float32,tf32,bfloat16,bfloat16+compile+cl")
     parser.add_argument("--batch", type=_ints, help="batch sizes to sweep (comma list), for every selected dims")
     parser.add_argument("--size", type=_ints,
                         help="sample size: one number (square/cube) or one per axis, e.g. 256,256 or 32,128,128")

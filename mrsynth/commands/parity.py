@@ -22,16 +22,18 @@ from mrsynth.errors import MrsynthError
 from mrsynth.extras import import_optional
 from mrsynth.parity.report import JSON_FILE, MARKDOWN_FILE, format_table, write_report
 from mrsynth.parity.tolerances import DEFAULT_TOLERANCES
+from mrsynth.precision import PRECISIONS
 
-PRECISION_CHOICES = ("float32", "float64", "tf32", "bf16", "all")
+PRECISION_CHOICES = (*PRECISIONS, "all")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="float32",
-                        help="float32 (JAX 'highest' matmul precision, torch TF32 off), float64, tf32 "
-                             "(GPU: JAX default precision vs torch TF32; a no-op on a CPU), bf16 "
-                             "(JAX bfloat16 compute vs torch autocast), or all (default: float32)")
+                        help="a named precision of mrsynth/precision.py: float32 (JAX 'highest' matmul "
+                             "precision, torch TF32 off), tf32 (GPU: TF32 matmuls/convs in both; the same "
+                             "as float32 on a CPU), bfloat16 (JAX bfloat16 compute vs torch autocast), "
+                             "float64; or all (default: float32)")
     add_out_argument(parser, "report directory (default: reports/parity-<time>)", type=Path)
     parser.add_argument("--steps", type=int, default=50, help="training steps compared (default: 50)")
     parser.add_argument("--max-size", type=int, default=None, metavar="N",

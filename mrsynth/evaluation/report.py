@@ -89,7 +89,7 @@ def _run_items(run: dict[str, Any]) -> list[str]:
         f"multipliers {model['channel_mults']}, norm {model['norm']}, activation {model['activation']}, "
         f"upsampling {model['upsample']}, residual {model['residual']}",
         f"training: batch {train['batch_size']}, AdamW lr {train['lr']} (warmup {train['warmup_steps']}, cosine), "
-        f"weight decay {train['weight_decay']}, loss {train['loss']}, compute {train['compute_dtype']}, seed {train['seed']}",
+        f"weight decay {train['weight_decay']}, loss {train['loss']}, precision {train['precision']}, seed {train['seed']}",
         f"data: source {data['source']} (`{data_location(data)}`), normalization {data['normalization']}, "
         f"mask {data['mask']}, {'slices along axis ' + str(data['slice_axis']) if model['dims'] == 2 else 'patches'} "
         f"of {data['patch_size']}",

@@ -98,6 +98,12 @@ def _due(step: int, total: int, every: int) -> bool:
     return step % every == 0 or step == total
 
 
+def window_metrics(values: list[dict[str, float]]) -> dict[str, float]:
+    """One log row from the steps of a window: the mean of every metric the engine reports,
+    except the learning rate, which is its value at the last step."""
+    return {k: values[-1][k] if k == "lr" else float(np.mean([v[k] for v in values])) for k in values[-1]}
+
+
 def _check_finite(values: list[dict[str, float]], first_step: int, run_dir: Path,
                   last_ckpt: int | None) -> None:
     for offset, row in enumerate(values):
@@ -227,9 +233,9 @@ def _train_in(cfg: Config, backend_name: str, run_dir: Path, resume: bool, stop:
                 pending = []
                 elapsed = time.perf_counter() - window_start
                 rate = window_steps * t.batch_size / max(elapsed, 1e-9)
-                mean = {k: float(np.mean([v[k] for v in values])) for k in ("loss", "grad_norm")}
-                logger.log("train", step, {**mean, "lr": values[-1]["lr"], "images_per_s": rate})
-                logger.progress(step, {"loss": f"{mean['loss']:.4f}", "img/s": f"{rate:.1f}"})
+                window = window_metrics(values)
+                logger.log("train", step, {**window, "images_per_s": rate})
+                logger.progress(step, {"loss": f"{window['loss']:.4f}", "img/s": f"{rate:.1f}"})
                 window_start, window_steps = time.perf_counter(), 0
             is_best = False
             if at(t.val_every) and data.val and not stopping:
