@@ -47,6 +47,7 @@ from jax_impl.train_state import init_train_state, merge_model
 from jax_impl.weights import load_torch_into, model_to_torch, state_to_torch
 from torch_ref import losses as torch_losses
 from torch_ref.backend import TorchBackend
+from torch_ref.predict import channels_first_copy
 from torch_ref.layers import Dropout as TorchDropout
 from torch_ref.model import build_model as torch_build_model
 from torch_ref.precision import autocast as torch_autocast, precision_scope as torch_precision_scope
@@ -218,7 +219,7 @@ def set_mode(torch_model: torch.nn.Module, jax_model: nnx.Module, mode: str) -> 
 
 def to_torch(x: np.ndarray, precision: str) -> torch.Tensor:
     """Channels-last numpy -> channels-first tensor on the parity device."""
-    t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 1)))
+    t = torch.from_numpy(channels_first_copy(x))
     return t.to(torch_device(), torch.float64 if precision == "float64" else torch.float32)
 
 

@@ -81,7 +81,7 @@ def assert_same_values(got_jax: dict[str, float], got_torch: dict[str, float]) -
 
 def test_both_backends_register_exactly_the_named_losses_and_objectives():
     assert set(jax_losses.LOSSES.names()) == set(torch_losses.LOSSES.names()) == set(LOSS_NAMES) == set(CHOICES["train.loss"])
-    assert set(JAX_OBJECTIVES) == set(TORCH_OBJECTIVES) == set(CHOICES["train.objective"])
+    assert set(JAX_OBJECTIVES.names()) == set(TORCH_OBJECTIVES.names()) == set(CHOICES["train.objective"])
 
 
 @pytest.mark.parametrize("name", LOSS_NAMES)

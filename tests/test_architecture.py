@@ -74,7 +74,7 @@ def test_description_counts_the_jax_models_parameters(name):
 def test_bench_flops_equal_the_former_hand_written_counts(config, dims):
     settings, raw = load_bench_config(REPO / "configs" / config)
     case = settings.cases[f"{dims}d"]
-    cfg = case_config(raw, dims, case, case.batch[0], parse_variant("fp32"))
+    cfg = case_config(raw, dims, case, case.batch[0], parse_variant("float32"))
     figures = network_figures(cfg.model, case.size, case.batch[0])
     assert (figures["parameters"], figures["forward_flops"], figures["train_step_flops"]) == BENCH_FIGURES[config, dims]
 

@@ -14,10 +14,19 @@ from mrsynth.inference.volume import crop_to, pad_to_multiple
 from torch_ref.precision import autocast, precision_scope
 
 
+def channels_first_copy(array: np.ndarray) -> np.ndarray:
+    """(B, *spatial, C) -> a fresh C-ordered float32 (B, C, *spatial) array.
+
+    Always a new array with canonical strides: a one-channel axis keeps whatever stride numpy
+    gave it in a view (np.ascontiguousarray returns such views as they are), and torch reads a
+    stride of 1 there as channels_last and picks other conv kernels, whose float32 sums differ.
+    """
+    return np.array(np.moveaxis(array, -1, 1), dtype=np.float32, order="C", copy=True)
+
+
 def to_channels_first(array: np.ndarray, device: torch.device) -> torch.Tensor:
     """(B, *spatial, C) numpy -> (B, C, *spatial) tensor on ``device`` (pinned, async copy on CUDA)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-    tensor = tensor.permute(0, tensor.ndim - 1, *range(1, tensor.ndim - 1))
+    tensor = torch.from_numpy(channels_first_copy(array))
     if device.type == "cuda":
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor

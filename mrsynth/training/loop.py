@@ -100,8 +100,11 @@ def _due(step: int, total: int, every: int) -> bool:
 
 def window_metrics(values: list[dict[str, float]]) -> dict[str, float]:
     """One log row from the steps of a window: the mean of every metric the engine reports,
-    except the learning rate, which is its value at the last step."""
-    return {k: values[-1][k] if k == "lr" else float(np.mean([v[k] for v in values])) for k in values[-1]}
+    except the learning rate, which is its value at the last step; loss, grad_norm and lr first,
+    then the objective's own terms."""
+    first = [k for k in ("loss", "grad_norm", "lr") if k in values[-1]]
+    keys = first + sorted(k for k in values[-1] if k not in first)
+    return {k: values[-1][k] if k == "lr" else float(np.mean([v[k] for v in values])) for k in keys}
 
 
 def _check_finite(values: list[dict[str, float]], first_step: int, run_dir: Path,
