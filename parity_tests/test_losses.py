@@ -24,6 +24,7 @@ from jax_impl.objectives import OBJECTIVES as JAX_OBJECTIVES
 from jax_impl.train import JaxEngine
 from torch_ref import losses as torch_losses
 from torch_ref.objectives import OBJECTIVES as TORCH_OBJECTIVES
+from torch_ref.predict import channels_first_copy
 from torch_ref.train import TorchEngine
 
 MASKED_L1 = "masked_l1_test"
@@ -67,7 +68,7 @@ def both_losses(pred: np.ndarray, batch: dict[str, np.ndarray], train: TrainConf
     """{"loss", *terms} as host floats from each backend's ``training_loss`` on the same inputs."""
     j_loss, j_terms = jax_losses.training_loss(jnp.asarray(pred), {k: jnp.asarray(v) for k, v in batch.items()},
                                                train)
-    first = lambda a: torch.from_numpy(np.ascontiguousarray(np.moveaxis(a, -1, 1)))  # noqa: E731
+    first = lambda a: torch.from_numpy(channels_first_copy(a))  # noqa: E731
     t_loss, t_terms = torch_losses.training_loss(first(pred), {k: first(v) for k, v in batch.items()}, train)
     return ({"loss": float(j_loss), **{k: float(v) for k, v in j_terms.items()}},
             {"loss": float(t_loss), **{k: float(v) for k, v in t_terms.items()}})

@@ -9,7 +9,7 @@ import torch
 
 from mrsynth.config import ModelConfig
 from torch_ref.model import UNet, decayed_parameter_names
-from torch_ref.predict import TorchPredictor
+from torch_ref.predict import TorchPredictor, channels_first_copy
 
 OPTIONS = list(itertools.product(
     (2, 3), ("group", "batch", "instance", "none"), ("transpose", "resize_conv"),
@@ -119,7 +119,7 @@ def test_predictor_pads_odd_sizes_and_crops_back(dims, shape):
     padded[(slice(None), *(slice(0, s) for s in shape[1:]))] = batch
     model.eval()
     with torch.no_grad():
-        ref = model(torch.from_numpy(np.moveaxis(padded, -1, 1))).numpy()
+        ref = model(torch.from_numpy(channels_first_copy(padded))).numpy()
     ref = np.moveaxis(ref, 1, -1)[(slice(None), *(slice(0, s) for s in shape[1:]))]
     np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
 

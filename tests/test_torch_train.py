@@ -13,6 +13,7 @@ from mrsynth.schedule import lr_at
 from torch_ref.losses import LOSSES, l1_loss, ssim, training_loss
 from torch_ref.model import decayed_parameter_names
 from torch_ref.objectives import clip_grad_global_norm_
+from torch_ref.predict import channels_first_copy
 from torch_ref.train import TorchEngine
 
 
@@ -53,8 +54,8 @@ def test_first_step_is_adamw_with_decay_mask_and_clipping(tmp_path):
     batch = batches(1)[0]
     metrics = engine.train_step(batch)
 
-    t1 = torch.from_numpy(np.moveaxis(batch["t1"], -1, 1))
-    t2 = torch.from_numpy(np.moveaxis(batch["t2"], -1, 1))
+    t1 = torch.from_numpy(channels_first_copy(batch["t1"]))
+    t2 = torch.from_numpy(channels_first_copy(batch["t2"]))
     (reference(t1) - t2).abs().mean().backward()
     grads = {n: p.grad.double() for n, p in reference.named_parameters()}
     norm = torch.sqrt(sum((g**2).sum() for g in grads.values()))
