@@ -32,7 +32,7 @@ def abstract_train_state(cfg: Config) -> TrainState:
     objective = OBJECTIVES.lookup(cfg.train.objective)
 
     def initial() -> TrainState:
-        return init_train_state(objective.models(cfg, None), objective.optimizers(cfg.train), cfg.train.seed)[1]
+        return init_train_state(objective.models(cfg, None), objective.optimizers(cfg), cfg.train.seed)[1]
 
     return jax.eval_shape(initial)
 
@@ -55,10 +55,10 @@ class JaxEngine:
 
         objective = OBJECTIVES.lookup(cfg.train.objective)
         axis_name = distributed.DATA_AXIS if self.pmap else None
-        txs = objective.optimizers(cfg.train)
+        txs = objective.optimizers(cfg)
         self.graphdefs, state = init_train_state(objective.models(cfg, axis_name), txs, cfg.train.seed)
         self._template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
-        step_fn = objective.make_step(self.graphdefs, txs, cfg.train, axis_name)
+        step_fn = objective.make_step(self.graphdefs, txs, cfg, axis_name)
         if self.pmap:
             self._step = jax.pmap(step_fn, axis_name=distributed.DATA_AXIS, donate_argnums=0,
                                   devices=list(self.mesh.devices.flat))

@@ -29,6 +29,7 @@ from mrsynth.extras import import_optional
 
 BACKENDS = {"jax": "jax_impl.backend", "torch": "torch_ref.backend"}
 GENERATOR = "generator"  # the model that synthesizes T2: predicted with and exported
+DISCRIMINATOR = "discriminator"  # pix2pix's critic: trained with the generator, never exported
 
 # A training batch: numpy, float32, channels-last. Keys: "t1", "t2" -> (B, H, W, 1) or
 # (B, D, H, W, 1); "mask" -> same shape, float32 0/1 foreground.

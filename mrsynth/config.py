@@ -107,7 +107,7 @@ class DiscriminatorConfig:
 
     ``layers`` stride-2 4x4 convolutions (width doubling from ``base_channels``, capped at 8x),
     one stride-1 4x4 convolution, then a 4x4 head to one score map; LeakyReLU 0.2; instance
-    norm on all but the first. Used only when ``train.adv_weight > 0``; its own AdamW (pix2pix:
+    norm on all but the first. Used by ``train.objective: pix2pix``; its own AdamW (pix2pix:
     lr 2e-4, b1 0.5) with the generator's warmup-cosine shape.
     """
 
@@ -141,9 +141,9 @@ class TrainConfig:
     objective: str = "supervised"  # what a step trains: models, optimizers, update (see mrsynth/backend.py)
     loss: str = "l1"  # l1 | l1_ssim (mrsynth/losses.py)
     ssim_weight: float = 0.2
-    # Conditional adversarial training (pix2pix) when > 0: loss = L1 term + adv_weight * the
-    # generator's adversarial loss; pix2pix weighs L1:adversarial 100:1, i.e. adv_weight 0.01.
-    adv_weight: float = 0.0
+    # objective pix2pix: generator loss = train.loss + adv_weight * the adversarial term;
+    # pix2pix weighs L1:adversarial 100:1, hence 0.01.
+    adv_weight: float = 0.01
     ssim_data_range: float = 4.0
     precision: str = "float32"  # float32 | tf32 | bfloat16 (mrsynth/precision.py)
     seed: int = 0
@@ -201,7 +201,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.upsample": ("transpose", "resize_conv"),
     "model.downsample": ("maxpool", "conv"),
     "model.activation": ("relu", "leaky_relu", "silu"),
-    "train.objective": ("supervised",),
+    "train.objective": ("supervised", "pix2pix"),
     "train.loss": LOSS_NAMES,
     "train.precision": TRAINING_PRECISIONS,
     "discriminator.norm": ("instance", "none"),

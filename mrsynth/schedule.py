@@ -25,6 +25,8 @@ def warmup_cosine(step: Any, peak_lr: float, warmup_steps: int, total_steps: int
     return peak_lr * factor
 
 
-def lr_at(step: int, train: TrainConfig) -> float:
-    """The learning rate of update ``step`` as a Python float (host side, logging, torch)."""
-    return float(warmup_cosine(step, train.lr, train.warmup_steps, train.steps, train.end_lr_factor))
+def lr_at(step: int, train: TrainConfig, peak_lr: float | None = None) -> float:
+    """The learning rate of update ``step`` as a Python float (host side, logging, torch);
+    ``peak_lr`` for another optimizer on the same schedule (the discriminator's), else ``train.lr``."""
+    peak = train.lr if peak_lr is None else peak_lr
+    return float(warmup_cosine(step, peak, train.warmup_steps, train.steps, train.end_lr_factor))

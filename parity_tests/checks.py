@@ -440,9 +440,9 @@ def jax_training(tensors: dict[str, np.ndarray], cfg: Config, batches: Sequence[
     model = jax_build_model(cfg.model, compute_dtype=get_precision(cfg.train.precision).activations)
     load_torch_into(model, tensors, "parity initial weights")
     objective = JAX_OBJECTIVES.lookup(cfg.train.objective)
-    txs = objective.optimizers(cfg.train)
+    txs = objective.optimizers(cfg)
     graphdefs, state = init_train_state({GENERATOR: model}, txs, cfg.train.seed)
-    step = jax.jit(objective.make_step(graphdefs, txs, cfg.train, None))
+    step = jax.jit(objective.make_step(graphdefs, txs, cfg, None))
     handles, snapshots = [], {}
     for i, batch in enumerate(batches, 1):
         state, metrics = step(state, {k: jnp.asarray(v) for k, v in batch.items()})

@@ -5,9 +5,11 @@ An :class:`Objective` is three builders. The engine (``torch_ref/train.py``) cal
 stays the same for every objective: it moves the models to the device, wraps them for DDP /
 ``torch.compile`` (:class:`Trainees`), averages the metrics over processes, checkpoints every
 model and optimizer under its name and serves the ``generator`` as the predictor.
-``supervised``, today's only objective: the generator U-Net, AdamW, and the registered loss
-(``train.loss``) of its prediction. An adversarial objective registers here with models
-``{"generator", "discriminator"}``, an optimizer for each and a step that updates both.
+``supervised``: the generator U-Net, AdamW, and the registered loss (``train.loss``) of its
+prediction. ``pix2pix``: the same generator and a conditional PatchGAN ``discriminator``
+(``torch_ref/discriminator.py``) with its own AdamW; per step the discriminator is updated on
+real and synthesized (T1, T2) pairs, then the generator on its loss + ``train.adv_weight`` x
+the adversarial term against the updated discriminator (pix2pix's reference order).
 """
 from __future__ import annotations
 
@@ -17,11 +19,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mrsynth.backend import GENERATOR
+from mrsynth.backend import DISCRIMINATOR, GENERATOR
 from mrsynth.config import Config, TrainConfig
 from mrsynth.registry import Registry
 from mrsynth.schedule import lr_at
 
+from torch_ref.discriminator import build_discriminator, discriminator_loss, generator_adversarial_loss
 from torch_ref.losses import training_loss
 from torch_ref.model import build_model, decayed_parameter_names
 from torch_ref.precision import autocast
@@ -44,17 +47,19 @@ class Objective:
     # Fresh models by name (on the CPU, seeded by ``train.seed``).
     models: Callable[[Config], dict[str, nn.Module]]
     # One optimizer per trained model, under the model's name (the models are on ``device``).
-    optimizers: Callable[[dict[str, nn.Module], TrainConfig, torch.device], dict[str, torch.optim.Optimizer]]
-    # (trainees, train, device type) -> step. The step returns this process's metrics: always
+    optimizers: Callable[[dict[str, nn.Module], Config, torch.device], dict[str, torch.optim.Optimizer]]
+    # (trainees, config, device type) -> step. The step returns this process's metrics: always
     # "loss", "grad_norm" (tensors) and "lr" (a float), plus what the objective adds.
-    make_step: Callable[[Trainees, TrainConfig, str], StepFn]
+    make_step: Callable[[Trainees, Config, str], StepFn]
 
 
 OBJECTIVES: Registry[Objective] = Registry("train.objective", "objective", "torch backend")
 
 
-def build_optimizer(model: nn.Module, train: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on conv / conv-transpose weights only (the canonical mask)."""
+def build_optimizer(model: nn.Module, train: TrainConfig, device: torch.device,
+                    betas: tuple[float, float] | None = None) -> torch.optim.AdamW:
+    """AdamW with weight decay on conv / conv-transpose weights only (the canonical mask); the
+    generator's betas from ``train`` unless given (the discriminator's). The step sets the lr."""
     decayed = decayed_parameter_names(model)
     named = list(model.named_parameters())
     groups = [
@@ -62,7 +67,7 @@ def build_optimizer(model: nn.Module, train: TrainConfig, device: torch.device) 
         {"params": [p for n, p in named if n not in decayed], "weight_decay": 0.0},
     ]
     fused = device.type == "cuda"
-    return torch.optim.AdamW(groups, lr=lr_at(0, train), betas=(train.b1, train.b2), eps=train.eps,
+    return torch.optim.AdamW(groups, lr=lr_at(0, train), betas=betas or (train.b1, train.b2), eps=train.eps,
                              fused=fused)
 
 
@@ -85,15 +90,20 @@ def generator_model(cfg: Config) -> nn.Module:
         return build_model(cfg.model)
 
 
-def make_supervised_step(trainees: Trainees, train: TrainConfig, device_type: str) -> StepFn:
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def make_supervised_step(trainees: Trainees, cfg: Config, device_type: str) -> StepFn:
     """One AdamW update of the generator on the registered loss of its prediction."""
+    train = cfg.train
     forward, optimizer = trainees.forwards[GENERATOR], trainees.optimizers[GENERATOR]
     params = list(trainees.models[GENERATOR].parameters())
 
     def step(batch: dict[str, torch.Tensor], update: int) -> Metrics:
         lr = lr_at(update, train)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(optimizer, lr)
         optimizer.zero_grad(set_to_none=True)
         with autocast(train.precision, device_type):
             pred = forward(batch["t1"])
@@ -107,8 +117,65 @@ def make_supervised_step(trainees: Trainees, train: TrainConfig, device_type: st
     return step
 
 
+def discriminator_model(cfg: Config) -> nn.Module:
+    """The PatchGAN, seeing the T1 channels and a T2, seeded apart from the generator."""
+    return build_discriminator(cfg.discriminator, cfg.model.dims, cfg.model.in_channels + 1, seed=cfg.train.seed + 1)
+
+
+def make_pix2pix_step(trainees: Trainees, cfg: Config, device_type: str) -> StepFn:
+    """One discriminator update, then one generator update against the updated discriminator."""
+    train, kind, weight = cfg.train, cfg.discriminator.loss, cfg.train.adv_weight
+    generator, critic = trainees.forwards[GENERATOR], trainees.forwards[DISCRIMINATOR]
+    g_opt, d_opt = trainees.optimizers[GENERATOR], trainees.optimizers[DISCRIMINATOR]
+    g_params = list(trainees.models[GENERATOR].parameters())
+    d_params = list(trainees.models[DISCRIMINATOR].parameters())
+
+    def step(batch: dict[str, torch.Tensor], update: int) -> Metrics:
+        lr = lr_at(update, train)
+        set_lr(g_opt, lr)
+        set_lr(d_opt, lr_at(update, train, cfg.discriminator.lr))
+        t1 = batch["t1"]
+        with autocast(train.precision, device_type):
+            fake = generator(t1)
+        d_opt.zero_grad(set_to_none=True)
+        with autocast(train.precision, device_type):
+            real_logits = critic(torch.cat([t1, batch["t2"].to(t1.dtype)], dim=1))
+            fake_logits = critic(torch.cat([t1, fake.detach().to(t1.dtype)], dim=1))
+        d_loss = discriminator_loss(real_logits, fake_logits, kind)
+        d_loss.backward()
+        d_grad_norm = clip_grad_global_norm_([p.grad for p in d_params if p.grad is not None], train.clip_norm)
+        d_opt.step()
+        g_opt.zero_grad(set_to_none=True)
+        for p in d_params:  # the generator's step leaves the critic's gradients alone
+            p.requires_grad_(False)
+        try:
+            with autocast(train.precision, device_type):
+                fake_logits = critic(torch.cat([t1, fake.to(t1.dtype)], dim=1))
+            loss, terms = training_loss(fake, batch, train)
+            adversarial = generator_adversarial_loss(fake_logits, kind)
+            total = loss + weight * adversarial
+            total.backward()
+        finally:
+            for p in d_params:
+                p.requires_grad_(True)
+        grad_norm = clip_grad_global_norm_([p.grad for p in g_params if p.grad is not None], train.clip_norm)
+        g_opt.step()
+        return {**{k: v.detach() for k, v in terms.items()}, "adv": adversarial.detach(), "loss": total.detach(),
+                "grad_norm": grad_norm, "lr": lr, "d_loss": d_loss.detach(), "d_grad_norm": d_grad_norm}
+
+    return step
+
+
 OBJECTIVES.register("supervised")(Objective(
     models=lambda cfg: {GENERATOR: generator_model(cfg)},
-    optimizers=lambda models, train, device: {GENERATOR: build_optimizer(models[GENERATOR], train, device)},
+    optimizers=lambda models, cfg, device: {GENERATOR: build_optimizer(models[GENERATOR], cfg.train, device)},
     make_step=make_supervised_step,
+))
+OBJECTIVES.register("pix2pix")(Objective(
+    models=lambda cfg: {GENERATOR: generator_model(cfg), DISCRIMINATOR: discriminator_model(cfg)},
+    optimizers=lambda models, cfg, device: {
+        GENERATOR: build_optimizer(models[GENERATOR], cfg.train, device),
+        DISCRIMINATOR: build_optimizer(models[DISCRIMINATOR], cfg.train, device,
+                                       (cfg.discriminator.b1, cfg.discriminator.b2))},
+    make_step=make_pix2pix_step,
 ))

@@ -66,8 +66,8 @@ class TorchEngine:
             # wrap_model converts BatchNorm layers in place, so self.models keep canonical names.
             wrapped = wrap_model(model, self.ctx)
             forwards[name] = torch.compile(wrapped) if t.torch_compile else wrapped
-        self.optimizers = objective.optimizers(self.models, t, self.device)
-        self._step = objective.make_step(Trainees(self.models, forwards, self.optimizers), t, self.device.type)
+        self.optimizers = objective.optimizers(self.models, cfg, self.device)
+        self._step = objective.make_step(Trainees(self.models, forwards, self.optimizers), cfg, self.device.type)
         self.updates = 0
 
     # --- training -------------------------------------------------------------------------
