@@ -274,6 +274,18 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
 REMOVED_KEYS = {"train.compute_dtype": f"use train.precision ({' | '.join(TRAINING_PRECISIONS)})"}
 
 
+def recorded_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config recorded by an earlier mrsynth (a weight file's metadata) in today's keys:
+    ``train.compute_dtype`` (float32 | bfloat16) is the ``train.precision`` of the same name.
+    Weight files stay readable; a user's YAML with the old key is still refused in one line."""
+    train = dict(raw.get("train") or {})
+    if "compute_dtype" not in train:
+        return raw
+    train.setdefault("precision", train.pop("compute_dtype"))
+    train.pop("compute_dtype", None)
+    return {**raw, "train": train}
+
+
 def build_dataclass(cls: type, raw: dict[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}

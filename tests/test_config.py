@@ -164,3 +164,14 @@ def test_context_slices_set_the_input_channels(tmp_path):
         load_config(None, ["data.context_slices=-1"])
     with pytest.raises(ConfigError, match="model.in_channels: not a user key"):
         load_config(None, ["data.context_slices=1", "model.in_channels=1"])
+
+
+def test_a_weight_file_config_from_before_train_precision_still_reads():
+    """Weight files exported before train.precision record train.compute_dtype: predict reads them."""
+    from mrsynth.config import config_from_dict, recorded_config
+
+    old = {"train": {"compute_dtype": "bfloat16", "steps": 70}}
+    assert config_from_dict(recorded_config(old)).train.precision == "bfloat16"
+    assert config_from_dict(recorded_config({"train": {"steps": 70}})).train.precision == "float32"
+    with pytest.raises(ConfigError, match="train.compute_dtype: no longer a config key"):
+        config_from_dict(old)  # a user's own YAML is still told the new key

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 import mrsynth
 from mrsynth.backend import Predictor
-from mrsynth.config import Config, config_from_dict
+from mrsynth.config import Config, config_from_dict, recorded_config
 from mrsynth.console import progress_enabled
 from mrsynth.data.contract import PreprocessingContract
 from mrsynth.data.io import image_like
@@ -93,7 +93,7 @@ def setup_from_weights(path: Path, backend: str, run_dir: Path | None = None) ->
         "step": json.loads(meta["step"]) if "step" in meta else None,
         "run_summary": json.loads(meta["summary"]) if "summary" in meta else None,
     }
-    return SynthesisSetup(config_from_dict(json.loads(meta["config"])), contract, weights)
+    return SynthesisSetup(config_from_dict(recorded_config(json.loads(meta["config"]))), contract, weights)
 
 
 @contextlib.contextmanager
