@@ -18,7 +18,7 @@ from mrsynth.parity.tolerances import DEFAULT_TOLERANCES
 
 from jax_impl import discriminator as jax_disc
 from jax_impl.weights import canonical_name, load_torch_into
-from parity_tests.checks import from_torch, to_torch
+from parity_tests.checks.precision import from_torch, to_torch
 from torch_ref import discriminator as torch_disc
 
 CASES = {

@@ -22,7 +22,8 @@ from mrsynth.parity.tolerances import DEFAULT_TOLERANCES
 from jax_impl.objectives import OBJECTIVES as JAX_OBJECTIVES
 from jax_impl.train_state import init_train_state, merge_model
 from jax_impl.weights import load_torch_into, model_to_torch
-from parity_tests.checks import precision_context, torch_tensors
+from parity_tests.checks.pairs import torch_tensors
+from parity_tests.checks.precision import precision_context
 from torch_ref.train import TorchEngine
 
 MODELS = (GENERATOR, DISCRIMINATOR)

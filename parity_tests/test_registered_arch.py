@@ -3,7 +3,7 @@ and computes the same function in both backends.
 
 The toy network (conv 3x3 -> ReLU -> conv 3x3, plus a 1x1 residual conv of the input) registers
 a JAX builder, a torch builder and a framework-free description; no library file names it.
-The checks are the U-Net's (``parity_tests/checks.py``) with the tolerances of
+The checks are the U-Net's (the ``parity_tests/checks/`` package) with the tolerances of
 ``mrsynth/parity/tolerances.py``: forward rel L2 <= 1e-5 (float32) / 1e-12 (float64), gradients
 w.r.t. the input and every parameter rel L2 <= 1e-4 (float32) / 1e-10 (float64), portable
 round trips bit-exact (0), and both backends' predictors on one weight file <= 1e-5 (forward float32).

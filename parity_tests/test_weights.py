@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from parity_tests import checks
+from parity_tests.checks import mismatch
 from parity_tests.test_forward_gradients import COVERING, assert_rows, model_config
 
 
@@ -28,7 +29,7 @@ def test_broken_weight_files_fail_in_both_backends_naming_the_parameter(name, di
 def test_mismatch_check_fails_when_a_broken_file_loads(tmp_path, monkeypatch):
     """The check can fail: a 'broken' file that in fact loads is reported, in both backends."""
     pair = checks.transfer_pair(model_config("2d-group-transpose-maxpool-relu-deep"), "torch->jax", tmp_path)
-    monkeypatch.setattr(checks, "mismatch_variants", lambda valid, work: [("not broken", valid, "'x'")])
-    rows = checks.mismatch_checks(pair.weight_file, tmp_path)
+    monkeypatch.setattr(mismatch, "mismatch_variants", lambda valid, work: [("not broken", valid, "'x'")])
+    rows = mismatch.mismatch_checks(pair.weight_file, tmp_path)
     assert [r.passed for r in rows] == [False, False]
     assert all(r.note == "loaded without error" for r in rows)

@@ -99,8 +99,8 @@ DEFAULT_TOLERANCES = ToleranceTable({
     # Measured 1.4e-7 (float32), 5.2e-16 (float64).
     "bn_stats": {"float32": 1e-5, "float64": 1e-12, "tf32": 1e-2, "bfloat16": 5e-2},
     # Running variances and counters after 3 training steps (running means then also carry
-    # the inert conv biases' differing walk, see parity_tests/checks.py): measured 1.0e-7
-    # (float32), 3.5e-4 (bf16).
+    # the inert conv biases' differing walk, see inert_parameters in
+    # parity_tests/checks/pairs.py): measured 1.0e-7 (float32), 3.5e-4 (bf16).
     "bn_stats_trained": {"float32": 1e-5, "tf32": 1e-2, "bfloat16": 1e-2},
     # First AdamW update (new - old, inert biases excluded), rel L2 per tensor: measured 7.7e-5
     # (AdamW's first step is lr * g / (|g| + eps): elements with |g| near eps amplify rounding).
