@@ -28,7 +28,7 @@ from torch_ref.train import TorchEngine
 WORLD = 2
 STEPS = 3
 NORMS = ("group", "batch")
-WORKER_TIMEOUT_S = 90
+WORKER_TIMEOUT_S = 240  # a hang guard, not a speed check: a loaded 2-core machine once took > 120 s
 
 
 def ddp_config(norm: str) -> Config:
