@@ -7,7 +7,8 @@ with its brain mask so that all three are brain-only (`data.mask: nonzero`). The
 average of 152 brains: smoother than any single scan, which the report's sharpness column shows.
 
     python benchmarks/loso_real_pairs.py --out runs/loso [--backends jax torch] \
-        [--variant plain --variant "ctx2:data.context_slices=2"] [--set train.steps=600]
+        [--variant plain --variant "ctx2:data.context_slices=2"] [--set train.steps=600] \
+        [--held-out TCGA-DU-7294]   # some folds only
 
 Writes, under --out: subjects/ (the prepared pairs), <variant>/<held-out>/ (the runs and the
 fold's evaluate report), and loso.md + loso.json: per fold and method psnr/ssim in normalized
@@ -115,13 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override for every variant (e.g. train.steps=600)")
     parser.add_argument("--subjects", nargs="+", default=[*PATIENTS, MNI_SUBJECT])
+    parser.add_argument("--held-out", nargs="+", metavar="SUBJECT",
+                        help="the folds to run, by held-out subject (default: every subject)")
     parser.add_argument("--shared", type=Path, default=SHARED)
     args = parser.parse_args(argv)
     root = prepare_subjects(args.out, args.shared)
     variants = dict(parse_variant(v) for v in (args.variant or ["plain"]))
     rows = []
     for name, overrides in variants.items():
-        for held_out in args.subjects:
+        for held_out in args.held_out or args.subjects:
             fold_rows = run_fold(args.config, root, held_out, args.subjects, args.overrides + overrides,
                                  args.backends, args.out / name / held_out)
             rows += [{"variant": name, **r} for r in fold_rows]
