@@ -18,8 +18,6 @@ baseline in psnr_z.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from mrsynth.commands.compare import train_all  # noqa: E402
 from mrsynth.config import load_config  # noqa: E402
 from mrsynth.evaluation.runner import evaluate_runs, load_run  # noqa: E402
 from mrsynth.fileio import atomic_write_text, make_folder  # noqa: E402
+from mrsynth.reporting import json_text, markdown_table  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 PATIENTS = ("AURORA", "TCGA-DU-7294")
@@ -96,15 +95,10 @@ def run_fold(config: Path, root: Path, held_out: str, subjects: list[str], overr
 
 def markdown(rows: list[dict], variants: dict[str, list[str]], steps_note: str) -> str:
     head = ["variant", "held out", "method", *COLUMNS, "psnr_z - best baseline"]
-    lines = ["# Leave-one-subject-out on the real pairs", "",
-             f"Variants: {'; '.join(f'`{n}` ' + (', '.join(o) or '(config as is)') for n, o in variants.items())}. "
-             f"{steps_note}", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [r["variant"], r["held_out"], r["method"], *(f"{r[k]:.3f}" for k in COLUMNS),
-                 f"{r['margin_psnr_z']:+.2f}" if r["kind"] == "run" else ""]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    table = markdown_table(head, [[r["variant"], r["held_out"], r["method"], *(f"{r[k]:.3f}" for k in COLUMNS),
+                                   f"{r['margin_psnr_z']:+.2f}" if r["kind"] == "run" else ""] for r in rows])
+    described = "; ".join(f"`{n}` " + (", ".join(o) or "(config as is)") for n, o in variants.items())
+    return f"# Leave-one-subject-out on the real pairs\n\nVariants: {described}. {steps_note}\n\n{table}\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             rows += [{"variant": name, **r} for r in fold_rows]
     steps = load_config(args.config, args.overrides).train.steps
     note = f"{steps} training steps per run, config {args.config.name}, overrides {args.overrides or 'none'}."
-    atomic_write_text(args.out / "loso.json", json.dumps(
-        [{k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in r.items()} for r in rows],
-        indent=2) + "\n")
+    atomic_write_text(args.out / "loso.json", json_text(rows))
     atomic_write_text(args.out / "loso.md", markdown(rows, variants, note))
     print(markdown(rows, variants, note))
     return 0

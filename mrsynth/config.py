@@ -282,7 +282,6 @@ def recorded_config(raw: dict[str, Any]) -> dict[str, Any]:
     if "compute_dtype" not in train:
         return raw
     train.setdefault("precision", train.pop("compute_dtype"))
-    train.pop("compute_dtype", None)
     return {**raw, "train": train}
 
 
