@@ -30,7 +30,10 @@ sys.path.insert(0, str(REPO))
 
 from mrsynth.commands.compare import train_all  # noqa: E402
 from mrsynth.config import load_config  # noqa: E402
-from mrsynth.evaluation.runner import evaluate_runs, load_run  # noqa: E402
+from mrsynth.data.io import read_nifti  # noqa: E402
+from mrsynth.evaluation.metrics import slice_psnr_z  # noqa: E402
+from mrsynth.evaluation.runner import evaluate_runs, load_run, safe_name  # noqa: E402
+from mrsynth.evaluation.stats import paired_test  # noqa: E402
 from mrsynth.fileio import atomic_write_text, make_folder  # noqa: E402
 from mrsynth.reporting import json_text, markdown_table  # noqa: E402
 
@@ -73,9 +76,24 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return name, [item for item in rest.split(",") if item]
 
 
+def backend_slices(report_dir: Path, subject_dir: Path, labels: list[str]) -> dict[str, list[float]]:
+    """Per-axial-slice psnr_z of each run's written prediction against the real T2 as acquired,
+    inside the T1's non-zero mask (``data.mask: nonzero``), as :func:`slice_psnr_z` scores it."""
+    t1, _ = read_nifti(subject_dir / "t1.nii.gz", what="T1")
+    t2, _ = read_nifti(subject_dir / "t2.nii.gz", what="T2")
+    mask = t1 > 0
+    out = {}
+    for label in labels:
+        pred, _ = read_nifti(report_dir / "nifti" / f"{safe_name(subject_dir.name)}_{safe_name(label)}_T2.nii.gz",
+                             what="prediction")
+        out[label] = slice_psnr_z(pred, t2, mask)
+    return out
+
+
 def run_fold(config: Path, root: Path, held_out: str, subjects: list[str], overrides: list[str],
-             backends: list[str], out: Path) -> list[dict]:
-    """Train on every subject but ``held_out``, evaluate on it; one row per method."""
+             backends: list[str], out: Path) -> tuple[list[dict], dict[str, list[float]]]:
+    """Train on every subject but ``held_out``, evaluate on it; one row per method, and each
+    run's per-slice psnr_z by label (for the paired backend test)."""
     train_subjects = [s for s in subjects if s != held_out]
     fold = [f"data.root={root}", f"data.train_subjects=[{','.join(train_subjects)}]",
             f"data.test_subjects=[{held_out}]", "data.val_subjects=[]", f"run.root={out / 'runs'}"]
@@ -90,7 +108,35 @@ def run_fold(config: Path, root: Path, held_out: str, subjects: list[str], overr
     best_z = max(r["psnr_z"] for r in rows if r["kind"] == "baseline")
     for row in rows:
         row["margin_psnr_z"] = row["psnr_z"] - best_z
+    labels = [m for m in result.methods if result.kinds[m] == "run"]
+    return rows, backend_slices(report.parent, root / held_out, labels)
+
+
+def backend_tests(slices: dict[str, dict[str, list[float]]]) -> list[dict]:
+    """JAX minus PyTorch psnr_z over the same slices: per fold, then over all folds pooled.
+
+    Neighbouring slices are correlated, so these p-values overstate the evidence of a
+    difference: "not significantly different" passes a harder test than the true one."""
+    rows, pooled = [], {"jax": [], "torch": []}
+    for fold, by_label in slices.items():
+        if "jax" in by_label and "torch" in by_label:
+            rows.append({"fold": fold, **paired_test(by_label["jax"], by_label["torch"])})
+            for label in pooled:
+                pooled[label] += by_label[label]
+    if len(rows) > 1:
+        rows.append({"fold": "all folds", **paired_test(pooled["jax"], pooled["torch"])})
     return rows
+
+
+def tests_markdown(tests: list[dict]) -> str:
+    if not tests:
+        return ""
+    table = markdown_table(["variant", "held out", "slices", "JAX - PyTorch psnr_z (dB)", "p (paired t)", "p (Wilcoxon)", "note"],
+                           [[t["variant"], t["fold"], str(t["n"]), f"{t['mean_diff']:+.3f}", f"{t['p_t']:.3g}", f"{t['p_w']:.3g}",
+                             t["note"]] for t in tests])
+    return ("\n## JAX vs PyTorch, paired over axial slices\n\nEach slice's psnr_z (volumes z-scored inside "
+            "the mask, the volume's range) for both backends' predictions of the held-out subject. "
+            "Neighbouring slices are correlated, so the p-values overstate a difference.\n\n" + table + "\n")
 
 
 def markdown(rows: list[dict], variants: dict[str, list[str]], steps_note: str) -> str:
@@ -116,17 +162,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = prepare_subjects(args.out, args.shared)
     variants = dict(parse_variant(v) for v in (args.variant or ["plain"]))
-    rows = []
+    rows, tests = [], []
     for name, overrides in variants.items():
+        slices = {}
         for held_out in args.held_out or args.subjects:
-            fold_rows = run_fold(args.config, root, held_out, args.subjects, args.overrides + overrides,
-                                 args.backends, args.out / name / held_out)
+            fold_rows, slices[held_out] = run_fold(args.config, root, held_out, args.subjects,
+                                                   args.overrides + overrides, args.backends,
+                                                   args.out / name / held_out)
             rows += [{"variant": name, **r} for r in fold_rows]
+        tests += [{"variant": name, **t} for t in backend_tests(slices)]
     steps = load_config(args.config, args.overrides).train.steps
     note = f"{steps} training steps per run, config {args.config.name}, overrides {args.overrides or 'none'}."
-    atomic_write_text(args.out / "loso.json", json_text(rows))
-    atomic_write_text(args.out / "loso.md", markdown(rows, variants, note))
-    print(markdown(rows, variants, note))
+    text = markdown(rows, variants, note) + tests_markdown(tests)
+    atomic_write_text(args.out / "loso.json", json_text({"rows": rows, "backend_tests": tests}))
+    atomic_write_text(args.out / "loso.md", text)
+    print(text)
     return 0
 
 

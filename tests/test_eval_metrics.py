@@ -9,7 +9,8 @@ from scipy import ndimage
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from mrsynth.phantom.dataset import TISSUES
-from mrsynth.evaluation.metrics import literature_slice_metrics, ssim_map, volume_metrics
+from mrsynth.evaluation.metrics import (MIN_SLICE_VOXELS, literature_slice_metrics, slice_psnr_z, ssim_map,
+                                        volume_metrics)
 
 
 def _pair(shape=(24, 26, 22), seed=0):
@@ -135,6 +136,27 @@ def test_scale_invariant_metrics_ignore_gain_and_offset_only():
     noisy = target + np.random.default_rng(1).normal(0.0, 1.0, target.shape).astype(np.float32) * mask
     worse = volume_metrics(noisy, target, mask)
     assert worse["psnr_z"] < 30.0 and worse["mae_z"] > 0.1
+
+
+def test_slice_psnr_z_is_the_volume_psnr_z_taken_apart():
+    target, _ = _textured_volume()
+    mask = np.zeros(target.shape, bool)
+    mask[4:20, 4:20, 4:20] = True  # every kept slice holds the same number of mask voxels
+    mask[:, :, 2] = True  # a slice of its own
+    noisy = target + np.random.default_rng(2).normal(0.0, 1.0, target.shape).astype(np.float32)
+    per_slice = slice_psnr_z(noisy, target, mask)
+    assert len(per_slice) == 17
+    speck = mask.copy()
+    speck[2:4, 2:4, 22] = True  # too few voxels to score: left out
+    assert len(slice_psnr_z(noisy, target, speck)) == 17 and int(speck[:, :, 22].sum()) < MIN_SLICE_VOXELS
+    cube = np.zeros_like(mask)
+    cube[4:20, 4:20, 4:20] = True
+    volume = volume_metrics(noisy, target, mask)["psnr_z"]
+    r2_over_mse = [10 ** (p / 10) for p in per_slice]
+    weights = [mask[:, :, 2].sum()] + [cube[:, :, k].sum() for k in range(4, 20)]
+    pooled = 10 * math.log10(sum(weights) / sum(w / q for w, q in zip(weights, r2_over_mse)))
+    assert pooled == pytest.approx(volume, abs=1e-9)
+    assert min(slice_psnr_z(0.5 * target + 1.0, target, mask)) > 100.0  # gain and offset cost nothing
 
 
 def test_low_contrast_prediction_cannot_hide_its_errors():

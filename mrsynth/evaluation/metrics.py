@@ -166,6 +166,25 @@ def scale_invariant_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarr
     }
 
 
+MIN_SLICE_VOXELS = 100  # fewer mask voxels in a slice: its PSNR says little, left out
+
+
+def slice_psnr_z(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, axis: int = AXIAL_AXIS) -> list[float]:
+    """psnr_z per slice along ``axis``: both volumes z-scored inside the whole mask, each slice's
+    masked squared error against the z-scored target's volume range (so the slices of one
+    volume share one R and average like the volume's ``psnr_z``); slices with fewer than
+    ``MIN_SLICE_VOXELS`` mask voxels are left out. The unit of a paired test over slices."""
+    mask = np.asarray(mask) > 0
+    zp, zt = zscore_inside(pred, mask), zscore_inside(target, mask)
+    r = resolve_data_range(zt, mask, None)
+    out = []
+    for i in range(mask.shape[axis]):
+        inside = np.take(mask, i, axis=axis)
+        if inside.sum() >= MIN_SLICE_VOXELS:
+            out.append(psnr(np.take(zp, i, axis=axis)[inside], np.take(zt, i, axis=axis)[inside], r))
+    return out
+
+
 def tissue_names() -> dict[int, str]:
     from mrsynth.phantom.dataset import TISSUES
 

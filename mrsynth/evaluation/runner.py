@@ -104,7 +104,8 @@ def split_files(cfg: Config) -> dict[str, list]:
     return splits
 
 
-def _safe_name(text: str) -> str:
+def safe_name(text: str) -> str:
+    """A label or subject as a file-name part (how the report names its NIfTI outputs)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
 
 
@@ -188,7 +189,7 @@ def evaluate_runs(
                                           contract.t2_range, tta=run.tta).t2
                 predictions[run.label] = pred
                 write_like(pred, volume.geometry,
-                           tmp / "nifti" / f"{_safe_name(files.subject)}_{_safe_name(run.label)}_T2.nii.gz")
+                           tmp / "nifti" / f"{safe_name(files.subject)}_{safe_name(run.label)}_T2.nii.gz")
             for name, baseline in baselines.items():  # clipped to the same range as the runs' outputs
                 pred = baseline.predict(volume)
                 predictions[name] = np.where(inside, np.clip(pred, *contracts[0].t2_range), pred)
@@ -201,7 +202,7 @@ def evaluate_runs(
                 title_s = f"{files.subject}: T1, real T2, synthesized T2 and |error|"
                 figure_paths[f"Subject {files.subject}"] = figures.subject_panel(
                     volume.t1, volume.t2, {titles[m]: p for m, p in predictions.items()}, volume.mask,
-                    tmp / "figures" / f"subject_{_safe_name(files.subject)}.png", title_s, convention)
+                    tmp / "figures" / f"subject_{safe_name(files.subject)}.png", title_s, convention)
         finalize(result)
         context = {
             "title": title or f"mrsynth evaluation: {', '.join(r.label for r in runs)} vs baselines",
