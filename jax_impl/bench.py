@@ -10,6 +10,7 @@ devices on a CPU).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,11 @@ import numpy as np
 
 from mrsynth.config import Config, config_from_dict
 
-from mrsynth.bench.backends import first_step_seconds, step_seconds, time_matmul_tflops
-from mrsynth.bench.session import EngineSession
+from mrsynth.bench.backends import scaling_times, time_matmul_tflops
+from mrsynth.bench.session import EngineSession, synthetic_batch
 from mrsynth.bench.settings import BenchSettings
 from mrsynth.precision import get_precision
+from jax_impl import XLA_FLAGS_ADDED
 from jax_impl.precision import matmul_precision, precision_scope
 from jax_impl.train import JaxEngine
 
@@ -73,6 +75,7 @@ class JaxBench:
             "device_kind": device.device_kind,
             "device_count": jax.device_count(),
             "jax": jax.__version__,
+            **xla_flags(),
         }
         try:
             from jax.extend import backend
@@ -95,6 +98,11 @@ class JaxBench:
         return JaxSession(cfg, batch)
 
 
+def xla_flags() -> dict[str, Any]:
+    """The XLA_FLAGS this process runs with, and which of them mrsynth added (multi-GPU overlap)."""
+    return {"xla_flags": os.environ.get("XLA_FLAGS", ""), "xla_flags_added": list(XLA_FLAGS_ADDED)}
+
+
 def create_bench() -> JaxBench:
     return JaxBench()
 
@@ -115,15 +123,10 @@ def run_scaling(spec: dict[str, Any]) -> list[dict[str, Any]]:
             raw = json.loads(json.dumps(spec["config"]))
             raw["train"].update(batch_size=row["batch"], parallel=mode)
             cfg = config_from_dict(raw)
-            rng = np.random.default_rng(0)
-            shape = (row["batch"], *cfg.data.patch_size, 1)
-            t1 = rng.standard_normal(shape, dtype=np.float32)
-            batch = {"t1": t1, "t2": (0.5 * t1 + 0.1).astype(np.float32), "mask": np.ones_like(t1)}
-            session = JaxSession(cfg, batch, devices=available[:n])
+            session = JaxSession(cfg, synthetic_batch(row["batch"], list(cfg.data.patch_size)),
+                                 devices=available[:n])
             try:
-                row["first_step_s"] = first_step_seconds(session)
-                step_seconds(session, spec["warmup"])
-                row["step_s"] = step_seconds(session, spec["steps"])
+                row.update(scaling_times(session, spec["warmup"], spec["steps"]))
             finally:
                 session.close()
             rows.append(row)
@@ -134,7 +137,7 @@ def main(argv: list[str]) -> int:
     """``python -m jax_impl.bench SPEC.json OUT.json``: the scaling run of mrsynth.bench.scaling."""
     spec_path, out_path = (Path(a) for a in argv)
     spec = json.loads(spec_path.read_text())
-    result = {"device_count": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
+    result = {"device_count": jax.device_count(), "device_kind": jax.devices()[0].device_kind, **xla_flags(),
               "rows": run_scaling(spec)}
     out_path.write_text(json.dumps(result))
     return 0

@@ -5,14 +5,23 @@ leading axis, parameters and optimizer state are replicated, and XLA inserts the
 all-reduce. ``train.parallel=pmap`` is the compatibility variant: a leading device axis and
 explicit ``pmean`` collectives.
 
+Gradient all-reduce overlap (GPU): XLA inserts one all-reduce per gradient (combined into
+buckets of ``xla_gpu_all_reduce_combine_threshold_bytes``, default 30 MiB) at the end of the
+backward pass. Its latency-hiding scheduler (off by default on GPU) starts each bucket's
+all-reduce asynchronously as soon as its gradients exist and schedules the rest of the backward
+pass behind it. :func:`add_gpu_collective_flags` adds that flag to ``XLA_FLAGS`` when the CUDA
+plugin is installed, before JAX initializes its backend, without overriding a flag the user set.
+
 Batches are placed when the step is called, not prefetched from the loader: JAX dispatch and
 ``device_put`` are asynchronous, so the host already assembles and transfers batch n+1 while
 step n runs, and the loader's saved state stays exactly at the last consumed batch (resume).
 """
 from __future__ import annotations
 
+import importlib.metadata
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 import jax
@@ -23,6 +32,36 @@ from mrsynth.errors import ConfigError
 
 DATA_AXIS = "data"
 _DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+# XLA flags for multi-GPU data parallelism (checked to parse in jaxlib 0.10; a flag XLA does not
+# know aborts the process, so keep this list to flags of the supported versions).
+GPU_COLLECTIVE_FLAGS = ("--xla_gpu_enable_latency_hiding_scheduler=true",)
+
+
+def with_flags(xla_flags: str, flags: Sequence[str]) -> tuple[str, list[str]]:
+    """``xla_flags`` with each of ``flags`` appended unless it already sets that flag (the user's
+    value wins); the new string and the flags added."""
+    present = {f.split("=", 1)[0] for f in xla_flags.split()}
+    added = [f for f in flags if f.split("=", 1)[0] not in present]
+    return " ".join([*xla_flags.split(), *added]), added
+
+
+def _cuda_plugin_installed(environ: Mapping[str, str]) -> bool:
+    """Whether JAX will find a CUDA backend, decided without initializing JAX."""
+    platforms = environ.get("JAX_PLATFORMS", "").lower()
+    if platforms and not ({"cuda", "gpu"} & set(platforms.split(","))):
+        return False
+    return any(re.fullmatch(r"jax[-_]cuda\d+[-_]plugin", dist.metadata["Name"] or "")
+               for dist in importlib.metadata.distributions())
+
+
+def add_gpu_collective_flags(environ: MutableMapping[str, str] = os.environ) -> list[str]:
+    """Append :data:`GPU_COLLECTIVE_FLAGS` to ``XLA_FLAGS`` on a CUDA install; the flags added.
+
+    Must run before JAX initializes its backend (``jax_impl`` calls it when imported)."""
+    if not _cuda_plugin_installed(environ):
+        return []
+    environ["XLA_FLAGS"], added = with_flags(environ.get("XLA_FLAGS", ""), GPU_COLLECTIVE_FLAGS)
+    return added
 
 
 def maybe_initialize_distributed() -> None:

@@ -154,8 +154,10 @@ class TrainConfig:
     keep_checkpoints: int = 2
     parallel: str = "sharded"  # jax: sharded | pmap
     jax_conv3d: str = "stacked2d"  # jax: how 3x3x3 convs are computed (same function): stacked2d | native
-    torch_compile: bool = False
-    channels_last: bool = True
+    torch_compile: bool = False  # torch: torch.compile the models' forward (and backward)
+    torch_compile_mode: str = "default"  # torch: the compile mode, default | max-autotune
+    torch_compile_optimizer: bool = False  # torch: torch.compile gradient clipping + the AdamW step too
+    channels_last: bool = True  # torch on CUDA: channels_last (2D) / channels_last_3d (3D) memory format
     deterministic: bool = False
 
 
@@ -208,6 +210,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "discriminator.loss": ("lsgan", "nonsaturating"),
     "train.parallel": ("sharded", "pmap"),
     "train.jax_conv3d": ("stacked2d", "native"),
+    "train.torch_compile_mode": ("default", "max-autotune"),
     "eval.blend": ("gaussian", "constant"),
 }
 

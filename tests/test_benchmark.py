@@ -53,13 +53,20 @@ def test_variants_parse_and_select_backends():
     v = parse_variant("BFLOAT16+compile+cl")
     assert (v.name, v.precision) == ("bfloat16+cl+compile", "bfloat16")
     assert v.applies_to("torch") and not v.applies_to("jax")
-    assert v.train_overrides() == {"precision": "bfloat16", "torch_compile": True, "channels_last": True,
+    assert v.train_overrides() == {"precision": "bfloat16", "torch_compile": True, "torch_compile_mode": "default",
+                                   "torch_compile_optimizer": False, "channels_last": True,
                                    "parallel": "sharded", "jax_conv3d": "stacked2d"}
+    strongest = parse_variant("bfloat16+cl+autotune+compileopt")
+    assert strongest.name == "bfloat16+autotune+cl+compileopt" and not strongest.applies_to("jax")
+    assert {k: strongest.train_overrides()[k] for k in ("torch_compile", "torch_compile_mode",
+                                                        "torch_compile_optimizer")} == {
+        "torch_compile": True, "torch_compile_mode": "max-autotune", "torch_compile_optimizer": True}
+    assert parse_variant("float32+compileopt").train_overrides()["torch_compile"] is False
     assert parse_variant("float32").applies_to("jax") and parse_variant("float32").applies_to("torch")
     assert parse_variant("tf32+pmap").train_overrides()["parallel"] == "pmap"
     assert parse_variant("float32+native3d").train_overrides()["jax_conv3d"] == "native"
     assert not parse_variant("float32+native3d").applies_to("torch")
-    for bad in ("fp16", "fp32", "float32+bfloat16", "compile", "bfloat16+pmap+compile"):
+    for bad in ("fp16", "fp32", "float32+bfloat16", "compile", "bfloat16+pmap+compile", "bfloat16+autotune+pmap"):
         with pytest.raises(ConfigError):
             parse_variant(bad)
 
@@ -100,10 +107,15 @@ def test_benchmark_command_writes_a_complete_report(tmp_path: Path, capsys):
 
     assert main(["benchmark", "--config", str(config), "--out", str(out)]) == 0
 
-    assert "median ms" in capsys.readouterr().out
+    stdout = capsys.readouterr().out
+    assert "median ms" in stdout and "efficiency" in stdout and "ddp" in stdout and "JAX XLA_FLAGS" in stdout
     results = json.loads((out / "results.json").read_text())
     assert {"cpu_model", "cpu_count", "libraries", "load_average"} <= set(results["machine"])
-    assert set(results["devices"]) == {"jax", "torch"} and results["peaks"]["jax"]["float32"] > 0
+    assert set(results["devices"]) == {"jax", "torch"}
+    measured = results["peaks"]["measured"]
+    shared = results["peaks"]["shared"]["float32"]
+    assert shared == max(measured["jax"]["float32"], measured["torch"]["float32"]) > 0
+    assert results["devices"]["jax"]["xla_flags_added"] == []  # a CPU install: no GPU flags
     cases = {c["id"]: c for c in results["cases"]}
     assert set(cases) == {"2d-b2-16x16", "3d-b1-8x16x16"}
     for case in cases.values():
@@ -115,16 +127,21 @@ def test_benchmark_command_writes_a_complete_report(tmp_path: Path, capsys):
     for row in rows.values():
         assert row["step"]["n"] == 3 and 0 < row["step"]["p10_ms"] <= row["step"]["median_ms"] <= row["step"]["p90_ms"]
         assert row["first_step_s"] > 0 and row["tflops"] > 0 and 0 < row["peak_fraction"]
+        assert row["peak_tflops"] == shared  # one ceiling for both backends
         assert row["pipeline"]["samples_per_s"] > 0
         assert row["inference"]["median_s"] > 0 and row["inference"]["volume_shape"] == [24, 24, 16]
         assert row["memory"]["host_peak_rss_mib"] > 0
     assert rows[("3d-b1-8x16x16", "jax")]["inference"]["mode"] == "3D patch-wise"
-    (scaling,) = results["scaling"]
-    measured = {(r["mode"], r["devices"]): r for r in scaling["rows"]}
-    assert set(measured) == {("sharded", 1), ("sharded", 2), ("pmap", 1), ("pmap", 2)}
-    assert all(r["step"]["median_ms"] > 0 and r["batch"] == 2 * r["devices"] for r in measured.values())
+    scaled = {(block["backend"], r["mode"], r["devices"]): r for block in results["scaling"] for r in block["rows"]}
+    assert set(scaled) == {("jax", "sharded", 1), ("jax", "sharded", 2), ("jax", "pmap", 1), ("jax", "pmap", 2),
+                           ("torch", "ddp", 1), ("torch", "ddp", 2)}
+    assert all(r["step"]["median_ms"] > 0 and r["batch"] == 2 * r["devices"] for r in scaled.values())
+    assert all(r["efficiency"] == 1.0 for r in scaled.values() if r["devices"] == 1)
+    assert all(r["efficiency"] == pytest.approx(r["samples_per_s"] / (2 * scaled[(b, m, 1)]["samples_per_s"]))
+               for (b, m, n), r in scaled.items() if n == 2)
     report = (out / "README.md").read_text()
-    assert "2d-b2-16x16" in report and "JAX data-parallel scaling" in report and "train step FLOPs" in report
+    assert "2d-b2-16x16" in report and "Data-parallel scaling" in report and "train step FLOPs" in report
+    assert "efficiency = samples/s" in report and "one figure per precision for all backends" in report
     assert (out / "step_time.png").stat().st_size > 0 and (out / "scaling.png").stat().st_size > 0
 
 
@@ -135,3 +152,15 @@ def test_benchmark_rejects_a_bad_variant_in_one_line(tmp_path: Path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "fp16" in err and "\n" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_gpu_collective_flags_append_and_never_override_the_user():
+    from jax_impl.distributed import GPU_COLLECTIVE_FLAGS, add_gpu_collective_flags, with_flags
+
+    flags, added = with_flags("--xla_force_host_platform_device_count=2", GPU_COLLECTIVE_FLAGS)
+    assert flags.split() == ["--xla_force_host_platform_device_count=2", *GPU_COLLECTIVE_FLAGS]
+    assert added == list(GPU_COLLECTIVE_FLAGS)
+    mine = "--xla_gpu_enable_latency_hiding_scheduler=false"
+    assert with_flags(mine, GPU_COLLECTIVE_FLAGS) == (mine, [])
+    environ = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--a=1"}
+    assert add_gpu_collective_flags(environ) == [] and environ["XLA_FLAGS"] == "--a=1"

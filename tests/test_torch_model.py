@@ -9,7 +9,7 @@ import torch
 
 from mrsynth.config import ModelConfig
 from torch_ref.model import UNet, decayed_parameter_names
-from torch_ref.predict import TorchPredictor, channels_first_copy
+from torch_ref.predict import TorchPredictor, channels_first_copy, channels_last_format
 
 OPTIONS = list(itertools.product(
     (2, 3), ("group", "batch", "instance", "none"), ("transpose", "resize_conv"),
@@ -122,6 +122,23 @@ def test_predictor_pads_odd_sizes_and_crops_back(dims, shape):
         ref = model(torch.from_numpy(channels_first_copy(padded))).numpy()
     ref = np.moveaxis(ref, 1, -1)[(slice(None), *(slice(0, s) for s in shape[1:]))]
     np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_channels_last_predictor_computes_the_same_function(dims):
+    """`cl`: channels_last (2D) / channels_last_3d (3D) strides change the kernels, not the result."""
+    cfg = ModelConfig(dims=dims, depth=1, base_channels=4, channel_mults=(1, 2), groups=2, in_channels=3)
+    torch.manual_seed(0)
+    model = UNet(cfg)
+    batch = np.random.default_rng(0).standard_normal((2, *(8,) * dims, 3)).astype(np.float32)
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(
+        args[0].is_contiguous(memory_format=channels_last_format(dims))))
+    plain = TorchPredictor(model, cfg, torch.device("cpu"))(batch)
+    strided = TorchPredictor(model, cfg, torch.device("cpu"), channels_last=True)(batch)
+    assert channels_last_format(dims) == (torch.channels_last if dims == 2 else torch.channels_last_3d)
+    assert seen == [False, True]
+    np.testing.assert_allclose(strided, plain, rtol=1e-5, atol=1e-6)
 
 
 def test_predictor_rejects_wrong_rank():

@@ -1,4 +1,5 @@
-"""The PyTorch half of ``run.py benchmark``: timing sessions over :class:`torch_ref.train.TorchEngine`.
+"""The PyTorch half of ``run.py benchmark``: timing sessions over :class:`torch_ref.train.TorchEngine`,
+and one DDP scaling row per ``torchrun`` (``python -m torch_ref.bench SPEC.json OUT.json``).
 
 The engine builds the model, AdamW and step exactly as training does (the variant's precision:
 TF32 switches and bf16 autocast; ``torch.compile`` and channels_last from the config, cuDNN
@@ -7,18 +8,22 @@ autotuning on CUDA); this module adds one batch converted onto the device once,
 """
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from mrsynth.config import Config
+from mrsynth.config import Config, config_from_dict
 
-from mrsynth.bench.backends import time_matmul_tflops
-from mrsynth.bench.session import EngineSession
+from mrsynth.bench.backends import scaling_times, time_matmul_tflops
+from mrsynth.bench.session import EngineSession, synthetic_batch
 from mrsynth.bench.settings import BenchSettings
 from mrsynth.precision import get_precision
 from torch_ref.backend import default_device
+from torch_ref.distributed import setup_distributed, teardown_distributed
 from torch_ref.precision import precision_scope
 from torch_ref.train import TorchEngine
 
@@ -41,6 +46,9 @@ class TorchSession(EngineSession):
             "allow_tf32": get_precision(cfg.train.precision).tf32,
             "compute_dtype": get_precision(cfg.train.precision).activations,
             "torch_compile": cfg.train.torch_compile,
+            "torch_compile_mode": cfg.train.torch_compile_mode if cfg.train.torch_compile else None,
+            "torch_compile_optimizer": cfg.train.torch_compile_optimizer,
+            "fused_adamw": any(o.defaults.get("fused") for o in self.engine.optimizers.values()),
             "channels_last": self.engine.channels_last,
             "cudnn_benchmark": torch.backends.cudnn.benchmark,
             "threads": torch.get_num_threads(),
@@ -113,3 +121,37 @@ class TorchBench:
 
 def create_bench() -> TorchBench:
     return TorchBench()
+
+
+def run_scaling(spec: dict[str, Any]) -> dict[str, Any]:
+    """This process's part of one DDP weak-scaling row (``batch_per_device`` samples per process):
+    every rank steps (DDP all-reduces the gradients in buckets during the backward pass); rank 0's
+    times are the row."""
+    raw = json.loads(json.dumps(spec["config"]))
+    ctx = setup_distributed()
+    raw["train"].update(batch_size=spec["batch_per_device"] * ctx.world_size)
+    cfg = config_from_dict(raw)
+    if spec.get("torch_cpu_threads", 0) > 0 and ctx.device.type == "cpu":
+        torch.set_num_threads(spec["torch_cpu_threads"])
+    session = TorchSession(cfg, synthetic_batch(spec["batch_per_device"], list(cfg.data.patch_size)))
+    try:
+        times = scaling_times(session, spec["warmup"], spec["steps"])
+    finally:
+        session.close()
+        teardown_distributed(ctx)
+    return {"mode": "ddp", "devices": ctx.world_size, "batch": spec["batch_per_device"] * ctx.world_size,
+            "process": ctx.rank, **times}
+
+
+def main(argv: list[str]) -> int:
+    """``torchrun --nproc_per_node=N -m torch_ref.bench SPEC.json OUT.json``: one scaling row of
+    mrsynth.bench.scaling; rank 0 writes it."""
+    spec_path, out_path = (Path(a) for a in argv)
+    row = run_scaling(json.loads(spec_path.read_text()))
+    if row.pop("process") == 0:
+        out_path.write_text(json.dumps({**TorchBench().device_info(), "rows": [row]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -3,7 +3,8 @@ each, and the step that updates them. The mirror of ``jax_impl/objectives.py``.
 
 An :class:`Objective` is three builders. The engine (``torch_ref/train.py``) calls them and
 stays the same for every objective: it moves the models to the device, wraps them for DDP /
-``torch.compile`` (:class:`Trainees`), averages the metrics over processes, checkpoints every
+``torch.compile``, gives each its :class:`ParameterUpdate` (clipping + AdamW step, eager or
+compiled; all in :class:`Trainees`), averages the metrics over processes, checkpoints every
 model and optimizer under its name and serves the ``generator`` as the predictor.
 ``supervised``: the generator U-Net, AdamW, and the registered loss (``train.loss``) of its
 prediction. ``pix2pix``: the same generator and a conditional PatchGAN ``discriminator``
@@ -40,6 +41,7 @@ class Trainees:
     models: dict[str, nn.Module]  # canonical modules: parameters, state_dict names
     forwards: dict[str, nn.Module]  # what the step calls: the model, DDP-wrapped and/or compiled
     optimizers: dict[str, torch.optim.Optimizer]
+    updates: dict[str, "ParameterUpdate"]  # clipping + optimizer step per model, eager or compiled
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,9 @@ def build_optimizer(model: nn.Module, train: TrainConfig, device: torch.device,
         {"params": [p for n, p in named if n in decayed], "weight_decay": train.weight_decay},
         {"params": [p for n, p in named if n not in decayed], "weight_decay": 0.0},
     ]
-    fused = device.type == "cuda"
+    # CUDA: the fused kernel, unless the step is compiled (torch.compile does not trace the fused
+    # kernel; it fuses the foreach implementation itself).
+    fused = device.type == "cuda" and not train.torch_compile_optimizer
     return torch.optim.AdamW(groups, lr=lr_at(0, train), betas=betas or (train.b1, train.b2), eps=train.eps,
                              fused=fused)
 
@@ -90,27 +94,53 @@ def generator_model(cfg: Config) -> nn.Module:
         return build_model(cfg.model)
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+def set_lr(optimizer: torch.optim.Optimizer, lr: float | torch.Tensor) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+class ParameterUpdate:
+    """One model's update after its backward pass: clip the gradients by their global norm, then
+    the optimizer step at this update's learning rate; returns the norm before clipping.
+
+    ``compiled``: both run as one ``torch.compile``d function (PyTorch's compiled-optimizer
+    recipe). The learning rate is then a device tensor filled each update, so a new value does not
+    recompile; the arithmetic is the same AdamW.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, clip_norm: float,
+                 compiled: bool = False) -> None:
+        self.params = list(model.parameters())
+        self.optimizer = optimizer
+        self.clip_norm = clip_norm
+        device = self.params[0].device
+        self.lr = torch.zeros((), dtype=torch.float32, device=device) if compiled else None
+        self._apply = torch.compile(self._clip_and_step) if compiled else self._clip_and_step
+
+    def _clip_and_step(self) -> torch.Tensor:
+        grad_norm = clip_grad_global_norm_([p.grad for p in self.params if p.grad is not None], self.clip_norm)
+        self.optimizer.step()
+        return grad_norm
+
+    def __call__(self, lr: float) -> torch.Tensor:
+        set_lr(self.optimizer, lr if self.lr is None else self.lr.fill_(lr))
+        return self._apply()
 
 
 def make_supervised_step(trainees: Trainees, cfg: Config, device_type: str) -> StepFn:
     """One AdamW update of the generator on the registered loss of its prediction."""
     train = cfg.train
     forward, optimizer = trainees.forwards[GENERATOR], trainees.optimizers[GENERATOR]
-    params = list(trainees.models[GENERATOR].parameters())
+    apply_update = trainees.updates[GENERATOR]
 
     def step(batch: dict[str, torch.Tensor], update: int) -> Metrics:
         lr = lr_at(update, train)
-        set_lr(optimizer, lr)
         optimizer.zero_grad(set_to_none=True)
         with autocast(train.precision, device_type):
             pred = forward(batch["t1"])
         loss, terms = training_loss(pred, batch, train)
         loss.backward()
-        grad_norm = clip_grad_global_norm_([p.grad for p in params if p.grad is not None], train.clip_norm)
-        optimizer.step()
+        grad_norm = apply_update(lr)
         return {**{k: v.detach() for k, v in terms.items()}, "loss": loss.detach(), "grad_norm": grad_norm,
                 "lr": lr}
 
@@ -127,13 +157,11 @@ def make_pix2pix_step(trainees: Trainees, cfg: Config, device_type: str) -> Step
     train, kind, weight = cfg.train, cfg.discriminator.loss, cfg.train.adv_weight
     generator, critic = trainees.forwards[GENERATOR], trainees.forwards[DISCRIMINATOR]
     g_opt, d_opt = trainees.optimizers[GENERATOR], trainees.optimizers[DISCRIMINATOR]
-    g_params = list(trainees.models[GENERATOR].parameters())
+    g_update, d_update = trainees.updates[GENERATOR], trainees.updates[DISCRIMINATOR]
     d_params = list(trainees.models[DISCRIMINATOR].parameters())
 
     def step(batch: dict[str, torch.Tensor], update: int) -> Metrics:
         lr = lr_at(update, train)
-        set_lr(g_opt, lr)
-        set_lr(d_opt, lr_at(update, train, cfg.discriminator.lr))
         t1 = batch["t1"]
         with autocast(train.precision, device_type):
             fake = generator(t1)
@@ -143,8 +171,7 @@ def make_pix2pix_step(trainees: Trainees, cfg: Config, device_type: str) -> Step
             fake_logits = critic(torch.cat([t1, fake.detach().to(t1.dtype)], dim=1))
         d_loss = discriminator_loss(real_logits, fake_logits, kind)
         d_loss.backward()
-        d_grad_norm = clip_grad_global_norm_([p.grad for p in d_params if p.grad is not None], train.clip_norm)
-        d_opt.step()
+        d_grad_norm = d_update(lr_at(update, train, cfg.discriminator.lr))
         g_opt.zero_grad(set_to_none=True)
         for p in d_params:  # the generator's step leaves the critic's gradients alone
             p.requires_grad_(False)
@@ -158,8 +185,7 @@ def make_pix2pix_step(trainees: Trainees, cfg: Config, device_type: str) -> Step
         finally:
             for p in d_params:
                 p.requires_grad_(True)
-        grad_norm = clip_grad_global_norm_([p.grad for p in g_params if p.grad is not None], train.clip_norm)
-        g_opt.step()
+        grad_norm = g_update(lr)
         return {**{k: v.detach() for k, v in terms.items()}, "adv": adversarial.detach(), "loss": total.detach(),
                 "grad_norm": grad_norm, "lr": lr, "d_loss": d_loss.detach(), "d_grad_norm": d_grad_norm}
 

@@ -25,9 +25,9 @@ from torch_ref import checkpoint
 from torch_ref.distributed import (DistContext, mean_over_processes, setup_distributed,
                                    teardown_distributed, wrap_model)
 from torch_ref.layers import set_dropout_generator
-from torch_ref.objectives import OBJECTIVES, Metrics, Trainees
+from torch_ref.objectives import OBJECTIVES, Metrics, ParameterUpdate, Trainees
 from torch_ref.precision import precision_scope
-from torch_ref.predict import TorchPredictor, to_channels_first
+from torch_ref.predict import TorchPredictor, channels_last_format, to_channels_first
 
 
 def configure_torch(cfg: Config, device: torch.device) -> None:
@@ -52,10 +52,10 @@ class TorchEngine:
         self.process_count = self.ctx.world_size
         configure_torch(cfg, self.device)
         t, m = cfg.train, cfg.model
-        self.channels_last = t.channels_last and m.dims == 2 and self.device.type == "cuda"
+        self.channels_last = t.channels_last and self.device.type == "cuda"
         objective = OBJECTIVES.lookup(t.objective)
 
-        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
+        memory_format = channels_last_format(m.dims) if self.channels_last else torch.preserve_format
         self.models = {name: model.to(self.device, memory_format=memory_format).train()
                        for name, model in objective.models(cfg).items()}
         self.dropout_generator = torch.Generator(device=self.device)
@@ -65,15 +65,18 @@ class TorchEngine:
             set_dropout_generator(model, self.dropout_generator)
             # wrap_model converts BatchNorm layers in place, so self.models keep canonical names.
             wrapped = wrap_model(model, self.ctx)
-            forwards[name] = torch.compile(wrapped) if t.torch_compile else wrapped
+            forwards[name] = torch.compile(wrapped, mode=t.torch_compile_mode) if t.torch_compile else wrapped
         self.optimizers = objective.optimizers(self.models, cfg, self.device)
-        self._step = objective.make_step(Trainees(self.models, forwards, self.optimizers), cfg, self.device.type)
+        updates = {name: ParameterUpdate(self.models[name], optimizer, t.clip_norm, t.torch_compile_optimizer)
+                   for name, optimizer in self.optimizers.items()}
+        self._step = objective.make_step(Trainees(self.models, forwards, self.optimizers, updates), cfg,
+                                         self.device.type)
         self.updates = 0
 
     # --- training -------------------------------------------------------------------------
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         x = to_channels_first(array, self.device)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return x.contiguous(memory_format=channels_last_format(x.dim() - 2)) if self.channels_last else x
 
     def place_batch(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Every array of the batch (``t1``, ``t2``, ``mask``) as a channels-first tensor on this

@@ -90,6 +90,13 @@ def step_seconds(session: TrainSession, n: int) -> list[float]:
     return times
 
 
+def scaling_times(session: TrainSession, warmup: int, steps: int) -> dict[str, Any]:
+    """A scaling row's timings: the first step, then ``steps`` synced steps after ``warmup``."""
+    first = first_step_seconds(session)
+    step_seconds(session, warmup)
+    return {"first_step_s": first, "step_s": step_seconds(session, steps)}
+
+
 def pipeline_seconds(session: TrainSession, batches: Iterator[Batch], n: int) -> float:
     """Wall seconds of ``n`` training steps fed by the real loader (the end-to-end rate)."""
     start = time.perf_counter()

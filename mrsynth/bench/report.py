@@ -55,32 +55,46 @@ def train_table_rows(results: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-SCALING_COLUMNS = ("dims", "mode", "devices", "global batch", "median ms", "p10 ms", "p90 ms", "samples/s",
-                   "TFLOP/s", "efficiency")
+SCALING_COLUMNS = ("backend", "dims", "mode", "devices", "global batch", "median ms", "p10 ms", "p90 ms",
+                   "samples/s", "TFLOP/s", "efficiency")
+SCALING_NOTE = ("weak scaling: fixed batch per device; efficiency = samples/s / (devices x the 1-device samples/s "
+                "of the same backend and mode), 1.00 = linear")
 
 
 def scaling_table_rows(results: dict[str, Any]) -> list[list[str]]:
     rows = []
     for block in results.get("scaling", []):
         for r in block["rows"]:
+            head = [block["backend"], str(block["dims"]), r["mode"], str(r["devices"]), str(r["batch"])]
             if "step" not in r:
-                rows.append([str(block["dims"]), r["mode"], str(r["devices"]), str(r["batch"]),
-                             *[MISSING] * 5, r.get("skipped", MISSING)])
+                rows.append([*head, *[MISSING] * 5, r.get("skipped", MISSING)])
                 continue
-            rows.append([str(block["dims"]), r["mode"], str(r["devices"]), str(r["batch"]),
-                         f"{r['step']['median_ms']:.1f}", f"{r['step']['p10_ms']:.1f}", f"{r['step']['p90_ms']:.1f}",
-                         f"{r['samples_per_s']:.4g}", format_number(r["tflops"], ".3g"), f"{r['efficiency']:.2f}"])
+            rows.append([*head, f"{r['step']['median_ms']:.1f}", f"{r['step']['p10_ms']:.1f}",
+                         f"{r['step']['p90_ms']:.1f}", f"{r['samples_per_s']:.4g}", format_number(r["tflops"], ".3g"),
+                         f"{r['efficiency']:.2f}"])
     return rows
 
 
+def _xla_flags_line(results: dict[str, Any]) -> str | None:
+    """The XLA_FLAGS the JAX runs had, and which mrsynth added (GPU collective overlap)."""
+    jax_info = results["devices"].get("jax")
+    if jax_info is None:
+        return None
+    added = ", ".join(jax_info["xla_flags_added"]) or "none (not a CUDA install, or set by the user)"
+    return f"JAX XLA_FLAGS: `{jax_info['xla_flags'] or '(empty)'}`; added by mrsynth: {added}"
+
+
 def terminal_summary(results: dict[str, Any]) -> str:
-    parts = [text_table(TRAIN_COLUMNS, train_table_rows(results))]
+    parts = [text_table(TRAIN_COLUMNS, train_table_rows(results)), _peak_line(results["peaks"])[2:]]
     loaders = [(c["id"], c["loader"]["samples_per_s"]) for c in results["cases"] if "loader" in c]
     if loaders:
         parts.append("loader alone: " + ", ".join(f"{cid} {rate:.4g} samples/s" for cid, rate in loaders))
     if results.get("scaling"):
-        parts.append("JAX data-parallel scaling (weak: fixed batch per device)\n"
+        parts.append(f"Data-parallel scaling ({SCALING_NOTE})\n"
                      + text_table(SCALING_COLUMNS, scaling_table_rows(results)))
+        flags = _xla_flags_line(results)
+        if flags:
+            parts.append(flags)
     return "\n\n".join(parts)
 
 
@@ -106,6 +120,16 @@ def _machine_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _peak_line(peaks: dict[str, Any]) -> str:
+    """Which ceiling "% peak" divides by: one figure per precision for every backend, and its source."""
+    shared = ", ".join(f"{p} {v:.3g} TFLOP/s" for p, v in peaks["shared"].items())
+    line = f"- Peak (\"% peak\", one figure per precision for all backends): {shared}; source: {peaks['source']}"
+    if peaks["measured"]:
+        line += " (" + "; ".join(f"{b}: " + ", ".join(f"{p} {v:.3g}" for p, v in m.items())
+                                 for b, m in peaks["measured"].items()) + ")"
+    return line + "."
+
+
 def markdown(results: dict[str, Any], plots: list[str]) -> str:
     s = results["settings"]
     out = [
@@ -123,8 +147,7 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
         f"reported separately), {s['warmup']} warm-up steps, then {s['steps']} timed steps on a device-resident "
         f"synthetic batch in {s['rounds']} chunks alternating between backends, synchronized after every step.",
         f"- FLOPs: {results['flop_formula']}.",
-        f"- Peak: {results['peak_source']}; " + "; ".join(
-            f"{b}: " + ", ".join(f"{p} {v:.3g} TFLOP/s" for p, v in pk.items()) for b, pk in results["peaks"].items()),
+        _peak_line(results["peaks"]),
         f"- Pipeline rate: {s['pipeline_steps']} normal `train_step` calls fed by the grain loader from cached "
         "phantom NIfTI volumes (one sync at the end); the loader's rate alone is measured on the same loader.",
         "- Inference: whole-volume synthesis (`mrsynth.inference.volume.synthesize_volume`), 2D slice-wise or 3D "
@@ -147,10 +170,14 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
         "real loader. A pipeline rate well below the synthetic one means the input pipeline starves the device.",
     ]
     if results.get("scaling"):
-        out += ["", "## JAX data-parallel scaling",
-                "Weak scaling (fixed batch per device), sharded jit vs pmap. On a CPU the devices are forced host "
-                "devices sharing the same cores: this checks the mechanism, not a speed-up.", "",
+        out += ["", "## Data-parallel scaling",
+                f"JAX sharded jit and pmap, torch DDP (one process per device, torchrun); {SCALING_NOTE}. On a CPU "
+                "the devices are forced host devices (JAX) or processes (torch) sharing the same cores: this checks "
+                "the mechanism, not a speed-up.", "",
                 markdown_table(SCALING_COLUMNS, scaling_table_rows(results))]
+        flags = _xla_flags_line(results)
+        if flags:
+            out += ["", flags + " (docs/benchmarks/README.md, \"Multi-device\")."]
     if plots:
         out += ["", "## Plots", *[f"![{p}]({p})" for p in plots]]
     return "\n".join(out) + "\n"
@@ -203,10 +230,10 @@ def _plot(results: dict[str, Any], directory: Path) -> list[str]:
         for block in blocks:
             for mode in sorted({r["mode"] for r in block["rows"]}):
                 pts = [(r["devices"], r["samples_per_s"]) for r in block["rows"] if r["mode"] == mode and "step" in r]
-                ax.plot(*zip(*pts), marker="o", label=f"{block['dims']}D {mode}")
+                ax.plot(*zip(*pts), marker="o", label=f"{block['backend']} {block['dims']}D {mode}")
         ax.set_xlabel("devices")
         ax.set_ylabel("samples / s (fixed batch per device)")
-        ax.set_title("JAX data-parallel scaling")
+        ax.set_title("Data-parallel scaling")
         ax.legend()
         fig.tight_layout()
         fig.savefig(directory / PLOTS[2], dpi=110)

@@ -12,7 +12,8 @@ backend's own engine: model, optimizer, compiled step), then:
    :func:`mrsynth.inference.volume.synthesize_volume` (after one untimed warm-up volume);
 5. memory: device peak (where the platform reports it) and the host's RSS.
 
-Then, for JAX, weak scaling over 1..N devices in a subprocess (:mod:`mrsynth.bench.scaling`).
+Then weak scaling over 1..N devices in subprocesses (:mod:`mrsynth.bench.scaling`): JAX sharded
+jit and pmap, torch DDP under torchrun.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from mrsynth.bench import flops, scaling
 from mrsynth.bench.backends import (BackendBench, TrainSession, first_step_seconds, load_bench, pipeline_seconds,
                                     step_seconds)
 from mrsynth.bench.machine import host_info, host_memory
+from mrsynth.bench.session import synthetic_batch
 from mrsynth.bench.settings import BenchSettings, case_config
 from mrsynth.bench.stats import summarize, tflops, throughput
 from mrsynth.bench.variants import Variant
@@ -47,13 +49,6 @@ Log = Callable[[str], None]
 def _log_progress(message: str) -> None:
     """Progress lines of a benchmark: on the terminal (stderr) unless -q."""
     logging.getLogger(__name__).info(message)
-
-
-def synthetic_batch(batch: int, size: list[int], seed: int = 0) -> dict[str, np.ndarray]:
-    """A random channels-last batch; the step's cost does not depend on the values."""
-    rng = np.random.default_rng(seed)
-    t1 = rng.standard_normal((batch, *size, 1), dtype=np.float32)
-    return {"t1": t1, "t2": (0.5 * t1 + 0.1).astype(np.float32), "mask": np.ones_like(t1)}
 
 
 def network_figures(model: ModelConfig, size: list[int], batch: int) -> dict[str, int | None]:
@@ -144,16 +139,21 @@ class Benchmark:
             bench.configure(settings)
 
     # --- peaks ----------------------------------------------------------------------------
-    def peaks(self) -> dict[str, dict[str, float]]:
-        """TFLOP/s ceilings per backend and precision: the user's number, or a measured matmul."""
+    def peaks(self) -> dict[str, Any]:
+        """One TFLOP/s ceiling per precision, shared by every backend so their "% of peak" compare:
+        the user's number, or the highest of the backends' measured square matmuls (each backend's
+        own measurement is kept in ``measured``)."""
         precisions = sorted({v.precision for v in self.variants})
         if self.settings.peak_tflops:
-            return {b: {p: float(self.settings.peak_tflops) for p in precisions} for b in self.benches}
-        out: dict[str, dict[str, float]] = {}
+            return {"source": "user (--peak-tflops)",
+                    "shared": {p: float(self.settings.peak_tflops) for p in precisions}, "measured": {}}
+        measured: dict[str, dict[str, float]] = {}
         for name, bench in self.benches.items():
-            out[name] = {p: bench.matmul_tflops(p, self.settings.matmul_size) for p in precisions}
-            self.log(f"[{name}] matmul peak: " + ", ".join(f"{p} {v:.3g} TFLOP/s" for p, v in out[name].items()))
-        return out
+            measured[name] = {p: bench.matmul_tflops(p, self.settings.matmul_size) for p in precisions}
+            self.log(f"[{name}] matmul peak: " + ", ".join(f"{p} {v:.3g} TFLOP/s" for p, v in measured[name].items()))
+        shared = {p: max(m[p] for m in measured.values()) for p in precisions}
+        return {"source": "the highest of the backends' measured square matmuls",
+                "shared": shared, "measured": measured}
 
     # --- one case -------------------------------------------------------------------------
     def _case(self, dims: int, batch: int) -> dict[str, Any]:
@@ -167,7 +167,7 @@ class Benchmark:
             **network_figures(cfg.model, size, batch),
         }
 
-    def _run_variant(self, case: dict[str, Any], variant: Variant, peaks: dict[str, dict[str, float]],
+    def _run_variant(self, case: dict[str, Any], variant: Variant, peaks: dict[str, float],
                      volumes: list[Volume], loader: Any) -> list[dict[str, Any]]:
         s = self.settings
         dims, batch = case["dims"], case["batch"]
@@ -188,8 +188,8 @@ class Benchmark:
                 for name in names:  # alternate: drift hits every backend alike
                     times[name] += step_seconds(sessions[name], chunk)
             for name in names:
-                peak = peaks.get(name, {}).get(variant.precision)
-                row = _train_row(case, name, variant, sessions[name], first[name], times[name], peak)
+                row = _train_row(case, name, variant, sessions[name], first[name], times[name],
+                                 peaks.get(variant.precision))
                 if loader is not None:
                     seconds = pipeline_seconds(sessions[name], loader, s.pipeline_steps)
                     row["pipeline"] = {"seconds": seconds, "steps": s.pipeline_steps,
@@ -206,16 +206,26 @@ class Benchmark:
                 session.close()
         return [rows[name] for name in names]
 
-    def _scaling(self, dims: int, batch: int) -> dict[str, Any] | None:
+    def _scaling(self, backend: str, dims: int, batch: int) -> dict[str, Any] | None:
+        """Weak scaling of one backend (JAX: sharded jit / pmap; torch: DDP), with each row's
+        efficiency: samples/s over (devices x the 1-device samples/s of the same mode)."""
         s = self.settings
-        jax_variants = [v for v in self.variants if v.applies_to("jax") and "pmap" not in v.switches]
-        if not (s.scaling and dims in s.scaling_dims and "jax" in self.benches and jax_variants):
+        variants = [v for v in self.variants if v.applies_to(backend) and "pmap" not in v.switches]
+        if not (s.scaling and dims in s.scaling_dims and backend in s.scaling_backends and backend in self.benches
+                and variants):
             return None
-        variant = jax_variants[0]
+        variant = variants[0]
         cfg = case_config(self.raw_config, dims, s.cases[f"{dims}d"], batch, variant)
-        self.log(f"[jax scaling {dims}d] devices {s.scaling_devices}, modes {s.scaling_modes}, {variant.name}")
-        result = scaling.run_scaling(cfg.to_dict(), s.scaling_devices, s.scaling_modes,
-                                     batch_per_device=batch, steps=s.scaling_steps, warmup=s.warmup)
+        spec = {"config": cfg.to_dict(), "devices": sorted(set(s.scaling_devices)), "batch_per_device": batch,
+                "steps": s.scaling_steps, "warmup": s.warmup}
+        if backend == "jax":
+            self.log(f"[jax scaling {dims}d] devices {spec['devices']}, modes {s.scaling_modes}, {variant.name}")
+            result = scaling.run_jax_scaling({**spec, "modes": s.scaling_modes})
+        else:
+            info = self.benches[backend].device_info()
+            available = info["device_count"] if info["platform"] == "cuda" else None
+            self.log(f"[torch scaling {dims}d] devices {spec['devices']}, DDP, {variant.name}")
+            result = scaling.run_torch_scaling({**spec, "torch_cpu_threads": s.torch_cpu_threads}, available)
         size = list(cfg.data.patch_size)
         base: dict[str, float] = {}
         for row in result["rows"]:
@@ -227,7 +237,8 @@ class Benchmark:
                                    row["step"]["median_ms"])
             base.setdefault(row["mode"], row["samples_per_s"] / row["devices"])
             row["efficiency"] = row["samples_per_s"] / (row["devices"] * base[row["mode"]])
-        return {"dims": dims, "batch_per_device": batch, "size": size, "variant": variant.name, **result}
+        return {"backend": backend, "dims": dims, "batch_per_device": batch, "size": size, "variant": variant.name,
+                **result}
 
     # --- everything -----------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -240,7 +251,6 @@ class Benchmark:
             "settings": dataclasses.asdict(s),
             "config": self.raw_config,
             "flop_formula": flops.FORMULA,
-            "peak_source": "user (--peak-tflops)" if s.peak_tflops else "measured square matmul",
             "cases": [], "train": [], "scaling": [],
         }
         results["peaks"] = self.peaks()
@@ -261,13 +271,15 @@ class Benchmark:
                     self.log(f"[loader {case['id']}] {case['loader']['samples_per_s']:.1f} samples/s alone")
                 try:
                     for variant in self.variants:
-                        results["train"] += self._run_variant(case, variant, results["peaks"], volumes, loader)
+                        results["train"] += self._run_variant(case, variant, results["peaks"]["shared"], volumes,
+                                                              loader)
                 finally:
                     if loader is not None:
                         loader.close()
-            scaled = self._scaling(dims, case_settings.batch[0])
-            if scaled is not None:
-                results["scaling"].append(scaled)
+            for backend in self.benches:
+                scaled = self._scaling(backend, dims, case_settings.batch[0])
+                if scaled is not None:
+                    results["scaling"].append(scaled)
         results["wall_s"] = (datetime.now(timezone.utc) - started).total_seconds()
         results["machine"]["load_average_end"] = host_info()["load_average"]
         return results

@@ -20,6 +20,13 @@ import numpy as np
 from mrsynth.backend import Batch, Predictor
 
 
+def synthetic_batch(batch: int, size: list[int], seed: int = 0) -> dict[str, np.ndarray]:
+    """A random channels-last batch; the step's cost does not depend on the values."""
+    rng = np.random.default_rng(seed)
+    t1 = rng.standard_normal((batch, *size, 1), dtype=np.float32)
+    return {"t1": t1, "t2": (0.5 * t1 + 0.1).astype(np.float32), "mask": np.ones_like(t1)}
+
+
 class PlacingEngine(Protocol):
     """A :class:`mrsynth.backend.TrainEngine` that can also place a batch once and step on it."""
 

@@ -50,10 +50,11 @@ class BenchSettings:
     pipeline_steps: int = 10
     inference: bool = True  # whole-volume synthesis through mrsynth.inference.volume
     inference_subjects: int = 1
-    scaling: bool = True  # JAX 1..N devices (forced host devices on a CPU), in a subprocess
+    scaling: bool = True  # 1..N devices in subprocesses (JAX: forced host devices on a CPU; torch: DDP processes)
+    scaling_backends: list[str] = field(default_factory=lambda: ["jax", "torch"])  # of those in `backends`
     scaling_dims: list[int] = field(default_factory=lambda: [2, 3])  # which cases get a scaling run
     scaling_devices: list[int] = field(default_factory=lambda: [1, 2, 4])
-    scaling_modes: list[str] = field(default_factory=lambda: ["sharded", "pmap"])
+    scaling_modes: list[str] = field(default_factory=lambda: ["sharded", "pmap"])  # JAX's; torch runs DDP
     scaling_steps: int = 10
     peak_tflops: float | None = None  # the device's peak; None: measured with a large matmul
     # torch intra-op threads on a CPU (0: torch's default, one per core). On a shared, oversubscribed

@@ -6,8 +6,10 @@
 | `float32` | float32, no TF32 (JAX precision 'highest'; torch TF32 off) | both |
 | `tf32`    | float32 storage, TF32 matmuls/convs on NVIDIA (JAX precision 'default'; torch TF32 on) | both |
 | `bfloat16` | bfloat16 activations, float32 parameters (JAX compute dtype; torch autocast) | both |
-| `compile` | ``torch.compile`` of the model | torch |
-| `cl`      | channels_last memory format (2D, CUDA) | torch |
+| `compile` | ``torch.compile`` of the model (mode "default") | torch |
+| `autotune` | ``torch.compile`` of the model, mode "max-autotune" (Triton GEMM/conv autotuning, CUDA graphs) | torch |
+| `compileopt` | ``torch.compile`` of gradient clipping + the AdamW step (else fused AdamW on CUDA) | torch |
+| `cl`      | channels-last memory format on CUDA: ``channels_last`` (2D), ``channels_last_3d`` (3D) | torch |
 | `pmap`    | ``jax.pmap`` step instead of jit + sharding | jax |
 | `native3d` | XLA's own 3D convolution instead of the depth-stacked 2D formulation | jax |
 
@@ -21,7 +23,8 @@ from typing import Any
 from mrsynth.errors import ConfigError
 from mrsynth.precision import TRAINING_PRECISIONS
 
-SWITCH_BACKEND = {"compile": "torch", "cl": "torch", "pmap": "jax", "native3d": "jax"}
+SWITCH_BACKEND = {"compile": "torch", "autotune": "torch", "compileopt": "torch", "cl": "torch", "pmap": "jax",
+                  "native3d": "jax"}
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,9 @@ class Variant:
         """The ``train`` config values this variant sets (the engines read them)."""
         return {
             "precision": self.precision,
-            "torch_compile": "compile" in self.switches,
+            "torch_compile": bool({"compile", "autotune"} & self.switches),
+            "torch_compile_mode": "max-autotune" if "autotune" in self.switches else "default",
+            "torch_compile_optimizer": "compileopt" in self.switches,
             "channels_last": "cl" in self.switches,
             "parallel": "pmap" if "pmap" in self.switches else "sharded",
             "jax_conv3d": "native" if "native3d" in self.switches else "stacked2d",

@@ -41,8 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backends", type=_names, help="comma list: jax,torch")
     parser.add_argument("--dims", type=_ints, help="comma list: 2,3")
     parser.add_argument("--variants", type=_names,
-                        help="comma list of precision[+switches]: float32, tf32, bfloat16; torch: +compile, +cl "
-                             "(channels_last); jax: +pmap. e.g. float32,tf32,bfloat16,bfloat16+compile+cl")
+                        help="comma list of precision[+switches]: float32, tf32, bfloat16; torch: +compile, "
+                             "+autotune (compile mode max-autotune), +compileopt (compiled optimizer step), +cl "
+                             "(channels-last); jax: +pmap, +native3d. e.g. float32,bfloat16,bfloat16+autotune+cl+compileopt "
+                             "(mrsynth/bench/variants.py)")
     parser.add_argument("--batch", type=_ints, help="batch sizes to sweep (comma list), for every selected dims")
     parser.add_argument("--size", type=_ints,
                         help="sample size: one number (square/cube) or one per axis, e.g. 256,256 or 32,128,128")
@@ -52,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the device's peak TFLOP/s for the %% of peak column (default: measured matmul)")
     parser.add_argument("--no-pipeline", action="store_true", help="skip the grain-loader measurements")
     parser.add_argument("--no-inference", action="store_true", help="skip whole-volume inference")
-    parser.add_argument("--no-scaling", action="store_true", help="skip the JAX multi-device scaling subprocess")
-    parser.add_argument("--scaling-devices", type=_ints, help="device counts for JAX scaling, e.g. 1,2,4")
+    parser.add_argument("--no-scaling", action="store_true", help="skip the multi-device scaling subprocesses (JAX, torch DDP)")
+    parser.add_argument("--scaling-devices", type=_ints, help="device counts for scaling (JAX devices, torch DDP processes), e.g. 1,2,4")
     add_out_argument(parser, "report directory (default: reports/bench-<time>)", type=Path)
 
 
