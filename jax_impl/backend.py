@@ -9,11 +9,12 @@ from mrsynth.backend import GENERATOR
 from mrsynth.checkpoints import LoadedRun, checkpoint_dir
 from mrsynth.config import Config, load_config
 from mrsynth import runs
-from mrsynth.weights import model_source_kind
+from mrsynth.precision import get_precision
+from mrsynth.weights import model_source_kind, recorded_precision
 
 from jax_impl.checkpoint import find_checkpoint, read_checkpoint
-from jax_impl.model import build_model
-from jax_impl.predict import JaxPredictor
+from jax_impl.model import build_model, in_compute_dtype
+from jax_impl.predict import JaxPredictor, enable_compilation_cache
 from jax_impl.train import JaxEngine, abstract_train_state
 from jax_impl.train_state import merge_model, split_model
 from jax_impl.weights import load_weights, save_weights
@@ -41,12 +42,17 @@ class JaxBackend:
         return JaxEngine(cfg, run_dir)
 
     def load_predictor(self, source: Path, which: str = "best") -> JaxPredictor:
-        """From a run directory (its best|last checkpoint) or a portable ``.safetensors`` file."""
+        """From a run directory (its best|last checkpoint) or a portable ``.safetensors`` file, in
+        the run's training precision; compiled programs go to the persistent cache."""
+        enable_compilation_cache()
         if model_source_kind(source) == "run":
             run = load_run_model(Path(source), which)
-            return JaxPredictor(run.model, run.config.model)
-        model, model_cfg, _ = load_weights(Path(source))
-        return JaxPredictor(model, model_cfg)
+            model, model_cfg, precision = run.model, run.config.model, run.config.train.precision
+        else:
+            model, model_cfg, meta = load_weights(Path(source))
+            precision = recorded_precision(meta)
+        model = in_compute_dtype(model, model_cfg, get_precision(precision).activations)
+        return JaxPredictor(model, model_cfg, precision)
 
     def export_weights(self, run_dir: Path, out: Path, which: str = "best") -> None:
         """Write the portable weight file of a run's ``which`` checkpoint."""

@@ -132,3 +132,13 @@ def build_model(cfg: ModelConfig, *, seed: int = 0, compute_dtype: str = "float3
     builder = ARCHITECTURES.lookup(cfg.arch)
     return builder(cfg, compute_dtype=jnp.dtype(compute_dtype), axis_name=axis_name, conv3d=conv3d,
                    rngs=nnx.Rngs(params=seed))
+
+
+def in_compute_dtype(model: nnx.Module, cfg: ModelConfig, compute_dtype: str) -> nnx.Module:
+    """``model``'s parameters and statistics in a network of the same config computing in
+    ``compute_dtype`` (the dtype is fixed when a network is built)."""
+    if compute_dtype == "float32":
+        return model
+    target = build_model(cfg, compute_dtype=compute_dtype)
+    nnx.update(target, nnx.state(model))
+    return target

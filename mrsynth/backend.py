@@ -37,13 +37,64 @@ Batch = Mapping[str, np.ndarray]
 
 
 @runtime_checkable
-class Predictor(Protocol):
-    """Eval-mode batch predictor: normalized T1 batch in, normalized T2 batch out."""
+class BatchPredictor(Protocol):
+    """Eval-mode batch predictor: normalized T1 batch in, normalized T2 batch out (host arrays).
+
+    Enough for whole-volume synthesis (an ONNX session, a test's stand-in): such a predictor's
+    volumes are assembled on the host by :class:`mrsynth.inference.host.HostPredictor`.
+    """
 
     model_config: ModelConfig
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """(B, *spatial, 1) float32 -> (B, *spatial, 1) float32; any spatial size (pads inside)."""
+        """(B, *spatial, C) float32 -> (B, *spatial, 1) float32; any spatial size (pads inside)."""
+        ...
+
+
+@runtime_checkable
+class Predictor(BatchPredictor, Protocol):
+    """A batch predictor that also assembles whole volumes on its own device.
+
+    :mod:`mrsynth.inference.volume` plans the slices/patches, full-size batches and blending
+    weights once, framework-free, and drives these verbs; the volume, the network's outputs and
+    the blended sums stay on the device (float32) and the result crosses to the host once.
+    A volume is ``(D, H, W)``; arrays named ``rows``/``starts`` are host int32 arrays of one
+    full batch, of which the first ``count`` entries are real (the rest repeat the last one and
+    their outputs are dropped), so every batch of a volume has one shape.
+    """
+
+    def to_device(self, array: np.ndarray) -> Any:
+        """A float32 host array on the predictor's device."""
+        ...
+
+    def to_host(self, array: Any) -> np.ndarray:
+        """A device array as a float32 numpy array."""
+        ...
+
+    def zeros(self, shape: tuple[int, ...]) -> Any:
+        """A float32 device array of zeros."""
+        ...
+
+    def predict_slices(self, out: Any, volume: Any, rows: np.ndarray, count: int, axis: int) -> Any:
+        """2D: the network on the slices ``rows`` (B, C: each slice and its context, along
+        ``axis``) of ``volume``; writes the first ``count`` outputs into ``out`` at each row's
+        centre slice and returns ``out`` (it may be updated in place)."""
+        ...
+
+    def predict_patches(self, accum: Any, volume: Any, starts: np.ndarray, count: int, weight: Any) -> Any:
+        """3D: the network on the patches of ``volume`` at ``starts`` (B, 3) of ``weight``'s
+        shape; adds the first ``count`` outputs times ``weight`` into ``accum`` and returns it
+        (it may be updated in place)."""
+        ...
+
+    def normalize(self, accum: Any, factors: tuple[np.ndarray, np.ndarray, np.ndarray],
+                  shape: tuple[int, int, int]) -> Any:
+        """``accum`` times the outer product of the three per-axis ``factors``, cropped to ``shape``."""
+        ...
+
+    def clip_and_mask(self, volume: Any, mask: Any, lo: float, hi: float) -> tuple[Any, int, int]:
+        """The output contract: ``volume`` clipped to [lo, hi] and 0 where ``mask`` is not > 0;
+        also the number of voxels inside the mask that were clipped and of voxels inside."""
         ...
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mrsynth.config import ModelConfig, build_dataclass
+from mrsynth.config import ModelConfig, build_dataclass, recorded_config
 from mrsynth.errors import CheckpointError
 from mrsynth.fileio import atomic_path
 from mrsynth.model_card import card_of, write_card_beside
@@ -52,6 +52,14 @@ def model_source_kind(source: Path) -> str:
     if source.suffix == ".safetensors":
         return "weights"
     raise CheckpointError(f"{source}: expected a run directory or a .safetensors weight file")
+
+
+def recorded_precision(meta: dict[str, str]) -> str:
+    """The ``train.precision`` of the run a weight file comes from (``float32`` where its metadata
+    holds no config): predict and evaluate compute in it, as validation did."""
+    if "config" not in meta:
+        return "float32"
+    return (recorded_config(json.loads(meta["config"])).get("train") or {}).get("precision", "float32")
 
 
 def load_portable(path: Path, expected: ModelConfig | None = None

@@ -10,7 +10,7 @@ from mrsynth.checkpoints import LoadedRun, checkpoint_dir
 from mrsynth.config import Config, load_config
 from mrsynth.errors import CheckpointError
 from mrsynth import runs
-from mrsynth.weights import model_source_kind
+from mrsynth.weights import model_source_kind, recorded_precision
 from torch_ref import checkpoint
 from torch_ref.model import build_model
 from torch_ref.predict import TorchPredictor
@@ -44,14 +44,16 @@ class TorchBackend:
         return TorchEngine(cfg, run_dir)
 
     def load_predictor(self, source: Path, which: str = "best") -> TorchPredictor:
-        """From a run directory (its best|last checkpoint) or a portable ``.safetensors`` file."""
+        """From a run directory (its best|last checkpoint) or a portable ``.safetensors`` file, in
+        the run's training precision."""
         if model_source_kind(source) == "run":
             run = load_run_model(Path(source), which)
-            model, model_cfg = run.model, run.config.model
+            model, model_cfg, precision = run.model, run.config.model, run.config.train.precision
         else:
-            model, model_cfg, _ = load_weights(Path(source))
+            model, model_cfg, meta = load_weights(Path(source))
+            precision = recorded_precision(meta)
         device = default_device()
-        return TorchPredictor(model.to(device), model_cfg, device)
+        return TorchPredictor(model.to(device), model_cfg, device, precision)
 
     def export_weights(self, run_dir: Path, out: Path, which: str = "best") -> None:
         """Write the portable weight file of a run's ``which`` checkpoint."""

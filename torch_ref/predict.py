@@ -1,4 +1,4 @@
-"""Eval-mode batch predictor: numpy channels-last T1 in, numpy channels-last T2 out.
+"""Eval-mode predictor: numpy channels-last T1 in, numpy channels-last T2 out; and whole volumes on its device.
 
 Spatial sizes that are not a multiple of ``2**depth`` are zero-padded at the high end and the
 output cropped back, so any volume or slice size works.
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mrsynth.config import ModelConfig
@@ -45,7 +46,10 @@ def to_channels_last(tensor: torch.Tensor) -> np.ndarray:
 
 class TorchPredictor:
     """Runs ``model`` in eval mode under ``torch.inference_mode`` (train mode is restored after), at
-    the given named precision (``float32`` unless told: the arithmetic the parity checks verify)."""
+    the given named precision (``float32`` unless told: the arithmetic the parity checks verify; a
+    predictor loaded from a run or weight file gets the run's ``train.precision``). Also the
+    device verbs of whole-volume synthesis (:class:`mrsynth.backend.Predictor`): tensors on
+    ``device``, batches always full-size (one cuDNN autotuning per volume)."""
 
     def __init__(self, model: nn.Module, model_config: ModelConfig, device: torch.device,
                  precision: str = "float32", channels_last: bool = False) -> None:
@@ -64,7 +68,12 @@ class TorchPredictor:
             )
         padded, crop = pad_to_multiple(np.asarray(batch, np.float32), 2**self.model_config.depth,
                                        axes=range(1, dims + 1))
-        x = to_channels_first(padded, self.device)
+        out = to_channels_last(self._network(to_channels_first(padded, self.device)))
+        return crop_to(out, crop[:-1] + (slice(None),))
+
+    def _network(self, x: torch.Tensor) -> torch.Tensor:
+        """The model on a channels-first batch whose spatial sizes are multiples of ``2**depth``;
+        float32 out."""
         if self.channels_last:
             x = x.contiguous(memory_format=channels_last_format(dims))
         was_training = self.model.training
@@ -72,8 +81,53 @@ class TorchPredictor:
         try:
             with torch.inference_mode(), precision_scope(self.precision), \
                     autocast(self.precision, self.device.type):
-                y = self.model(x)
+                return self.model(x).float()
         finally:
             self.model.train(was_training)
-        out = to_channels_last(y)
-        return crop_to(out, crop[:-1] + (slice(None),))
+
+    def _padded_network(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`_network` on any spatial size: zero-padded at the high end, cropped back."""
+        spatial = x.shape[2:]
+        multiple = 2**self.model_config.depth
+        widths = [w for n in reversed(spatial) for w in (0, -n % multiple)]
+        y = self._network(F.pad(x, widths) if any(widths) else x)
+        return y[(slice(None), slice(None), *(slice(0, n) for n in spatial))]
+
+    # --- device verbs of whole-volume synthesis (mrsynth.backend.Predictor) ---
+    def to_device(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.require(array, np.float32, "W")).to(self.device)  # torch wants writable
+
+    def to_host(self, array: torch.Tensor) -> np.ndarray:
+        return array.float().cpu().numpy()
+
+    def zeros(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.zeros(shape, dtype=torch.float32, device=self.device)
+
+    def predict_slices(self, out: torch.Tensor, volume: torch.Tensor, rows: np.ndarray, count: int,
+                       axis: int) -> torch.Tensor:
+        index = torch.from_numpy(rows).to(self.device, torch.long)
+        batch = torch.movedim(volume, axis, 0)[index]  # (B, C, S1, S2): channels-first already
+        pred = self._padded_network(batch)
+        torch.movedim(out, axis, 0)[index[:count, index.shape[1] // 2]] = pred[:count, 0]
+        return out
+
+    def predict_patches(self, accum: torch.Tensor, volume: torch.Tensor, starts: np.ndarray, count: int,
+                        weight: torch.Tensor) -> torch.Tensor:
+        windows = [tuple(slice(s, s + p) for s, p in zip(start.tolist(), weight.shape)) for start in starts]
+        batch = torch.stack([volume[w] for w in windows]).unsqueeze(1)
+        pred = self._padded_network(batch)[:, 0] * weight
+        for window, patch_pred in zip(windows[:count], pred[:count]):
+            accum[window] += patch_pred
+        return accum
+
+    def normalize(self, accum: torch.Tensor, factors: tuple[np.ndarray, np.ndarray, np.ndarray],
+                  shape: tuple[int, int, int]) -> torch.Tensor:
+        fz, fy, fx = (torch.from_numpy(f).to(self.device) for f in factors)
+        out = accum * (fz[:, None, None] * fy[None, :, None] * fx[None, None, :])
+        return out[: shape[0], : shape[1], : shape[2]]
+
+    def clip_and_mask(self, volume: torch.Tensor, mask: torch.Tensor, lo: float, hi: float
+                      ) -> tuple[torch.Tensor, int, int]:
+        inside = mask > 0
+        clipped = int((((volume < lo) | (volume > hi)) & inside).sum())
+        return torch.where(inside, volume.clamp(lo, hi), 0.0), clipped, int(inside.sum())

@@ -1,18 +1,22 @@
 """Whole-volume inference, framework-free: slices (2D) or blended overlapping patches (3D).
 
-Both backends only supply a batch :class:`~mrsynth.backend.Predictor`; assembling a volume from
-its outputs happens here, once, so the JAX and PyTorch runs are evaluated by the same code.
+What to predict and how to assemble it (the slices, the patch grid, full-size batches, the
+blending weights) is planned here, once, framework-free, so the JAX and PyTorch runs are
+evaluated by the same code; each backend's :class:`~mrsynth.backend.Predictor` supplies only
+the device verbs that carry the plan out, so the volume stays on its device until the end.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from mrsynth.backend import Predictor
+from mrsynth.backend import BatchPredictor, Predictor
 from mrsynth.config import DataConfig, EvalConfig
 from mrsynth.data.sampling import context_indices
 
@@ -47,7 +51,7 @@ def tta_flip_axes(dims: int, slice_axis: int) -> tuple[int, ...]:
 def synthesize_subject(
     t1: np.ndarray,
     mask: np.ndarray,
-    predictor: Predictor,
+    predictor: BatchPredictor,
     data_cfg: DataConfig,
     eval_cfg: EvalConfig,
     t2_range: tuple[float, float],
@@ -61,31 +65,37 @@ def synthesize_subject(
     """
     if tta not in TTA_CHOICES:
         raise ValueError(f"tta must be one of {TTA_CHOICES}, got {tta!r}")
-    inside = np.asarray(mask) > 0
+    device = volume_predictor(predictor)
     if tta == "none":
         flip_sets: list[tuple[int, ...]] = [()]
     else:
         axes = tta_flip_axes(predictor.model_config.dims, data_cfg.slice_axis)
         flip_sets = [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+    spread = None
+    if len(flip_sets) == 1:
+        mean = _assemble(t1, device, data_cfg, eval_cfg, progress)
+    else:
+        host_mean, spread = _flip_passes(t1, flip_sets, device, data_cfg, eval_cfg, progress)
+        spread[np.asarray(mask) <= 0] = 0.0
+        mean = device.to_device(host_mean.astype(np.float32))
+    lo, hi = t2_range
+    out, clipped, inside = device.clip_and_mask(mean, device.to_device(mask), lo, hi)
+    return Synthesis(device.to_host(out), spread, clipped / max(1, inside), len(flip_sets))
+
+
+def _flip_passes(t1: np.ndarray, flip_sets: list[tuple[int, ...]], predictor: BatchPredictor, data_cfg: DataConfig,
+                 eval_cfg: EvalConfig, progress: ProgressFn | None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (float64) and standard deviation (float32) of the syntheses of the flipped views."""
     total = np.zeros(t1.shape, dtype=np.float64)
-    total_sq = np.zeros(t1.shape, dtype=np.float64) if len(flip_sets) > 1 else None
+    total_sq = np.zeros(t1.shape, dtype=np.float64)
     for flips in flip_sets:
         view = np.flip(t1, axis=flips) if flips else t1
         pred = synthesize_volume(np.ascontiguousarray(view), predictor, data_cfg, eval_cfg, progress)
         pred = (np.flip(pred, axis=flips) if flips else pred).astype(np.float64)
         total += pred
-        if total_sq is not None:
-            total_sq += pred**2
+        total_sq += pred**2
     mean = total / len(flip_sets)
-    spread = None
-    if total_sq is not None:
-        spread = np.sqrt(np.maximum(total_sq / len(flip_sets) - mean**2, 0.0)).astype(np.float32)
-        spread[~inside] = 0.0
-    lo, hi = t2_range
-    clipped = int(np.count_nonzero(((mean < lo) | (mean > hi)) & inside))
-    out = np.clip(mean, lo, hi).astype(np.float32)
-    out[~inside] = 0.0
-    return Synthesis(out, spread, clipped / max(1, int(inside.sum())), len(flip_sets))
+    return mean, np.sqrt(np.maximum(total_sq / len(flip_sets) - mean**2, 0.0)).astype(np.float32)
 
 
 def pad_to_multiple(
@@ -122,7 +132,7 @@ def crop_to(x: np.ndarray, crop: tuple[slice, ...]) -> np.ndarray:
 
 def synthesize_volume(
     t1: np.ndarray,
-    predictor: Predictor,
+    predictor: BatchPredictor,
     data_cfg: DataConfig,
     eval_cfg: EvalConfig,
     progress: ProgressFn | None = None,
@@ -131,41 +141,66 @@ def synthesize_volume(
 
     2D models see every slice along ``data_cfg.slice_axis`` (also empty ones, so the output
     covers the whole volume); 3D models see overlapping ``data_cfg.patch_size`` patches blended
-    with ``eval_cfg.blend`` weights.
+    with ``eval_cfg.blend`` weights. Batches are always ``eval_cfg.inference_batch`` long (the
+    last one padded, its extra outputs dropped): one compiled shape per volume.
     """
+    device = volume_predictor(predictor)
+    return device.to_host(_assemble(t1, device, data_cfg, eval_cfg, progress))
+
+
+def _assemble(t1: np.ndarray, device: Predictor, data_cfg: DataConfig, eval_cfg: EvalConfig,
+              progress: ProgressFn | None) -> Any:
+    """:func:`synthesize_volume`'s result, left on the predictor's device."""
     if t1.ndim != 3:
         raise ValueError(f"expected a 3D volume, got shape {t1.shape}")
     t1 = np.asarray(t1, dtype=np.float32)
-    dims = predictor.model_config.dims
+    dims = device.model_config.dims
     if dims == 2:
-        return _synthesize_slices(t1, predictor, data_cfg.slice_axis, eval_cfg.inference_batch, progress)
+        return _synthesize_slices(t1, device, data_cfg.slice_axis, eval_cfg.inference_batch, progress)
     if dims == 3:
-        return _synthesize_patches(t1, predictor, tuple(data_cfg.patch_size), eval_cfg, progress)
+        return _synthesize_patches(t1, device, tuple(data_cfg.patch_size), eval_cfg, progress)
     raise ValueError(f"model dims must be 2 or 3, got {dims}")
 
 
-def _batches(n: int, batch: int) -> Iterator[range]:
+def volume_predictor(predictor: BatchPredictor) -> Predictor:
+    """The predictor itself where it assembles volumes on its device, else its host adapter."""
+    if isinstance(predictor, Predictor):
+        return predictor
+    from mrsynth.inference.host import HostPredictor
+
+    return HostPredictor(predictor)
+
+
+def full_batches(items: np.ndarray, batch: int) -> tuple[np.ndarray, list[int]]:
+    """``items`` (N, ...) in batches of exactly ``batch``: (batches, batch, ...) int32 and the
+    real count of each; the last batch is padded with copies of the last item."""
     batch = max(1, int(batch))
-    for start in range(0, n, batch):
-        yield range(start, min(n, start + batch))
+    n = len(items)
+    padded = np.concatenate([items, np.repeat(items[-1:], -n % batch, axis=0)])
+    counts = [min(batch, n - start) for start in range(0, n, batch)]
+    return padded.reshape(len(counts), batch, *items.shape[1:]).astype(np.int32), counts
+
+
+def slice_rows(count: int, context: int) -> np.ndarray:
+    """(count, 2 * context + 1): every slice with its clamped neighbours, in order."""
+    return np.stack([context_indices(i, context, count) for i in range(count)])
 
 
 def _synthesize_slices(
-    t1: np.ndarray, predictor: Predictor, axis: int, batch: int, progress: ProgressFn | None
-) -> np.ndarray:
-    slices = np.moveaxis(t1, axis, 0)  # (N, H, W)
-    context = (predictor.model_config.in_channels - 1) // 2  # 2.5D: neighbours on each side
-    out = np.empty(slices.shape, dtype=np.float32)
-    for idx in _batches(len(slices), batch):
-        chunk = np.stack([slices[context_indices(i, context, len(slices))] for i in idx])  # (b, C, H, W)
-        chunk = np.ascontiguousarray(np.moveaxis(chunk, 1, -1))
-        pred = np.asarray(predictor(chunk), dtype=np.float32)
-        if pred.shape != chunk.shape[:-1] + (1,):
-            raise ValueError(f"predictor returned shape {pred.shape} for input {chunk.shape}")
-        out[idx.start : idx.stop] = pred[..., 0]
+    t1: np.ndarray, device: Predictor, axis: int, batch: int, progress: ProgressFn | None
+) -> Any:
+    n = t1.shape[axis]
+    context = (device.model_config.in_channels - 1) // 2  # 2.5D: neighbours on each side
+    batches, counts = full_batches(slice_rows(n, context), batch)
+    volume = device.to_device(t1)
+    out = device.zeros(t1.shape)
+    done = 0
+    for rows, count in zip(batches, counts):
+        out = device.predict_slices(out, volume, rows, count, axis)
+        done += count
         if progress is not None:
-            progress(idx.stop, len(slices))
-    return np.moveaxis(out, 0, axis)
+            progress(done, n)
+    return out
 
 
 def patch_starts(size: int, patch: int, overlap: float) -> list[int]:
@@ -182,52 +217,76 @@ def patch_starts(size: int, patch: int, overlap: float) -> list[int]:
     return [int(round(i * step)) for i in range(count)]
 
 
-def gaussian_importance(patch: Sequence[int], sigma_scale: float = 1.0 / 8) -> np.ndarray:
-    """nnU-Net's blending weights: a Gaussian with sigma = patch/8 per axis, max 1, no zeros."""
-    grids = np.meshgrid(*[np.arange(p, dtype=np.float64) for p in patch], indexing="ij")
-    weight = np.ones(tuple(patch), dtype=np.float64)
-    for grid, p in zip(grids, patch):
-        centre = (p - 1) / 2.0
-        sigma = p * sigma_scale
-        weight *= np.exp(-0.5 * ((grid - centre) / sigma) ** 2)
-    weight /= weight.max()
-    weight[weight == 0] = weight[weight > 0].min()
-    return weight.astype(np.float32)
+def blend_profile(size: int, blend: str) -> np.ndarray:
+    """One axis of the blending weights: nnU-Net's Gaussian (sigma = size/8, max 1, never 0:
+    its ends are exp(-8) of the centre) or constant ones."""
+    if blend == "constant":
+        return np.ones(size, dtype=np.float64)
+    centre = (size - 1) / 2.0
+    profile = np.exp(-0.5 * ((np.arange(size) - centre) / (size / 8)) ** 2)
+    return profile / profile.max()
+
+
+@functools.lru_cache(maxsize=8)
+def blend_weight(patch: tuple[int, ...], blend: str) -> np.ndarray:
+    """The patch's blending weights, float32: the outer product of its axes' profiles (computed
+    once per patch size and blend)."""
+    weight = np.ones((), dtype=np.float64)
+    for size in patch:
+        weight = np.multiply.outer(weight, blend_profile(size, blend))
+    weight = weight.astype(np.float32)
+    weight.flags.writeable = False
+    return weight
+
+
+@dataclass(frozen=True)
+class PatchPlan:
+    """Where a (padded) volume's patches lie, in full batches, and how their outputs are blended.
+
+    The patches form a grid (a product of per-axis starts) and the weights a product of
+    per-axis profiles, so the summed weight at a voxel is the product of per-axis sums: its
+    inverse is three short vectors (``factors``), not a volume.
+    """
+
+    batches: np.ndarray  # (batches, batch, 3) int32 patch starts
+    counts: list[int]
+    weight: np.ndarray  # the patch's float32 blending weights
+    factors: tuple[np.ndarray, np.ndarray, np.ndarray]  # float32 1 / summed weight, per axis
+
+
+def patch_plan(shape: Sequence[int], patch: Sequence[int], eval_cfg: EvalConfig) -> PatchPlan:
+    """The plan of a volume of ``shape`` (at least ``patch`` on every axis)."""
+    axis_starts = [patch_starts(n, p, eval_cfg.patch_overlap) for n, p in zip(shape, patch)]
+    starts = np.array(list(itertools.product(*axis_starts)), dtype=np.int32)
+    batches, counts = full_batches(starts, eval_cfg.inference_batch)
+    factors = []
+    for n, p, axis in zip(shape, patch, axis_starts):
+        total = np.zeros(n, dtype=np.float64)
+        profile = blend_profile(p, eval_cfg.blend)
+        for s in axis:
+            total[s : s + p] += profile
+        factors.append((1.0 / total).astype(np.float32))
+    return PatchPlan(batches, counts, blend_weight(tuple(patch), eval_cfg.blend), tuple(factors))
 
 
 def _synthesize_patches(
     t1: np.ndarray,
-    predictor: Predictor,
+    device: Predictor,
     patch: tuple[int, int, int],
     eval_cfg: EvalConfig,
     progress: ProgressFn | None,
-) -> np.ndarray:
+) -> Any:
     if len(patch) != 3:
         raise ValueError(f"3D inference needs a 3-number patch size, got {patch}")
-    padded, crop = pad_to_shape(t1, [max(n, p) for n, p in zip(t1.shape, patch)])
-    if eval_cfg.blend == "gaussian":
-        weight = gaussian_importance(patch)
-    else:
-        weight = np.ones(patch, dtype=np.float32)
-    starts = [
-        (z, y, x)
-        for z in patch_starts(padded.shape[0], patch[0], eval_cfg.patch_overlap)
-        for y in patch_starts(padded.shape[1], patch[1], eval_cfg.patch_overlap)
-        for x in patch_starts(padded.shape[2], patch[2], eval_cfg.patch_overlap)
-    ]
-    accum = np.zeros(padded.shape, dtype=np.float64)
-    weight_sum = np.zeros(padded.shape, dtype=np.float64)
-    for idx in _batches(len(starts), eval_cfg.inference_batch):
-        windows = [
-            tuple(slice(s, s + p) for s, p in zip(starts[i], patch)) for i in idx
-        ]
-        chunk = np.stack([padded[w] for w in windows])[..., None]
-        pred = np.asarray(predictor(chunk), dtype=np.float32)
-        if pred.shape != chunk.shape:
-            raise ValueError(f"predictor returned shape {pred.shape} for input {chunk.shape}")
-        for window, patch_pred in zip(windows, pred[..., 0]):
-            accum[window] += patch_pred * weight
-            weight_sum[window] += weight
+    padded, _ = pad_to_shape(t1, [max(n, p) for n, p in zip(t1.shape, patch)])
+    plan = patch_plan(padded.shape, patch, eval_cfg)
+    volume = device.to_device(padded)
+    weight = device.to_device(plan.weight)
+    accum = device.zeros(padded.shape)
+    total, done = sum(plan.counts), 0
+    for starts, count in zip(plan.batches, plan.counts):
+        accum = device.predict_patches(accum, volume, starts, count, weight)
+        done += count
         if progress is not None:
-            progress(idx.stop, len(starts))
-    return crop_to((accum / weight_sum).astype(np.float32), crop)
+            progress(done, total)
+    return device.normalize(accum, plan.factors, t1.shape)
