@@ -98,3 +98,9 @@ def test_batched_warp_equals_a_per_sample_linear_warp_with_zeros_outside(size):
             np.testing.assert_allclose(got[b, ..., c], want, atol=2e-5)
     flipped = warp_batch(padded, np.stack([np.diag([-1.0] + [1.0] * (ndim - 1))] * batch))
     np.testing.assert_array_equal(np.moveaxis(flipped, 0, -1), images[:, ::-1])
+    nearest = warp_batch(padded, matrices, nearest=1)  # the last channel (the mask): order 0
+    np.testing.assert_array_equal(nearest[0], got[..., 0])
+    for b in range(batch):
+        want = ndimage.affine_transform(images[b, ..., 1], matrices[b], offset=centre - matrices[b] @ centre,
+                                        order=0, mode="grid-constant")
+        assert np.mean(nearest[1, b] == want) > 0.99  # ties at .5 may round the other way

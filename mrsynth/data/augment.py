@@ -3,8 +3,8 @@
 Spatial transforms (flips, small rotation and scaling about the centre) are drawn per sample
 (:func:`draw_spatial`) and applied to the whole batch at once (:func:`warp_batch`: one
 vectorized multilinear warp, flips folded into it; flips alone are copies through flipped
-views), identically to T1, T2 and the mask (the mask is interpolated like the images and
-thresholded at 0.5 by the caller) so the pair stays aligned; intensity transforms touch the input T1 only and only inside
+views), identically to T1, T2 and the mask (linear interpolation for intensities, nearest for
+the mask) so the pair stays aligned; intensity transforms touch the input T1 only and only inside
 the mask, because the target T2 must stay the truth and the background stays 0 as at
 inference time. Besides gamma and Gaussian noise they mimic other scanners, so a model trained
 on a few subjects meets their contrast and shading: a random contrast (deviations from the
@@ -50,14 +50,16 @@ def draw_spatial(rng: np.random.Generator, ndim: int, cfg: DataConfig) -> Spatia
     return SpatialDraw(flips, matrix)
 
 
-def warp_batch(padded: np.ndarray, matrices: np.ndarray) -> np.ndarray:
-    """Every sample of a batch warped about its centre, multilinear, zero outside.
+def warp_batch(padded: np.ndarray, matrices: np.ndarray, nearest: int = 0) -> np.ndarray:
+    """Every sample of a batch warped about its centre, multilinear (the last ``nearest``
+    channels: nearest voxel, for the mask), zero outside.
 
     ``padded`` is channel-major (K, B, *(size + 2)) with a zero border of one voxel (what lies
     outside the sample reads as 0); ``matrices`` (B, d, d) map output to input coordinates;
     returns (K, B, *size). The corner indices and weights are computed once for the batch and
     serve every channel (T1 context slices, T2, mask): per channel, 2^d contiguous gathers and
-    multiply-adds over the whole batch, no per-sample interpolation call.
+    multiply-adds over the whole batch (one gather for a nearest channel), no per-sample
+    interpolation call.
     """
     channels, batch, *padded_size = padded.shape
     size = np.asarray(padded_size) - 2
@@ -66,7 +68,7 @@ def warp_batch(padded: np.ndarray, matrices: np.ndarray) -> np.ndarray:
     open_grid = [(np.arange(n, dtype=np.float32) - np.float32(c)).reshape([n if a == axis else 1 for a in range(ndim)])
                  for axis, (n, c) in enumerate(zip(size, centre))]  # output coordinates about the centre
     per_sample = matrices.astype(np.float32).reshape(batch, ndim, ndim, *[1] * ndim)
-    low_index, weights_high = [], []
+    low_index, weights_high, nearest_index = [], [], []
     for out_axis in range(ndim):  # the input coordinate along out_axis, +1 for the border
         coord = np.float32(centre[out_axis] + 1.0) + sum(per_sample[:, out_axis, axis] * open_grid[axis]
                                                          for axis in range(ndim))
@@ -74,15 +76,17 @@ def warp_batch(padded: np.ndarray, matrices: np.ndarray) -> np.ndarray:
         low = np.minimum(coord.astype(np.intp), size[out_axis])  # floor (coord >= 0); low + 1 stays inside
         low_index.append(low)
         weights_high.append(coord - low.astype(np.float32))
+        if nearest:
+            nearest_index.append(np.rint(coord).astype(np.intp))
     strides = [int(np.prod(np.asarray(padded_size)[axis + 1:])) for axis in range(ndim)]
-    base = (np.arange(batch, dtype=np.intp) * int(np.prod(padded_size))).reshape(batch, *[1] * ndim)
-    base = base + sum(low * stride for low, stride in zip(low_index, strides))
+    sample_start = (np.arange(batch, dtype=np.intp) * int(np.prod(padded_size))).reshape(batch, *[1] * ndim)
+    base = sample_start + sum(low * stride for low, stride in zip(low_index, strides))
     weights = [(1.0 - high, high) for high in weights_high]
     corners = [(functools.reduce(np.multiply, [w[bit] for w, bit in zip(weights, corner)]),
                 base + sum(bit * stride for bit, stride in zip(corner, strides)))
                for corner in itertools.product((0, 1), repeat=ndim)]
     out = np.empty((channels, batch, *size), np.float32)
-    for channel, plane in zip(out, padded):
+    for channel, plane in zip(out[:channels - nearest], padded[:channels - nearest]):
         flat = plane.reshape(-1)
         for i, (weight, index) in enumerate(corners):
             term = weight * np.take(flat, index)
@@ -90,6 +94,10 @@ def warp_batch(padded: np.ndarray, matrices: np.ndarray) -> np.ndarray:
                 channel[...] = term
             else:
                 channel += term
+    if nearest:
+        index = sample_start + sum(near * stride for near, stride in zip(nearest_index, strides))
+        for channel, plane in zip(out[channels - nearest:], padded[channels - nearest:]):
+            channel[...] = np.take(plane.reshape(-1), index)
     return out
 
 

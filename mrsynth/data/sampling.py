@@ -95,7 +95,7 @@ def draw_batch(samples: list[SampleAt], dims: int, cfg: DataConfig, *, seed: int
 
     Each sample is read straight into its slot of one channel-major buffer (T1 channels, T2,
     mask); flips alone are written through flipped views, rotation/scaling warps the whole
-    buffer at once (:func:`mrsynth.data.augment.warp_batch`, the mask thresholded at 0.5).
+    buffer at once (:func:`mrsynth.data.augment.warp_batch`, nearest voxel for the mask).
     Sample ``i`` depends only on ``(seed, epoch_i, index_i)``, never on its batch neighbours.
     """
     size = tuple(cfg.patch_size)
@@ -113,8 +113,7 @@ def draw_batch(samples: list[SampleAt], dims: int, cfg: DataConfig, *, seed: int
         read_sample(sample, dims, cfg, location_rng, slot)
     if warping:
         assert draws is not None
-        buffer = warp_batch(buffer, np.stack([d.warp_matrix() for d in draws]))
-        buffer[-1] = buffer[-1] > 0.5
+        buffer = warp_batch(buffer, np.stack([d.warp_matrix() for d in draws]), nearest=1)
     channels_last = lambda planes: np.ascontiguousarray(np.moveaxis(planes, 0, -1))  # noqa: E731
     batch = {"t1": channels_last(buffer[:channels]), "t2": channels_last(buffer[channels:channels + 1]),
              "mask": channels_last(buffer[channels + 1:])}
