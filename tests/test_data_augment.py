@@ -8,6 +8,7 @@ import pytest
 from mrsynth.config import DataConfig
 from scipy import ndimage
 
+from mrsynth.data import augment
 from mrsynth.data.augment import augment_intensity, bias_field, warp_batch
 from mrsynth.data.sampling import build_epoch_index, draw_sample
 
@@ -80,7 +81,7 @@ def test_contrast_scales_deviations_from_the_in_mask_mean_within_its_range():
 
 
 @pytest.mark.parametrize("size", [(20, 24), (10, 12, 14)])
-def test_batched_warp_equals_a_per_sample_linear_warp_with_zeros_outside(size):
+def test_batched_warp_equals_a_per_sample_linear_warp_with_zeros_outside(size, monkeypatch):
     """warp_batch is scipy's order-1 affine_transform ('grid-constant' 0) of every sample and
     channel, rotation, scaling and flips included, in one vectorized call."""
     rng = np.random.default_rng(0)
@@ -98,6 +99,8 @@ def test_batched_warp_equals_a_per_sample_linear_warp_with_zeros_outside(size):
             np.testing.assert_allclose(got[b, ..., c], want, atol=2e-5)
     flipped = warp_batch(padded, np.stack([np.diag([-1.0] + [1.0] * (ndim - 1))] * batch))
     np.testing.assert_array_equal(np.moveaxis(flipped, 0, -1), images[:, ::-1])
+    monkeypatch.setattr(augment, "WARP_CHUNK_VOXELS", 1)  # one sample per chunk: the same result
+    np.testing.assert_array_equal(np.moveaxis(warp_batch(padded, matrices), 0, -1), got)
     nearest = warp_batch(padded, matrices, nearest=1)  # the last channel (the mask): order 0
     np.testing.assert_array_equal(nearest[0], got[..., 0])
     for b in range(batch):
