@@ -1,9 +1,8 @@
 """Training augmentation of 2D slices or 3D patches, driven by each sample's own Generators.
 
 Spatial transforms (flips, small rotation and scaling about the centre) are drawn per sample
-(:func:`draw_spatial`) and applied to the whole batch at once (:func:`warp_batch`: one
-vectorized multilinear warp, flips folded into it; flips alone are copies through flipped
-views), identically to T1, T2 and the mask (linear interpolation for intensities, nearest for
+(:func:`draw_spatial`) and applied to the batch by :func:`warp_batch` (vectorized multilinear
+warp, flips folded into it; flips alone are copies through flipped views), identically to T1, T2 and the mask (linear interpolation for intensities, nearest for
 the mask) so the pair stays aligned; intensity transforms touch the input T1 only and only inside
 the mask, because the target T2 must stay the truth and the background stays 0 as at
 inference time. Besides gamma and Gaussian noise they mimic other scanners, so a model trained

@@ -9,8 +9,8 @@ T1 holds the slice and its k neighbours on each side as 2k + 1 channels (:func:`
 
 A sample is a pure function of (arrays, seed, epoch, index): its random numbers come from
 ``np.random.SeedSequence([seed, epoch, index])`` and nothing else, so any worker, process or
-backend produces the same sample. :func:`draw_batch` builds a whole batch at once (one buffer,
-one vectorized warp); :func:`draw_sample` is one sample of it.
+backend produces the same sample. :func:`draw_batch` builds a whole batch in one buffer with
+one vectorized warp; :func:`draw_sample` is one sample of it.
 """
 from __future__ import annotations
 
@@ -94,8 +94,8 @@ def draw_batch(samples: list[SampleAt], dims: int, cfg: DataConfig, *, seed: int
     ``mask`` (B, *patch_size, 1).
 
     Each sample is read straight into its slot of one channel-major buffer (T1 channels, T2,
-    mask); flips alone are written through flipped views, rotation/scaling warps the whole
-    buffer at once (:func:`mrsynth.data.augment.warp_batch`, nearest voxel for the mask).
+    mask); flips alone are written through flipped views, rotation/scaling warps the buffer
+    with :func:`mrsynth.data.augment.warp_batch` (nearest voxel for the mask).
     Sample ``i`` depends only on ``(seed, epoch_i, index_i)``, never on its batch neighbours.
     """
     size = tuple(cfg.patch_size)
