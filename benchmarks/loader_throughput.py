@@ -9,6 +9,12 @@ steady-state samples/s over the remaining batches.
 
     python benchmarks/loader_throughput.py                     # 4 subjects of 96x112x80
     python benchmarks/loader_throughput.py --subjects 2 --shape 48 56 40 --batches 10   # quick
+    python benchmarks/loader_throughput.py --host-batch   # host ms per 32x256^2 batch (GPU anchor)
+
+``--host-batch`` prints the host time to build one batch of the 2D GPU anchor (32 slices of
+256x256 from two cached 256x256x128 phantom volumes, every slice, workers 0) with flips only and with the
+augmentation of ``configs/ixi_2d.yaml`` (flips + rotation + scaling): at a 25 ms GPU step one
+worker keeps up only below 25 ms.
 """
 from __future__ import annotations
 
@@ -19,9 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from mrsynth.config import Config, DataConfig, ModelConfig
+from mrsynth.config import Config, DataConfig, ModelConfig, load_config
 from mrsynth.data.discovery import discover_pairs
 from mrsynth.data.loader import make_train_loader
 from mrsynth.phantom.dataset import write_phantom_dataset
@@ -41,6 +49,39 @@ def measure(cfg: Config, batches: int, batch_size: int) -> dict[str, float]:
     return {"setup_s": setup, "first_batch_s": first, "samples_per_s": (batches - 1) * batch_size / steady}
 
 
+AUGMENTATION_KEYS = ("flip_prob", "rotate_deg", "scale_range", "gamma_range", "noise_std", "bias_field",
+                     "contrast_range")
+ANCHOR_BATCH, ANCHOR_SLICE = 32, (256, 256)
+
+
+def host_batch_ms(data_dir: Path, cache_dir: Path, augmentation: dict[str, float], batches: int) -> float:
+    """Mean host ms per anchor batch, read back to back after one warm-up batch (workers 0)."""
+    data = DataConfig(source="phantom", root=str(data_dir), cache_dir=str(cache_dir), patch_size=ANCHOR_SLICE,
+                      slice_axis=2, min_foreground=0.0, workers=0, prefetch=1, **augmentation)
+    cfg = Config(data=data, model=ModelConfig(dims=2, depth=2, channel_mults=(1, 2, 4)))
+    with make_train_loader(discover_pairs(cfg.data), cfg, batch_size=ANCHOR_BATCH, seed=0) as loader:
+        next(loader)
+        start = time.perf_counter()
+        for _ in range(batches):
+            next(loader)
+        return (time.perf_counter() - start) / batches * 1e3
+
+
+def host_batch_report(work: Path, batches: int, repeats: int) -> None:
+    """Host ms per 32x256^2 batch, flips only and with configs/ixi_2d.yaml's augmentation."""
+    data_dir = work / "phantom-256"
+    write_phantom_dataset(data_dir, 2, shape=(*ANCHOR_SLICE, 128), seed=0)
+    ixi = load_config(Path(__file__).resolve().parents[1] / "configs" / "ixi_2d.yaml").data
+    settings = {"flips": {"flip_prob": 0.5, "rotate_deg": 0.0, "scale_range": 0.0},
+                "ixi_2d.yaml": {k: getattr(ixi, k) for k in AUGMENTATION_KEYS}}
+    print(f"host ms per batch of {ANCHOR_BATCH} x {ANCHOR_SLICE[0]}x{ANCHOR_SLICE[1]} (workers 0, "
+          f"{batches} batches, median of {repeats})")
+    for name, augmentation in settings.items():
+        runs = [host_batch_ms(data_dir, work / "cache-256", augmentation, batches) for _ in range(repeats)]
+        active = ", ".join(f"{k}={v:g}" for k, v in augmentation.items() if v)
+        print(f"  {name:<12} {float(np.median(runs)):7.1f} ms  (runs: {', '.join(f'{r:.1f}' for r in runs)}; {active})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, default=4)
@@ -51,11 +92,17 @@ def main() -> None:
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 3])
     parser.add_argument("--augment", action="store_true", help="flips + rotation/scaling + gamma + noise")
     parser.add_argument("--data-dir", type=Path, help="reuse/generate the phantom here (default: a temp folder)")
+    parser.add_argument("--host-batch", action="store_true",
+                        help="only the host ms per 32x256^2 batch, flips vs configs/ixi_2d.yaml's augmentation")
+    parser.add_argument("--repeats", type=int, default=3, help="--host-batch: measurements per setting")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mrsynth-loader-bench-"))
     data_dir = args.data_dir or work / "phantom"
     try:
+        if args.host_batch:
+            host_batch_report(work, args.batches, args.repeats)
+            return
         if not any(data_dir.glob("IXI*-T1.nii.gz")):
             start = time.perf_counter()
             write_phantom_dataset(data_dir, args.subjects, shape=tuple(args.shape), seed=0)

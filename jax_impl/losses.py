@@ -2,10 +2,11 @@
 L1 + weight * (1 - SSIM).
 
 A loss is ``fn(pred, batch, train) -> (loss, terms)``: ``pred`` the model's float32 output,
-``batch`` the step's whole batch (``t1``, ``t2``, ``mask``: channels-last, as the loader gives
-it), ``train`` the TrainConfig; it returns the scalar float32 loss and a dict of named float32
-scalars that the training loop logs (``{"l1": ..., "ssim": ...}``). Code outside the library adds
-one with ``@LOSSES.register("name")``; ``torch_ref/losses.py`` must register the same function.
+``batch`` the step's batch (``t1``, ``t2``, and ``mask`` when the loss is marked with
+:func:`mrsynth.losses.uses_mask`: channels-last, as the loader gives it), ``train`` the
+TrainConfig; it returns the scalar float32 loss and a dict of named float32 scalars that the
+training loop logs (``{"l1": ..., "ssim": ...}``). Code outside the library adds one with
+``@LOSSES.register("name")``; ``torch_ref/losses.py`` must register the same function.
 
 SSIM uses a separable Gaussian window (size 7, sigma 1.5) applied with 'valid' extent along
 every spatial axis, C1 = (0.01 R)^2, C2 = (0.03 R)^2, averaged over the valid region and the

@@ -48,6 +48,8 @@ class Objective:
     # one device's slice of the batch and averages across devices; without, the global batch.
     # Its metrics always hold "loss", "grad_norm" and "lr", plus what the objective adds.
     make_step: Callable[[dict[str, nnx.GraphDef], Optimizers, Config, str | None], StepFn]
+    # Whether the step reads batch["mask"] beyond its loss (the engine places the mask only then).
+    uses_mask: bool = False
 
 
 OBJECTIVES: Registry[Objective] = Registry("train.objective", "objective", "jax backend")

@@ -18,9 +18,11 @@ from flax import nnx
 
 from mrsynth.backend import GENERATOR, Batch
 from mrsynth.config import Config
+from mrsynth.losses import step_batch_keys
 
 from jax_impl import distributed
 from jax_impl.checkpoint import CheckpointStore
+from jax_impl.losses import LOSSES
 from jax_impl.objectives import OBJECTIVES, Metrics
 from jax_impl.precision import precision_scope
 from jax_impl.predict import JaxPredictor
@@ -54,6 +56,7 @@ class JaxEngine:
         self._local_devices = [d for d in self.mesh.devices.flat if d.process_index == self.process_index]
 
         objective = OBJECTIVES.lookup(cfg.train.objective)
+        self.batch_keys = step_batch_keys(LOSSES.lookup(cfg.train.loss), objective)
         axis_name = distributed.DATA_AXIS if self.pmap else None
         txs = objective.optimizers(cfg)
         self.graphdefs, state = init_train_state(objective.models(cfg, axis_name), txs, cfg.train.seed)
@@ -79,8 +82,11 @@ class JaxEngine:
         return distributed.unreplicate(self.state) if self.pmap else self.state
 
     def place_batch(self, batch: Batch) -> dict[str, jax.Array]:
-        """A numpy batch on the devices, laid out as the compiled step expects (sharded, or split
-        along a leading device axis for pmap). Benchmarks place one batch and time the step alone."""
+        """The arrays of a numpy batch the step reads (:attr:`batch_keys`: no mask unless the loss
+        or objective uses it) on the devices, laid out as the compiled step expects (sharded, or
+        split along a leading device axis for pmap). The loop places the next batches while a
+        step runs; benchmarks place one batch and time the step alone."""
+        batch = {key: batch[key] for key in self.batch_keys}
         if self.pmap:
             split = distributed.split_for_pmap(batch, len(self._local_devices))
             return jax.device_put(split, distributed.batch_sharding(distributed.data_mesh(self._local_devices)))

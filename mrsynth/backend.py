@@ -117,6 +117,15 @@ class TrainEngine(Protocol):
         (the NaN guard watches it), ``grad_norm`` and ``lr``, plus the loss terms."""
         ...
 
+    def place_batch(self, batch: Batch) -> Any:
+        """The arrays of ``batch`` the step reads, on the device (started, not waited for): the
+        loop places the next batches while a step runs."""
+        ...
+
+    def train_step_placed(self, placed: Any) -> Any:
+        """:meth:`train_step` on a batch from :meth:`place_batch`."""
+        ...
+
     def fetch_metrics(self, handles: list[Any]) -> list[dict[str, float]]:
         """Host values of the given steps' metrics, every key as a float (syncs)."""
         ...

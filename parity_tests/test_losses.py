@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from mrsynth.config import CHOICES, TrainConfig, config_from_dict
-from mrsynth.losses import LOSS_NAMES
+from mrsynth.losses import LOSS_NAMES, uses_mask
 from mrsynth.parity.tolerances import DEFAULT_TOLERANCES
 
 from jax_impl import losses as jax_losses
@@ -30,12 +30,14 @@ from torch_ref.train import TorchEngine
 MASKED_L1 = "masked_l1_test"
 
 
+@uses_mask
 def jax_masked_l1(pred, batch, train):
     """Mean |pred - t2| over the voxels inside the mask."""
     value = jnp.sum(jnp.abs(pred - batch["t2"]) * batch["mask"]) / jnp.maximum(jnp.sum(batch["mask"]), 1.0)
     return value, {"masked_l1": value}
 
 
+@uses_mask
 def torch_masked_l1(pred, batch, train):
     value = ((pred - batch["t2"]).abs() * batch["mask"]).sum() / batch["mask"].sum().clamp_min(1.0)
     return value, {"masked_l1": value}
@@ -114,8 +116,21 @@ def test_a_registered_loss_trains_in_both_engines_and_logs_its_terms(masked_l1, 
     engines = (JaxEngine(cfg, tmp_path / "jax", devices=jax.devices()[:1]), TorchEngine(cfg, tmp_path / "torch"))
     for engine in engines:
         try:
+            assert set(engine.place_batch(batch)) == {"t1", "t2", "mask"}  # marked uses_mask
             (metrics,) = engine.fetch_metrics([engine.train_step(batch)])
         finally:
             engine.close()
         assert set(metrics) == {"loss", "grad_norm", "lr", "masked_l1"}
         assert metrics["masked_l1"] == metrics["loss"] and np.isfinite(metrics["loss"])
+
+
+def test_the_mask_goes_to_the_device_only_for_a_loss_that_uses_it(tmp_path):
+    """l1 and l1_ssim do not read the mask, so neither engine places it (no transfer per step)."""
+    cfg = config_from_dict({"model": {"depth": 1, "base_channels": 4, "channel_mults": [1, 2], "groups": 2},
+                            "data": {"patch_size": [16, 16]}, "train": {"loss": "l1_ssim"}})
+    _, batch = random_batch(shape=(2, 16, 16, 1))
+    for engine in (JaxEngine(cfg, tmp_path / "jax", devices=jax.devices()[:1]), TorchEngine(cfg, tmp_path / "torch")):
+        try:
+            assert set(engine.place_batch(batch)) == {"t1", "t2"}
+        finally:
+            engine.close()

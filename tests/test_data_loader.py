@@ -1,6 +1,7 @@
 """Sampling, augmentation and the grain loader: purity, workers, resume, sharding."""
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import replace
 
@@ -13,6 +14,7 @@ from mrsynth.data.io import Geometry
 from mrsynth.data.loader import make_train_loader
 from mrsynth.data.preprocess import NormStats, Volume
 from mrsynth.data.sampling import build_epoch_index, draw_sample
+from mrsynth.training.prefetch import DevicePrefetch
 
 from data_fixtures import TINY_SHAPE, synthetic_head
 
@@ -107,6 +109,26 @@ def test_resume_continues_the_exact_sequence():
     resumed = make_train_loader(_volumes(2), cfg, batch_size=8, seed=5)
     resumed.set_state(state)
     for expected in reference[7:]:
+        assert _same(next(resumed), expected)
+
+
+def test_resume_from_the_device_prefetch_state_continues_the_exact_sequence():
+    """The training loop checkpoints the prefetcher's state: the next batch the step consumes,
+    although the prefetcher has already pulled (and placed) the next ``depth`` ones."""
+    cfg = _config(2, **AUGMENT)
+    reference = list(itertools.islice(make_train_loader(_volumes(2), cfg, batch_size=8, seed=5), 10))
+    placed: list[int] = []
+    loader = make_train_loader(_volumes(2), cfg, batch_size=8, seed=5)
+    batches = DevicePrefetch(loader, lambda batch: (placed.append(1), batch)[1], depth=2)
+    for expected in reference[:4]:
+        assert _same(next(batches), expected)
+    assert len(placed) == 6 and loader.get_state()["position"] == 6 * 8  # two batches ahead
+    state = json.loads(json.dumps(batches.get_state()))
+    assert state["position"] == 4 * 8
+    resumed_loader = make_train_loader(_volumes(2), cfg, batch_size=8, seed=5)
+    resumed_loader.set_state(state)
+    resumed = DevicePrefetch(resumed_loader, lambda batch: batch, depth=2)
+    for expected in reference[4:]:
         assert _same(next(resumed), expected)
 
 

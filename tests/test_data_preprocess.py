@@ -131,3 +131,22 @@ def test_t1_only_volume(tmp_path, ixi_head_dir):
     assert volume.t2 is None and volume.t2_stats is None
     assert volume.subject == t1_path.name.removesuffix(".nii.gz")
     assert volume.mask.any() and volume.t1.shape == volume.mask.shape
+
+
+@pytest.mark.parametrize("slice_axis", [0, 1, 2])
+def test_cache_stores_slices_contiguously_and_hands_back_the_input_grid(tmp_path, ixi_head_dir, slice_axis):
+    """Entries are stored slice-axis-first (a training slice is one contiguous read), read back as
+    views on the input grid equal to the uncached volume, and keyed by the slice axis."""
+    root = ixi_head_dir(1)
+    cfg = DataConfig(source="ixi", root=str(root), cache_dir=str(tmp_path / "cache"), slice_axis=slice_axis)
+    files = discover_pairs(cfg)[0]
+    plain = preprocess_module.preprocess(files, cfg)
+    cached = load_volume(files, cfg)
+    for name in ("t1", "t2", "mask"):
+        got, want = getattr(cached, name), getattr(plain, name)
+        assert got.shape == want.shape and np.array_equal(got, want), name
+        assert np.take(got, 3, axis=slice_axis).flags["C_CONTIGUOUS"], name
+        assert np.load(got.filename, mmap_mode="r").shape[0] == want.shape[slice_axis]
+    other_axis = DataConfig(source="ixi", root=str(root), cache_dir=cfg.cache_dir, slice_axis=(slice_axis + 1) % 3)
+    load_volume(files, other_axis)
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # another layout is another entry

@@ -2,8 +2,8 @@
 L1 + weight * (1 - SSIM), in float32.
 
 The same contract as ``jax_impl/losses.py`` (``fn(pred, batch, train) -> (loss, terms)``), on
-channels-first tensors: the engine transposes the whole batch (``t1``, ``t2``, ``mask``) at its
-boundary. :func:`training_loss` calls a loss outside autocast with a float32 ``pred``, so a
+channels-first tensors: the engine transposes the batch (``t1``, ``t2``, and ``mask`` for a loss
+marked with :func:`mrsynth.losses.uses_mask`) at its boundary. :func:`training_loss` calls a loss outside autocast with a float32 ``pred``, so a
 registered loss never sees bfloat16.
 
 SSIM uses a separable Gaussian window (size 7, sigma 1.5) in 'valid' mode, C1 = (0.01 R)^2,

@@ -53,6 +53,8 @@ class Objective:
     # (trainees, config, device type) -> step. The step returns this process's metrics: always
     # "loss", "grad_norm" (tensors) and "lr" (a float), plus what the objective adds.
     make_step: Callable[[Trainees, Config, str], StepFn]
+    # Whether the step reads batch["mask"] beyond its loss (the engine places the mask only then).
+    uses_mask: bool = False
 
 
 OBJECTIVES: Registry[Objective] = Registry("train.objective", "objective", "torch backend")

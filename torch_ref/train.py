@@ -21,10 +21,12 @@ import torch
 from mrsynth.backend import GENERATOR, Batch
 from mrsynth.config import Config
 from mrsynth.errors import CheckpointError
+from mrsynth.losses import step_batch_keys
 from torch_ref import checkpoint
 from torch_ref.distributed import (DistContext, mean_over_processes, setup_distributed,
                                    teardown_distributed, wrap_model)
 from torch_ref.layers import set_dropout_generator
+from torch_ref.losses import LOSSES
 from torch_ref.objectives import OBJECTIVES, Metrics, ParameterUpdate, Trainees
 from torch_ref.precision import precision_scope
 from torch_ref.predict import TorchPredictor, channels_last_format, to_channels_first
@@ -54,6 +56,7 @@ class TorchEngine:
         t, m = cfg.train, cfg.model
         self.channels_last = t.channels_last and self.device.type == "cuda"
         objective = OBJECTIVES.lookup(t.objective)
+        self.batch_keys = step_batch_keys(LOSSES.lookup(t.loss), objective)
 
         memory_format = channels_last_format(m.dims) if self.channels_last else torch.preserve_format
         self.models = {name: model.to(self.device, memory_format=memory_format).train()
@@ -79,10 +82,11 @@ class TorchEngine:
         return x.contiguous(memory_format=channels_last_format(x.dim() - 2)) if self.channels_last else x
 
     def place_batch(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Every array of the batch (``t1``, ``t2``, ``mask``) as a channels-first tensor on this
-        engine's device, in its memory format. Benchmarks convert one batch and time
-        :meth:`train_step_placed` without transfers."""
-        return {name: self._to_device(array) for name, array in batch.items()}
+        """The arrays of the batch the step reads (:attr:`batch_keys`: no mask unless the loss or
+        objective uses it) as channels-first tensors on this engine's device, in its memory
+        format. The loop places the next batches while a step runs; benchmarks convert one batch
+        and time :meth:`train_step_placed` without transfers."""
+        return {name: self._to_device(batch[name]) for name in self.batch_keys}
 
     def train_step(self, batch: Batch) -> Metrics:
         """One training step on this process's shard; metrics stay on the device."""

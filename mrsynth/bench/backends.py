@@ -15,10 +15,11 @@ import time
 
 import numpy as np
 
-from mrsynth.backend import Batch, Predictor, import_backend_module
+from mrsynth.backend import Predictor, import_backend_module
 from mrsynth.config import Config
 
 from mrsynth.bench.settings import BenchSettings
+from mrsynth.training.prefetch import PREFETCH_DEPTH
 
 BENCH_MODULES = {"jax": "jax_impl.bench", "torch": "torch_ref.bench"}
 
@@ -32,8 +33,12 @@ class TrainSession(Protocol):
         """One step on the device-resident synthetic batch; returns when the device is done."""
         ...
 
-    def run_steps(self, batches: Iterator[Batch], n: int) -> None:
-        """``n`` normal ``train_step`` calls fed from ``batches``; one device sync at the end."""
+    def feed(self, loader: Any) -> Iterator[Any]:
+        """Placed batches from ``loader``, prefetched to the device as the training loop does."""
+        ...
+
+    def run_steps(self, batches: Iterator[Any], n: int) -> None:
+        """``n`` training steps on placed batches from :meth:`feed`; one device sync at the end."""
         ...
 
     def predictor(self) -> Predictor:
@@ -97,10 +102,21 @@ def scaling_times(session: TrainSession, warmup: int, steps: int) -> dict[str, A
     return {"first_step_s": first, "step_s": step_seconds(session, steps)}
 
 
-def pipeline_seconds(session: TrainSession, batches: Iterator[Batch], n: int) -> float:
-    """Wall seconds of ``n`` training steps fed by the real loader (the end-to-end rate)."""
+def pipeline_window(buffered: int, steps: int) -> tuple[int, int]:
+    """(untimed steps, timed steps) of a pipeline measurement: first drain what the loader and
+    the device prefetch hold, then time at least ``steps`` and more steps than they can hold, so
+    the rate cannot come from the buffers."""
+    ahead = buffered + PREFETCH_DEPTH
+    return ahead, max(steps, ahead + 1)
+
+
+def pipeline_seconds(session: TrainSession, loader: Any, drain: int, steps: int) -> float:
+    """Wall seconds of ``steps`` training steps fed by the real loader through the training
+    loop's device prefetch, after ``drain`` untimed ones (the end-to-end rate)."""
+    batches = session.feed(loader)
+    session.run_steps(batches, drain)
     start = time.perf_counter()
-    session.run_steps(batches, n)
+    session.run_steps(batches, steps)
     return time.perf_counter() - start
 
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mrsynth.backend import Batch, Predictor
+from mrsynth.training.prefetch import PREFETCH_DEPTH, DevicePrefetch
 
 
 def synthetic_batch(batch: int, size: list[int], seed: int = 0) -> dict[str, np.ndarray]:
@@ -71,10 +72,14 @@ class EngineSession(ABC):
     def synced_step(self) -> None:
         self.wait(self.engine.train_step_placed(self._placed))
 
-    def run_steps(self, batches: Iterator[Batch], n: int) -> None:
+    def feed(self, loader: Any) -> DevicePrefetch:
+        """Placed batches from ``loader`` with the training loop's device prefetch."""
+        return DevicePrefetch(loader, self.engine.place_batch, PREFETCH_DEPTH)
+
+    def run_steps(self, batches: Iterator[Any], n: int) -> None:
         result = None
         for _ in range(n):
-            result = self.engine.train_step(next(batches))
+            result = self.engine.train_step_placed(next(batches))
         self.wait(result)
 
     def predictor(self) -> Predictor:

@@ -9,7 +9,12 @@ end up reading one complete copy.
 
 The key hashes, for every input file, its absolute path, size, mtime_ns and the sha1 of its
 first and last MiB (cheap, and it catches a file replaced within the mtime resolution), plus
-the settings that change the result and :data:`CODE_VERSION`.
+the settings that change the result, the stored layout and :data:`CODE_VERSION`.
+
+Layout: every array is stored slice-axis-first (``np.moveaxis(volume, slice_axis, 0)``, C
+order), so a 2D training slice, and a 2.5D stack of neighbouring slices, is one contiguous
+read; :func:`read_entry` hands back views with the axes moved back, so every consumer sees
+the volume on its input grid.
 """
 from __future__ import annotations
 
@@ -26,8 +31,9 @@ import numpy as np
 
 from mrsynth.fileio import current_umask
 
-# Bump when preprocessing code changes its results: every existing entry becomes stale.
-CODE_VERSION = 1
+# Bump when preprocessing code changes its results or the stored layout: every existing entry
+# becomes stale. 2: arrays stored slice-axis-first.
+CODE_VERSION = 2
 _MIB = 1 << 20
 _META = "meta.json"
 
@@ -60,29 +66,36 @@ def entry_dir(cache_dir: Path, subject: str, key: str) -> Path:
     return Path(cache_dir) / f"{safe}-{key[:24]}"
 
 
+def open_stored(path: Path | str, slice_axis: int) -> np.ndarray:
+    """A stored (slice-axis-first) array memory-mapped, as a view on the input grid."""
+    return np.moveaxis(np.load(path, mmap_mode="r"), 0, slice_axis)
+
+
 def read_entry(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
-    """Memory-mapped arrays and metadata of a complete entry, or None when absent/unreadable."""
+    """Memory-mapped arrays (views on the input grid) and metadata of a complete entry, or None
+    when absent/unreadable."""
     meta_path = Path(path) / _META
     if not meta_path.is_file():
         return None
     try:
         meta = json.loads(meta_path.read_text())
-        arrays = {name: np.load(Path(path) / f"{name}.npy", mmap_mode="r") for name in meta["arrays"]}
+        arrays = {name: open_stored(Path(path) / f"{name}.npy", meta["slice_axis"]) for name in meta["arrays"]}
     except (OSError, ValueError, KeyError):
         return None
     return arrays, meta
 
 
-def write_entry(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-    """Write an entry atomically: temporary folder, then one rename (first writer wins)."""
+def write_entry(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any], slice_axis: int) -> None:
+    """Write an entry atomically (temporary folder, then one rename: first writer wins), every
+    array stored ``slice_axis``-first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~current_umask())  # a shared cache: readable as a plain mkdir would make it
     try:
         for name, array in arrays.items():
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(array))
-        (tmp / _META).write_text(json.dumps({**meta, "arrays": sorted(arrays)}, indent=1))
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(np.moveaxis(array, slice_axis, 0)))
+        (tmp / _META).write_text(json.dumps({**meta, "arrays": sorted(arrays), "slice_axis": slice_axis}, indent=1))
         if path.exists() and read_entry(path) is None:
             shutil.rmtree(path, ignore_errors=True)  # a broken entry left by an older version
         try:

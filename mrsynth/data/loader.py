@@ -2,8 +2,8 @@
 
 The stream is a sequence of global sample positions 0, 1, 2, ...; position ``p`` is sample
 ``perm_e[p mod N]`` of epoch ``e = p div N`` (``N`` samples per epoch, ``perm_e`` drawn from
-``(seed, e)``), and that sample is :func:`mrsynth.data.sampling.draw_sample` of
-``(seed, e, index)``. Global batch ``k`` holds positions ``[k G, (k + 1) G)`` for the global
+``(seed, e)``), and that sample is drawn from ``(seed, e, index)`` alone
+(:func:`mrsynth.data.sampling.draw_batch` builds a batch's samples together). Global batch ``k`` holds positions ``[k G, (k + 1) G)`` for the global
 batch ``G = batch_size x shard_count``; shard ``s`` takes the contiguous ``batch_size`` positions
 starting at ``k G + s batch_size``. Every element is therefore a pure function of its batch
 number, which makes the pipeline
@@ -27,23 +27,25 @@ import grain
 import numpy as np
 
 from mrsynth.config import Config, DataConfig
+from mrsynth.data.cache import open_stored
 from mrsynth.data.discovery import SubjectFiles
 from mrsynth.data.preprocess import Volume, load_volume
-from mrsynth.data.sampling import EpochIndex, build_epoch_index, draw_sample
+from mrsynth.data.sampling import EpochIndex, SampleAt, build_epoch_index, draw_batch
 from mrsynth.errors import ConfigError, DataError
 
 _STATE_VERSION = 1
 _ENDLESS = 1 << 62  # batches in the "infinite" stream (grain needs a length)
-_KEYS = ("t1", "t2", "mask")
 
 
 @dataclass(frozen=True)
 class _VolumeRef:
-    """A volume as workers receive it: cache file paths (mmap) or, for in-memory volumes, arrays."""
+    """A volume as workers receive it: cache file paths (mmap) with the slice axis they are stored
+    along, or, for in-memory volumes, arrays."""
 
     name: str
     paths: dict[str, str] | None
     arrays: dict[str, np.ndarray] | None
+    slice_axis: int = 0
 
     @classmethod
     def of(cls, volume: Volume) -> _VolumeRef:
@@ -51,22 +53,26 @@ class _VolumeRef:
             raise DataError(f"{volume.subject}: training needs a T2 volume, this subject has none")
         arrays = {"t1": volume.t1, "t2": volume.t2, "mask": volume.mask}
         if all(isinstance(a, np.memmap) and a.filename for a in arrays.values()):
-            return cls(volume.subject, {k: str(a.filename) for k, a in arrays.items()}, None)
+            stored_axis = int(np.argmax(volume.t1.strides))  # the cache stores the slice axis first
+            paths = {k: str(a.filename) for k, a in arrays.items()}
+            reopened = {k: _open_mmap(p, stored_axis) for k, p in paths.items()}
+            if all(reopened[k].strides == a.strides and reopened[k].shape == a.shape for k, a in arrays.items()):
+                return cls(volume.subject, paths, None, stored_axis)
         return cls(volume.subject, None, {k: np.asarray(a) for k, a in arrays.items()})
 
     def load(self) -> dict[str, np.ndarray]:
         if self.arrays is not None:
             return self.arrays
         assert self.paths is not None
-        return {k: _open_mmap(p) for k, p in self.paths.items()}
+        return {k: _open_mmap(p, self.slice_axis) for k, p in self.paths.items()}
 
 
-_MMAPS: dict[str, np.ndarray] = {}  # per process: cache file -> memory map
+_MMAPS: dict[str, np.ndarray] = {}  # per process: cache file -> memory map on the input grid
 
 
-def _open_mmap(path: str) -> np.ndarray:
+def _open_mmap(path: str, slice_axis: int) -> np.ndarray:
     if path not in _MMAPS:
-        _MMAPS[path] = np.load(path, mmap_mode="r")
+        _MMAPS[path] = open_stored(path, slice_axis)
     return _MMAPS[path]
 
 
@@ -91,18 +97,17 @@ class _MakeBatch:
             self._perms[epoch] = perm
         return perm
 
-    def sample_at(self, position: int) -> dict[str, np.ndarray]:
+    def sample_at(self, position: int) -> SampleAt:
         epoch, offset = divmod(position, len(self.index))
         sample_index = int(self.permutation(epoch)[offset])
         row = self.index.rows[sample_index]
-        arrays = self.refs[int(row[0])].load()
-        return draw_sample(arrays, row, self.index.bboxes[int(row[0])], self.dims, self.data_cfg,
-                           seed=self.seed, epoch=epoch, index=sample_index, augment=self.augment)
+        volume = int(row[0])
+        return SampleAt(self.refs[volume].load(), row, self.index.bboxes[volume], epoch, sample_index)
 
     def __call__(self, batch_number: int) -> dict[str, np.ndarray]:
         first = batch_number * self.global_batch + self.shard_index * self.batch_size
         samples = [self.sample_at(first + j) for j in range(self.batch_size)]
-        return {k: np.stack([s[k] for s in samples]).astype(np.float32, copy=False) for k in _KEYS}
+        return draw_batch(samples, self.dims, self.data_cfg, seed=self.seed, augment=self.augment)
 
 
 class TrainLoader:
@@ -116,6 +121,12 @@ class TrainLoader:
         self._workers, self._prefetch = workers, max(1, prefetch)
         self._next_batch = 0
         self._iterator: Any = None
+
+    @property
+    def buffered_batches(self) -> int:
+        """Most batches the pipeline computes ahead of the consumer: the read thread's buffer,
+        or, with workers, each worker's read buffer plus its output buffer."""
+        return self._prefetch * (2 * self._workers if self._workers > 0 else 1)
 
     @property
     def samples_per_epoch(self) -> int:

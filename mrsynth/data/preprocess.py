@@ -36,7 +36,8 @@ from mrsynth.errors import DataError
 
 @dataclass
 class Volume:
-    """One preprocessed subject: RAS+ arrays on the T1 grid (memory-mapped when cached)."""
+    """One preprocessed subject: RAS+ arrays on the T1 grid (memory-mapped when cached: then
+    views whose memory is slice-axis-first, see :mod:`mrsynth.data.cache`)."""
 
     subject: str
     t1: np.ndarray
@@ -56,12 +57,13 @@ def load_volume(files: SubjectFiles, cfg: DataConfig) -> Volume:
     for role, path in roles.items():
         if path is not None and not Path(path).is_file():
             raise DataError(f"{path}: {role} file not found")
-    key = cache.cache_key(roles, preprocessing_settings(cfg))
+    # The stored layout follows data.slice_axis (training reads whole slices along it).
+    key = cache.cache_key(roles, {**preprocessing_settings(cfg), "stored_slice_axis": cfg.slice_axis})
     where = cache.entry_dir(Path(cfg.cache_dir), files.subject, key)
     entry = cache.read_entry(where)
     if entry is None:
         volume = preprocess(files, cfg)
-        cache.write_entry(where, _arrays_of(volume), _meta_of(volume, key))
+        cache.write_entry(where, _arrays_of(volume), _meta_of(volume, key), cfg.slice_axis)
         entry = cache.read_entry(where)
         if entry is None:
             raise DataError(f"{where}: cache entry could not be read back")

@@ -7,20 +7,21 @@ patches per volume, each centred on a voxel drawn inside the volume's foreground
 (zero padding where the patch leaves the volume). With ``data.context_slices = k`` a 2D sample's
 T1 holds the slice and its k neighbours on each side as 2k + 1 channels (:func:`context_indices`).
 
-:func:`draw_sample` is a pure function of (arrays, seed, epoch, index): its random numbers
-come from ``np.random.SeedSequence([seed, epoch, index])`` and nothing else, so any worker,
-process or backend produces the same sample.
+A sample is a pure function of (arrays, seed, epoch, index): its random numbers come from
+``np.random.SeedSequence([seed, epoch, index])`` and nothing else, so any worker, process or
+backend produces the same sample. :func:`draw_batch` builds a whole batch in one buffer with
+one vectorized warp; :func:`draw_sample` is one sample of it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import copy
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from mrsynth.config import DataConfig
-from mrsynth.data.augment import augment_intensity, augment_spatial
+from mrsynth.data.augment import augment_intensity, draw_spatial, intensity_augmented, warp_batch
 from mrsynth.errors import ConfigError, DataError
 
 
@@ -76,6 +77,54 @@ def sample_rngs(seed: int, epoch: int, index: int) -> tuple[np.random.Generator,
     return tuple(np.random.Generator(np.random.PCG64(c)) for c in children)
 
 
+class SampleAt(NamedTuple):
+    """Where sample ``index`` of ``epoch`` comes from: its volume's arrays, its epoch-index row
+    and its volume's foreground bounding box."""
+
+    arrays: dict[str, np.ndarray]
+    row: np.ndarray
+    bbox: np.ndarray
+    epoch: int
+    index: int
+
+
+def draw_batch(samples: list[SampleAt], dims: int, cfg: DataConfig, *, seed: int, augment: bool = True
+               ) -> dict[str, np.ndarray]:
+    """The samples as one channels-last float32 batch: ``t1`` (B, *patch_size, 2k + 1), ``t2`` and
+    ``mask`` (B, *patch_size, 1).
+
+    Each sample is read straight into its slot of one channel-major buffer (T1 channels, T2,
+    mask); flips alone are written through flipped views, rotation/scaling warps the buffer
+    with :func:`mrsynth.data.augment.warp_batch` (nearest voxel for the mask).
+    Sample ``i`` depends only on ``(seed, epoch_i, index_i)``, never on its batch neighbours.
+    """
+    size = tuple(cfg.patch_size)
+    channels = 2 * cfg.context_slices + 1
+    rngs = [sample_rngs(seed, s.epoch, s.index) for s in samples]
+    draws = [draw_spatial(spatial_rng, len(size), cfg) for _, spatial_rng, _ in rngs] if augment else None
+    warping = augment and (cfg.rotate_deg > 0 or cfg.scale_range > 0)
+    border = 1 if warping else 0  # warp_batch reads a zero border around every sample
+    buffer = np.zeros((channels + 2, len(samples), *(n + 2 * border for n in size)), np.float32)
+    interior = tuple(slice(border, border + n) for n in size)
+    for i, (sample, (location_rng, _, _)) in enumerate(zip(samples, rngs)):
+        slot = buffer[(slice(None), i) + interior]
+        if draws is not None and not warping:
+            slot = np.flip(slot, tuple(a + 1 for a in draws[i].flip_axes))
+        read_sample(sample, dims, cfg, location_rng, slot)
+    if warping:
+        assert draws is not None
+        buffer = warp_batch(buffer, np.stack([d.warp_matrix() for d in draws]), nearest=1)
+    channels_last = lambda planes: np.ascontiguousarray(np.moveaxis(planes, 0, -1))  # noqa: E731
+    batch = {"t1": channels_last(buffer[:channels]), "t2": channels_last(buffer[channels:channels + 1]),
+             "mask": channels_last(buffer[channels + 1:])}
+    if augment and intensity_augmented(cfg):
+        for i, (_, _, intensity_rng) in enumerate(rngs):
+            for c in range(channels):  # one draw for all channels: the same scanner for every slice
+                batch["t1"][i, ..., c] = augment_intensity(batch["t1"][i, ..., c], batch["mask"][i, ..., 0],
+                                                           copy.deepcopy(intensity_rng), cfg)
+    return batch
+
+
 def draw_sample(
     arrays: dict[str, np.ndarray],
     row: np.ndarray,
@@ -88,49 +137,51 @@ def draw_sample(
     index: int,
     augment: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Sample ``index`` of ``epoch``, channels-last float32: ``t1`` (*patch_size, 2k + 1),
-    ``t2`` and ``mask`` (*patch_size, 1)."""
-    location_rng, spatial_rng, intensity_rng = sample_rngs(seed, epoch, index)
-    channels = 2 * cfg.context_slices + 1
+    """Sample ``index`` of ``epoch`` alone, channels-last float32: ``t1`` (*patch_size, 2k + 1),
+    ``t2`` and ``mask`` (*patch_size, 1); the same values it has in any batch."""
+    batch = draw_batch([SampleAt(arrays, row, bbox, epoch, index)], dims, cfg, seed=seed, augment=augment)
+    return {k: v[0] for k, v in batch.items()}
+
+
+def read_sample(sample: SampleAt, dims: int, cfg: DataConfig, location_rng: np.random.Generator,
+                out: np.ndarray) -> None:
+    """Write the sample's T1 channels, T2 and mask into ``out`` (2k + 3, *patch_size), zeros
+    already there: 2D slices cropped at a random offset (zero-padded centred where smaller),
+    3D patches centred on a voxel drawn in the foreground bounding box."""
+    arrays, size = sample.arrays, tuple(cfg.patch_size)
     if dims == 2:
-        centre, axis = int(row[1]), cfg.slice_axis
-        sample = {k: np.take(arrays[k], centre, axis=axis) for k in ("t2", "mask")}
-        for c, i in enumerate(context_indices(centre, cfg.context_slices, arrays["t1"].shape[axis])):
-            sample[f"t1.{c}"] = np.take(arrays["t1"], int(i), axis=axis)
-        sample = crop_or_pad(sample, tuple(cfg.patch_size), location_rng)
+        centre, axis = int(sample.row[1]), cfg.slice_axis
+        count = arrays["t1"].shape[axis]
+        planes = [_plane(arrays["t1"], int(i), axis) for i in context_indices(centre, cfg.context_slices, count)]
+        planes += [_plane(arrays["t2"], centre, axis), _plane(arrays["mask"], centre, axis)]
+        start = crop_start(planes[0].shape, size, location_rng)
     else:
-        low, high = bbox
+        low, high = sample.bbox
         centre_voxel = np.array([location_rng.integers(lo, hi + 1) for lo, hi in zip(low, high)])
-        start = centre_voxel - np.asarray(cfg.patch_size) // 2
-        sample = {k: extract_patch(a, start, tuple(cfg.patch_size)) for k, a in arrays.items()}
-        sample["t1.0"] = sample.pop("t1")
-    sample = {k: np.asarray(v, dtype=np.float32) for k, v in sample.items()}
-    if augment:
-        sample = augment_spatial(sample, spatial_rng, cfg)
-        for c in range(channels):  # one draw for all channels: the same scanner for every slice
-            sample[f"t1.{c}"] = augment_intensity(sample[f"t1.{c}"], sample["mask"], copy.deepcopy(intensity_rng), cfg)
-    t1 = np.stack([sample.pop(f"t1.{c}") for c in range(channels)], axis=-1)
-    return {"t1": t1, **{k: v[..., None] for k, v in sample.items()}}
+        start = centre_voxel - np.asarray(size) // 2
+        planes = [arrays["t1"], arrays["t2"], arrays["mask"]]
+    for plane, target in zip(planes, out):
+        copy_window(plane, start, target)
 
 
-def crop_or_pad(sample: dict[str, np.ndarray], size: tuple[int, ...], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Crop at one random offset per axis where larger, zero-pad centred where smaller."""
-    shape = next(iter(sample.values())).shape
-    start = []
-    for n, p in zip(shape, size):
-        start.append(int(rng.integers(0, n - p + 1)) if n > p else -((p - n) // 2))
-    return {k: extract_patch(v, np.asarray(start), size) for k, v in sample.items()}
+def _plane(volume: np.ndarray, index: int, axis: int) -> np.ndarray:
+    """Slice ``index`` along ``axis`` as a view (one contiguous read in a slice-major cache)."""
+    return volume[(slice(None),) * axis + (index,)]
 
 
-def extract_patch(array: np.ndarray, start: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
-    """``array[start : start + size]`` with zeros where the window leaves the array."""
-    out = np.zeros(size, dtype=np.float32)
+def crop_start(shape: tuple[int, ...], size: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Window start: one random offset per axis where larger, centred (negative) where smaller."""
+    return np.asarray([int(rng.integers(0, n - p + 1)) if n > p else -((p - n) // 2) for n, p in zip(shape, size)])
+
+
+def copy_window(array: np.ndarray, start: np.ndarray, out: np.ndarray) -> None:
+    """``out[:] = array[start : start + out.shape]`` where the window lies inside ``array``; the
+    rest of ``out`` is left as it is (zeros)."""
     src, dst = [], []
-    for s, p, n in zip(start, size, array.shape):
+    for s, p, n in zip(start, out.shape, array.shape):
         lo, hi = max(int(s), 0), min(int(s) + p, n)
         if hi <= lo:
-            return out
+            return
         src.append(slice(lo, hi))
         dst.append(slice(lo - int(s), hi - int(s)))
     out[tuple(dst)] = array[tuple(src)]
-    return out

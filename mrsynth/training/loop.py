@@ -1,7 +1,7 @@
 """The one training loop both backends run.
 
 The loop owns everything that is not framework arithmetic: data (discovery, split, cached
-volumes, the grain loader and its state), logging every ``log_every`` steps (the only host
+volumes, the grain loader and its state, the 2-deep device prefetch), logging every ``log_every`` steps (the only host
 sync), validation on whole held-out volumes through the shared inference, checkpoint cadence,
 the NaN/Inf guard, resume, and the final portable export. A backend only supplies a
 :class:`~mrsynth.backend.TrainEngine`.
@@ -33,6 +33,7 @@ from mrsynth.evaluation.metrics import volume_metrics
 from mrsynth.fileio import remove_leftover_temporaries
 from mrsynth import runs
 from mrsynth.training.logging import RunLogger, preview_slices
+from mrsynth.training.prefetch import PREFETCH_DEPTH, DevicePrefetch
 
 VAL_SELECT_METRIC = "mae"  # lower is better; chooses the best checkpoint
 
@@ -216,6 +217,7 @@ def _train_in(cfg: Config, backend_name: str, run_dir: Path, resume: bool, stop:
             step, extra = restored
             loader.set_state(extra["loader"])
             best, last_ckpt = extra.get("best"), step
+        batches = DevicePrefetch(loader, engine.place_batch, PREFETCH_DEPTH)
         logger = RunLogger(run_dir, t.steps, step, enabled=leader, resumed=resume)
         last_val = logger.last_values("val")  # a resume that validates no more keeps the last scores
         if resume:
@@ -225,7 +227,7 @@ def _train_in(cfg: Config, backend_name: str, run_dir: Path, resume: bool, stop:
         pending: list[Any] = []
         window_start, window_steps = time.perf_counter(), 0
         while step < t.steps and stop.signum is None:
-            pending.append(engine.train_step(next(loader)))
+            pending.append(engine.train_step_placed(next(batches)))
             step += 1
             window_steps += 1
             stopping = stop.signum is not None
@@ -251,7 +253,7 @@ def _train_in(cfg: Config, backend_name: str, run_dir: Path, resume: bool, stop:
                 logger.message(f"step {step}: val " + ", ".join(f"{k}={v:.4f}" for k, v in last_val.items()))
                 window_start = time.perf_counter()  # validation time is not training throughput
             if at(t.ckpt_every) or (stop.signum is not None and last_ckpt != step):
-                engine.save_checkpoint(step, {"loader": loader.get_state(), "best": best}, is_best or not data.val)
+                engine.save_checkpoint(step, {"loader": batches.get_state(), "best": best}, is_best or not data.val)
                 last_ckpt = step
         if stop.signum is not None:
             raise Interrupted("interrupted", stop.exit_code)
