@@ -75,7 +75,7 @@ class TorchPredictor:
         """The model on a channels-first batch whose spatial sizes are multiples of ``2**depth``;
         float32 out."""
         if self.channels_last:
-            x = x.contiguous(memory_format=channels_last_format(dims))
+            x = x.contiguous(memory_format=channels_last_format(x.dim() - 2))
         was_training = self.model.training
         self.model.eval()
         try:
