@@ -9,6 +9,7 @@ transposed convolution as a matmul, dropout masks from per-sample keys.
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -26,16 +27,29 @@ def _padding(dims: int, pad: int) -> tuple[tuple[int, int], ...]:
     return ((pad, pad),) * dims
 
 
-CONV3D_FORMULATIONS = ("stacked2d", "native")
+def conv3d_formulation(name: str) -> str:
+    """``model.conv3d`` resolved to ``stacked2d`` or ``native``; ``auto``: stacked2d on a CPU, else native.
+
+    XLA:CPU lowers 3D and transposed convolutions slowly (the CPU 3D benchmark case: 26 ms/step
+    stacked2d, 248 native). On a GPU/TPU the stacked formulation moves more bytes (3D anchor step
+    scratch, docs/benchmarks/README.md) while cuDNN has native 3D kernels: native is expected to
+    win there, unmeasured until a GPU run.
+    """
+    if name == "auto":
+        return "stacked2d" if jax.default_backend() == "cpu" else "native"
+    if name not in ("stacked2d", "native"):
+        raise ValueError(f"conv3d must be auto, stacked2d or native, got {name!r}")
+    return name
 
 
 def conv(dims: int, cin: int, cout: int, kernel: int, *, stride: int = 1, dtype: jnp.dtype,
-         rngs: nnx.Rngs, conv3d: str = "stacked2d") -> nnx.Module:
+         rngs: nnx.Rngs, conv3d: str = "auto") -> nnx.Module:
     """A torch-style convolution: explicit symmetric padding ``kernel // 2``, bias, float32 params.
 
-    3x3x3 stride-1 convolutions use :class:`DepthStackedConv3d` unless ``conv3d="native"``.
+    3x3x3 stride-1 convolutions use :class:`DepthStackedConv3d` where ``conv3d`` resolves to
+    ``stacked2d`` (:func:`conv3d_formulation`), XLA's own 3D convolution otherwise.
     """
-    if dims == 3 and kernel == 3 and stride == 1 and conv3d == "stacked2d":
+    if dims == 3 and kernel == 3 and stride == 1 and conv3d_formulation(conv3d) == "stacked2d":
         return DepthStackedConv3d(cin, cout, dtype=dtype, rngs=rngs)
     return nnx.Conv(cin, cout, (kernel,) * dims, strides=(stride,) * dims,
                     padding=_padding(dims, kernel // 2), use_bias=True, dtype=dtype,
@@ -132,6 +146,63 @@ def _chunked_sum(x: jax.Array) -> jax.Array:
     return jnp.sum(jnp.sum(x.reshape(batch, chunks, STATS_CHUNK, channels), axis=2), axis=1)
 
 
+def _per_group(channel_sums: jax.Array, num_groups: int, count: int) -> jax.Array:
+    """(B, C) sums over N -> the group means broadcast back to (B, 1, C); ``count`` values each."""
+    batch, channels = channel_sums.shape
+    means = channel_sums.reshape(batch, num_groups, -1).sum(axis=-1, keepdims=True) / count
+    return jnp.broadcast_to(means, (batch, num_groups, channels // num_groups)).reshape(batch, 1, channels)
+
+
+def _statistics_dtype(dtype: jnp.dtype) -> jnp.dtype:
+    return jnp.promote_types(dtype, jnp.float32)  # bfloat16 -> float32; float64 stays float64
+
+
+def _normalize_forward(x: jax.Array, scale: jax.Array, bias: jax.Array, num_groups: int, epsilon: float,
+                       dtype: jnp.dtype) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    """(y, residuals): group mean and two-pass variance from chunked sums; y in ``dtype``."""
+    count = x.shape[1] * (x.shape[2] // num_groups)
+    xf = x.astype(_statistics_dtype(x.dtype))
+    mean = _per_group(_chunked_sum(xf), num_groups, count)
+    var = _per_group(_chunked_sum(jnp.square(xf - mean)), num_groups, count)
+    rstd = jax.lax.rsqrt(var + epsilon)
+    y = (xf - mean) * rstd * scale + bias
+    return y.astype(dtype), (x, scale, mean, rstd)
+
+
+def _normalize_backward(num_groups: int, epsilon: float, dtype: jnp.dtype, residuals: tuple[jax.Array, ...],
+                        grad: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The analytic gradient, per group: dx = rstd (h - mean(h) - xhat mean(h xhat)), h = g scale.
+
+    One pass over (x, g) gives the per-channel sums of g and g xhat (they also are the bias and
+    scale gradients), one more writes dx: nothing of the size of x but x itself is kept.
+    """
+    x, scale, mean, rstd = residuals
+    count = x.shape[1] * (x.shape[2] // num_groups)
+    stats = _statistics_dtype(x.dtype)
+    g = grad.astype(stats)
+    xhat = (x.astype(stats) - mean) * rstd
+    sum_g, sum_g_xhat = _chunked_sum(g), _chunked_sum(g * xhat)
+    mean_h = _per_group(sum_g * scale, num_groups, count)
+    mean_h_xhat = _per_group(sum_g_xhat * scale, num_groups, count)
+    dx = rstd * (g * scale - mean_h - xhat * mean_h_xhat)
+    return dx.astype(x.dtype), sum_g_xhat.sum(axis=0).astype(scale.dtype), sum_g.sum(axis=0).astype(scale.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, num_groups: int, epsilon: float,
+               dtype: jnp.dtype) -> jax.Array:
+    """torch.nn.GroupNorm of (B, N, C) (N: the flattened spatial axes), output in ``dtype``.
+
+    A custom VJP: autodiff of the forward would keep several float32 copies of x for the
+    backward (~2x the bytes of ``nnx.GroupNorm`` per layer at the 2D anchor); this keeps x and
+    the (B, 1, C) statistics only.
+    """
+    return _normalize_forward(x, scale, bias, num_groups, epsilon, dtype)[0]
+
+
+group_norm.defvjp(_normalize_forward, _normalize_backward)
+
+
 class GroupNorm(nnx.Module):
     """torch.nn.GroupNorm over channels-last input, with float32-accurate group statistics.
 
@@ -139,7 +210,8 @@ class GroupNorm(nnx.Module):
     variance are reduced per channel in chunks (:func:`_chunked_sum`), then over chunks and the
     group's channels: ``nnx.GroupNorm``'s single long float32 reduction drifts from torch, whose
     CPU kernels accumulate in double. Statistics are at least float32 (bfloat16 inputs are
-    upcast; float64 stays float64); the output is in ``dtype``. groups == channels is InstanceNorm.
+    upcast; float64 stays float64); the output is in ``dtype``; the gradient is analytic
+    (:func:`group_norm`). groups == channels is InstanceNorm.
     """
 
     def __init__(self, num_features: int, *, num_groups: int, epsilon: float, dtype: jnp.dtype) -> None:
@@ -151,20 +223,10 @@ class GroupNorm(nnx.Module):
         self.epsilon = epsilon
         self.dtype = dtype
 
-    def _group_mean(self, x: jax.Array) -> jax.Array:
-        """(B, N, C) -> per-group mean broadcast back to (B, 1, C)."""
-        batch, count, channels = x.shape
-        per_group = _chunked_sum(x).reshape(batch, self.num_groups, -1).sum(axis=-1, keepdims=True)
-        mean = per_group / (count * (channels // self.num_groups))
-        return jnp.broadcast_to(mean, (batch, self.num_groups, channels // self.num_groups)).reshape(batch, 1, channels)
-
     def __call__(self, x: jax.Array) -> jax.Array:
-        xf = x.astype(jnp.promote_types(x.dtype, jnp.float32)).reshape(x.shape[0], -1, x.shape[-1])
-        mean = self._group_mean(xf)
-        centered = xf - mean
-        var = self._group_mean(jnp.square(centered))
-        y = centered * jax.lax.rsqrt(var + self.epsilon) * self.scale[...] + self.bias[...]
-        return y.reshape(x.shape).astype(self.dtype)
+        flat = x.reshape(x.shape[0], -1, x.shape[-1])
+        y = group_norm(flat, self.scale[...], self.bias[...], self.num_groups, self.epsilon, jnp.dtype(self.dtype))
+        return y.reshape(x.shape)
 
 
 class Dropout(nnx.Module):
@@ -234,13 +296,16 @@ class ConvTranspose2x(nnx.Module):
     With kernel = stride = 2 the output windows never overlap, so every input voxel writes its
     own 2x2(x2) block: ``out[2i+a, 2j+c, o] = sum_in x[i, j, in] * kernel[a, c, o, in] + bias[o]``.
     That is exactly the transposed convolution (same parameters, same layout as
-    ``nnx.ConvTranspose(..., transpose_kernel=True)``: kernel (k..., out, in)), but XLA runs it
-    as a dense matmul instead of its slow transposed-convolution lowering (jax#23783).
+    ``nnx.ConvTranspose(..., transpose_kernel=True)``: kernel (k..., out, in)), but XLA:CPU runs
+    it as a dense matmul instead of its slow transposed-convolution lowering (jax#23783). In 3D,
+    ``conv3d`` resolving to ``native`` computes it with ``lax.conv_transpose`` instead.
     """
 
-    def __init__(self, dims: int, cin: int, cout: int, *, dtype: jnp.dtype, rngs: nnx.Rngs) -> None:
+    def __init__(self, dims: int, cin: int, cout: int, *, dtype: jnp.dtype, rngs: nnx.Rngs,
+                 conv3d: str = "auto") -> None:
         self.dims = dims
         self.dtype = dtype
+        self.native = dims == 3 and conv3d_formulation(conv3d) == "native"
         fan_in = cin * 2**dims
         init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
         self.kernel = nnx.Param(init(rngs.params(), (2,) * dims + (cout, cin), jnp.float32)
@@ -250,6 +315,10 @@ class ConvTranspose2x(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.kernel.get_value().astype(self.dtype)
         x = x.astype(self.dtype)
+        if self.native:
+            y = jax.lax.conv_transpose(x, kernel, (2, 2, 2), "VALID", transpose_kernel=True,
+                                       dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+            return y + self.bias.get_value().astype(self.dtype)
         if self.dims == 2:
             y = jnp.einsum("bhwi,acoi->bhawco", x, kernel)
         else:

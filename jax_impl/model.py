@@ -16,18 +16,17 @@ from flax import nnx
 from mrsynth.config import ModelConfig
 from mrsynth.registry import Registry
 
-from jax_impl.layers import (CONV3D_FORMULATIONS, ConvTranspose2x, Dropout, ResizeConv, activation, conv,
-                             make_norm)
+from jax_impl.layers import ConvTranspose2x, Dropout, ResizeConv, activation, conv, make_norm
 
 
 class ConvBlock(nnx.Module):
     """conv-norm-act-dropout-conv-norm(+skip)-act; attributes conv1/norm1/conv2/norm2/skip."""
 
     def __init__(self, cfg: ModelConfig, cin: int, cout: int, *, dtype: jnp.dtype,
-                 axis_name: str | None, dropout_id: int, rngs: nnx.Rngs, conv3d: str) -> None:
-        self.conv1 = conv(cfg.dims, cin, cout, 3, dtype=dtype, rngs=rngs, conv3d=conv3d)
+                 axis_name: str | None, dropout_id: int, rngs: nnx.Rngs) -> None:
+        self.conv1 = conv(cfg.dims, cin, cout, 3, dtype=dtype, rngs=rngs, conv3d=cfg.conv3d)
         self.norm1 = make_norm(cfg, cout, dtype, axis_name)
-        self.conv2 = conv(cfg.dims, cout, cout, 3, dtype=dtype, rngs=rngs, conv3d=conv3d)
+        self.conv2 = conv(cfg.dims, cout, cout, 3, dtype=dtype, rngs=rngs, conv3d=cfg.conv3d)
         self.norm2 = make_norm(cfg, cout, dtype, axis_name)
         self.dropout = Dropout(cfg.dropout, dropout_id) if cfg.dropout > 0 else None
         self.residual = cfg.residual
@@ -55,36 +54,34 @@ class UNet(nnx.Module):
 
     Input and output are channels-last: (B, *spatial, C). Spatial sizes must be multiples of
     ``2**depth`` (predictors pad). ``sample_keys`` (B, 2) uint32 are needed only for dropout
-    in training mode. ``conv3d`` picks how 3x3x3 convolutions are computed (same function).
+    in training mode. ``cfg.conv3d`` picks how 3D convolutions are computed (same function).
     """
 
     def __init__(self, cfg: ModelConfig, *, compute_dtype: jnp.dtype = jnp.float32,
-                 axis_name: str | None = None, conv3d: str = "stacked2d", rngs: nnx.Rngs) -> None:
-        if conv3d not in CONV3D_FORMULATIONS:
-            raise ValueError(f"conv3d must be one of {CONV3D_FORMULATIONS}, got {conv3d!r}")
+                 axis_name: str | None = None, rngs: nnx.Rngs) -> None:
         self.dims = cfg.dims
         self.depth = cfg.depth
         ch = cfg.level_channels()
         L, dt = cfg.depth, compute_dtype
         self.encoders = nnx.List([
             ConvBlock(cfg, cfg.in_channels if i == 0 else ch[i - 1], ch[i], dtype=dt,
-                      axis_name=axis_name, dropout_id=i, rngs=rngs, conv3d=conv3d)
+                      axis_name=axis_name, dropout_id=i, rngs=rngs)
             for i in range(L)
         ])
         self.downs = nnx.List([
             conv(cfg.dims, ch[i], ch[i], 3, stride=2, dtype=dt, rngs=rngs) for i in range(L)
         ]) if cfg.downsample == "conv" else None
         self.bottleneck = ConvBlock(cfg, ch[L - 1], ch[L], dtype=dt, axis_name=axis_name,
-                                    dropout_id=L, rngs=rngs, conv3d=conv3d)
+                                    dropout_id=L, rngs=rngs)
         if cfg.upsample == "transpose":
-            self.ups = nnx.List([ConvTranspose2x(cfg.dims, ch[i + 1], ch[i], dtype=dt, rngs=rngs)
+            self.ups = nnx.List([ConvTranspose2x(cfg.dims, ch[i + 1], ch[i], dtype=dt, rngs=rngs, conv3d=cfg.conv3d)
                                  for i in range(L)])
         else:
-            self.ups = nnx.List([ResizeConv(cfg.dims, ch[i + 1], ch[i], dtype=dt, rngs=rngs, conv3d=conv3d)
+            self.ups = nnx.List([ResizeConv(cfg.dims, ch[i + 1], ch[i], dtype=dt, rngs=rngs, conv3d=cfg.conv3d)
                                  for i in range(L)])
         self.decoders = nnx.List([
             ConvBlock(cfg, 2 * ch[i], ch[i], dtype=dt, axis_name=axis_name,
-                      dropout_id=L + 1 + i, rngs=rngs, conv3d=conv3d)
+                      dropout_id=L + 1 + i, rngs=rngs)
             for i in range(L)
         ])
         # float32 (float64 under x64) head: in bfloat16 its bias gradient, a sum over every output
@@ -115,7 +112,7 @@ class Builder(Protocol):
     called as ``model(x, sample_keys)`` (keys only for dropout). Its NNX paths must mirror the torch
     twin's ``state_dict`` names (``jax_impl/weights.py``)."""
 
-    def __call__(self, cfg: ModelConfig, *, compute_dtype: jnp.dtype, axis_name: str | None, conv3d: str,
+    def __call__(self, cfg: ModelConfig, *, compute_dtype: jnp.dtype, axis_name: str | None,
                  rngs: nnx.Rngs) -> nnx.Module: ...
 
 
@@ -127,11 +124,10 @@ register_architecture("unet", UNet)
 
 
 def build_model(cfg: ModelConfig, *, seed: int = 0, compute_dtype: str = "float32",
-                axis_name: str | None = None, conv3d: str = "stacked2d") -> nnx.Module:
+                axis_name: str | None = None) -> nnx.Module:
     """A freshly initialized ``cfg.arch`` network in training mode."""
     builder = ARCHITECTURES.lookup(cfg.arch)
-    return builder(cfg, compute_dtype=jnp.dtype(compute_dtype), axis_name=axis_name, conv3d=conv3d,
-                   rngs=nnx.Rngs(params=seed))
+    return builder(cfg, compute_dtype=jnp.dtype(compute_dtype), axis_name=axis_name, rngs=nnx.Rngs(params=seed))
 
 
 def in_compute_dtype(model: nnx.Module, cfg: ModelConfig, compute_dtype: str) -> nnx.Module:

@@ -97,10 +97,9 @@ def dropout_keys(state: TrainState, local_batch: int, axis_name: str | None) -> 
 
 
 def generator_model(cfg: Config, axis_name: str | None) -> nnx.Module:
-    """The U-Net being trained, in the run's compute dtype and 3D conv formulation."""
+    """The U-Net being trained, in the run's compute dtype."""
     dtype = get_precision(cfg.train.precision).activations
-    return build_model(cfg.model, seed=cfg.train.seed, compute_dtype=dtype, axis_name=axis_name,
-                       conv3d=cfg.train.jax_conv3d)
+    return build_model(cfg.model, seed=cfg.train.seed, compute_dtype=dtype, axis_name=axis_name)
 
 
 def make_supervised_step(graphdefs: dict[str, nnx.GraphDef], txs: Optimizers, cfg: Config,

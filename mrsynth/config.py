@@ -93,6 +93,11 @@ class ModelConfig:
     activation: str = "relu"  # relu | leaky_relu | silu
     residual: bool = False
     dropout: float = 0.0
+    # JAX only (same function, same weights; torch ignores it): how 3D convolutions and k2 s2
+    # transposed convolutions are computed. stacked2d: 3x3x3 convs as one 2D conv over depth-shifted
+    # inputs, transposed convs as a matmul; native: XLA's own 3D conv and transposed conv;
+    # auto: stacked2d on a CPU, native on a GPU/TPU (docs/ARCHITECTURE.md).
+    conv3d: str = "auto"
     in_channels: int = 1
     out_channels: int = 1
 
@@ -153,7 +158,6 @@ class TrainConfig:
     ckpt_every: int = 200
     keep_checkpoints: int = 2
     parallel: str = "sharded"  # jax: sharded | pmap
-    jax_conv3d: str = "stacked2d"  # jax: how 3x3x3 convs are computed (same function): stacked2d | native
     torch_compile: bool = False  # torch: torch.compile the models' forward (and backward)
     torch_compile_mode: str = "default"  # torch: the compile mode, default | max-autotune
     torch_compile_optimizer: bool = False  # torch: torch.compile gradient clipping + the AdamW step too
@@ -203,13 +207,13 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.upsample": ("transpose", "resize_conv"),
     "model.downsample": ("maxpool", "conv"),
     "model.activation": ("relu", "leaky_relu", "silu"),
+    "model.conv3d": ("auto", "stacked2d", "native"),
     "train.objective": ("supervised", "pix2pix"),
     "train.loss": LOSS_NAMES,
     "train.precision": TRAINING_PRECISIONS,
     "discriminator.norm": ("instance", "none"),
     "discriminator.loss": ("lsgan", "nonsaturating"),
     "train.parallel": ("sharded", "pmap"),
-    "train.jax_conv3d": ("stacked2d", "native"),
     "train.torch_compile_mode": ("default", "max-autotune"),
     "eval.blend": ("gaussian", "constant"),
 }
@@ -274,18 +278,21 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
 
 
 # Keys that were removed, and what to use instead (an old config then fails saying so).
-REMOVED_KEYS = {"train.compute_dtype": f"use train.precision ({' | '.join(TRAINING_PRECISIONS)})"}
+REMOVED_KEYS = {"train.compute_dtype": f"use train.precision ({' | '.join(TRAINING_PRECISIONS)})",
+                "train.jax_conv3d": "use model.conv3d (auto | stacked2d | native)"}
 
 
 def recorded_config(raw: dict[str, Any]) -> dict[str, Any]:
     """A config recorded by an earlier mrsynth (a weight file's metadata) in today's keys:
-    ``train.compute_dtype`` (float32 | bfloat16) is the ``train.precision`` of the same name.
-    Weight files stay readable; a user's YAML with the old key is still refused in one line."""
-    train = dict(raw.get("train") or {})
-    if "compute_dtype" not in train:
-        return raw
-    train.setdefault("precision", train.pop("compute_dtype"))
-    return {**raw, "train": train}
+    ``train.compute_dtype`` (float32 | bfloat16) is the ``train.precision`` of the same name,
+    ``train.jax_conv3d`` the ``model.conv3d`` of the same name. Weight files stay readable; a
+    user's YAML with an old key is still refused in one line."""
+    train, model = dict(raw.get("train") or {}), dict(raw.get("model") or {})
+    if "compute_dtype" in train:
+        train.setdefault("precision", train.pop("compute_dtype"))
+    if "jax_conv3d" in train:
+        model.setdefault("conv3d", train.pop("jax_conv3d"))
+    return {**raw, "train": train, "model": model}
 
 
 def build_dataclass(cls: type, raw: dict[str, Any], prefix: str) -> Any:

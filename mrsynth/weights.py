@@ -8,7 +8,7 @@ that produced it and its model card. Loading never executes code (safetensors ho
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ def load_portable(path: Path, expected: ModelConfig | None = None
                   ) -> tuple[dict[str, np.ndarray], ModelConfig, dict[str, str]]:
     """Read a portable weight file; check the format and version; return (tensors, model, metadata).
 
-    With ``expected``, weights for another model config are an error.
+    With ``expected``, weights for another model config are an error (``conv3d`` aside: same weights).
     """
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
@@ -93,7 +93,7 @@ def load_portable(path: Path, expected: ModelConfig | None = None
         model = model_config_from_json(meta["model_config"])
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"{path}: bad model_config metadata ({exc})") from None
-    if expected is not None and model != expected:
+    if expected is not None and replace(model, conv3d=expected.conv3d) != expected:  # conv3d: same weights
         raise CheckpointError(f"{path}: weights are for model config {model}, expected {expected}")
     return tensors, model, meta
 

@@ -101,3 +101,15 @@ def test_bfloat16_compute_agrees_within_bfloat16_tolerance(tmp_path):
     cfg = model_config("2d-group-transpose-maxpool-relu-deep")
     pair = checks.transfer_pair(cfg, "jax->torch", tmp_path)
     assert_rows(checks.train_mode_check(pair, batch_for(cfg), TRAIN, "bfloat16"))
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("conv3d", ["stacked2d", "native"])
+def test_both_3d_conv_formulations_agree_with_torch(conv3d, precision, tmp_path):
+    """model.conv3d (JAX only) computes the same function: 3x3x3 convs, transposed and resize-conv up."""
+    for name in ("3d-batch-transpose-maxpool-relu-deep", "3d-group-resize-conv-residual-silu"):
+        cfg = replace(model_config(name), conv3d=conv3d)
+        pair = checks.transfer_pair(cfg, "torch->jax", tmp_path / name)
+        stacked = type(pair.jax_model.encoders[0].conv1).__name__ == "DepthStackedConv3d"
+        assert stacked == (conv3d == "stacked2d")  # the weight file carries model.conv3d
+        assert_rows(checks.train_mode_check(pair, batch_for(cfg), TRAIN, precision))

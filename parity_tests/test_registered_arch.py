@@ -43,9 +43,9 @@ TOY = "toy_residual"
 class JaxToyNet(nnx.Module):
     """conv1 (3x3) -> ReLU -> conv2 (3x3), plus skip (1x1) of the input; channels-last."""
 
-    def __init__(self, cfg: ModelConfig, *, compute_dtype: jnp.dtype, axis_name: str | None, conv3d: str,
+    def __init__(self, cfg: ModelConfig, *, compute_dtype: jnp.dtype, axis_name: str | None,
                  rngs: nnx.Rngs) -> None:
-        width, dims = cfg.base_channels, cfg.dims
+        width, dims, conv3d = cfg.base_channels, cfg.dims, cfg.conv3d
         self.conv1 = jax_layers.conv(dims, cfg.in_channels, width, 3, dtype=compute_dtype, rngs=rngs, conv3d=conv3d)
         self.conv2 = jax_layers.conv(dims, width, cfg.out_channels, 3, dtype=compute_dtype, rngs=rngs, conv3d=conv3d)
         self.skip = jax_layers.conv(dims, cfg.in_channels, cfg.out_channels, 1, dtype=compute_dtype, rngs=rngs)

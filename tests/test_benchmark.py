@@ -10,6 +10,7 @@ import yaml
 
 from mrsynth.architecture import describe
 from mrsynth.bench import flops
+from mrsynth.bench.settings import case_config, load_bench_config
 from mrsynth.bench.stats import summarize
 from mrsynth.bench.variants import parse_variant
 from mrsynth.cli import main
@@ -55,7 +56,7 @@ def test_variants_parse_and_select_backends():
     assert v.applies_to("torch") and not v.applies_to("jax")
     assert v.train_overrides() == {"precision": "bfloat16", "torch_compile": True, "torch_compile_mode": "default",
                                    "torch_compile_optimizer": False, "channels_last": True,
-                                   "parallel": "sharded", "jax_conv3d": "stacked2d"}
+                                   "parallel": "sharded"}
     strongest = parse_variant("bfloat16+cl+autotune+compileopt")
     assert strongest.name == "bfloat16+autotune+cl+compileopt" and not strongest.applies_to("jax")
     assert {k: strongest.train_overrides()[k] for k in ("torch_compile", "torch_compile_mode",
@@ -64,11 +65,24 @@ def test_variants_parse_and_select_backends():
     assert parse_variant("float32+compileopt").train_overrides()["torch_compile"] is False
     assert parse_variant("float32").applies_to("jax") and parse_variant("float32").applies_to("torch")
     assert parse_variant("tf32+pmap").train_overrides()["parallel"] == "pmap"
-    assert parse_variant("float32+native3d").train_overrides()["jax_conv3d"] == "native"
-    assert not parse_variant("float32+native3d").applies_to("torch")
-    for bad in ("fp16", "fp32", "float32+bfloat16", "compile", "bfloat16+pmap+compile", "bfloat16+autotune+pmap"):
+    assert parse_variant("float32").model_overrides() == {}  # the config's model.conv3d (auto)
+    for switch, conv3d in (("native3d", "native"), ("stacked2d", "stacked2d")):
+        variant = parse_variant(f"float32+{switch}")
+        assert variant.model_overrides() == {"conv3d": conv3d}
+        assert not variant.applies_to("torch") and variant.applies_to_dims(3) and not variant.applies_to_dims(2)
+    assert parse_variant("tf32+pmap").applies_to_dims(2)
+    for bad in ("fp16", "fp32", "float32+bfloat16", "compile", "bfloat16+pmap+compile", "bfloat16+autotune+pmap",
+                "tf32+native3d+stacked2d"):
         with pytest.raises(ConfigError):
             parse_variant(bad)
+
+
+def test_a_conv3d_switch_sets_the_model_config_of_the_3d_case():
+    settings, raw = load_bench_config(Path(__file__).resolve().parents[1] / "configs" / "bench_gpu.yaml")
+    case = settings.cases["3d"]
+    conv3d = {name: case_config(raw, 3, case, 16, parse_variant(name)).model.conv3d
+              for name in ("bfloat16", "bfloat16+native3d", "bfloat16+stacked2d")}
+    assert conv3d == {"bfloat16": "auto", "bfloat16+native3d": "native", "bfloat16+stacked2d": "stacked2d"}
 
 
 def test_summarize_reports_percentiles_in_ms():

@@ -53,6 +53,8 @@ def test_overrides_are_typed():
     ("model.arch=''", "model.arch: must be an architecture name"),
     ("train.precision=bf16", "train.precision: 'bf16' is not one of float32, tf32, bfloat16"),
     ("train.compute_dtype=bfloat16", "train.compute_dtype: no longer a config key; use train.precision"),
+    ("train.jax_conv3d=native", "train.jax_conv3d: no longer a config key; use model.conv3d (auto | stacked2d | "),
+    ("model.conv3d=cudnn", "model.conv3d: 'cudnn' is not one of auto, stacked2d, native"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=None) as info:
@@ -175,3 +177,11 @@ def test_a_weight_file_config_from_before_train_precision_still_reads():
     assert config_from_dict(recorded_config({"train": {"steps": 70}})).train.precision == "float32"
     with pytest.raises(ConfigError, match="train.compute_dtype: no longer a config key"):
         config_from_dict(old)  # a user's own YAML is still told the new key
+
+
+def test_a_weight_file_config_from_before_model_conv3d_still_reads():
+    from mrsynth.config import config_from_dict, recorded_config
+
+    old = {"train": {"jax_conv3d": "native"}, "model": {"dims": 3}, "data": {"patch_size": [16, 16, 16]}}
+    assert config_from_dict(recorded_config(old)).model.conv3d == "native"
+    assert config_from_dict(recorded_config({})).model.conv3d == "auto"

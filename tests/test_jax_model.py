@@ -1,6 +1,8 @@
 """The Flax NNX U-Net: shapes, every option, torch-equivalent layers, BatchNorm, dropout, bf16."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,8 @@ import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from mrsynth.config import ModelConfig  # noqa: E402
-from jax_impl.layers import BatchNorm, ConvTranspose2x, DepthStackedConv3d, Dropout, GroupNorm  # noqa: E402
+from jax_impl.layers import (BatchNorm, ConvTranspose2x, DepthStackedConv3d, Dropout, GroupNorm,  # noqa: E402
+                             conv3d_formulation, group_norm)
 from jax_impl.model import build_model  # noqa: E402
 from jax_impl.predict import JaxPredictor  # noqa: E402
 from jax_impl.weights import model_to_torch  # noqa: E402
@@ -74,9 +77,9 @@ def _torch_conv_transpose_k2s2(x: np.ndarray, weight: np.ndarray, bias: np.ndarr
     return y.reshape(b, *[2 * s for s in sp], weight.shape[1]) + bias
 
 
-@pytest.mark.parametrize("dims", [2, 3])
-def test_conv_transpose_matches_torch_semantics_and_xla_transposed_conv(dims):
-    layer = ConvTranspose2x(dims, 3, 5, dtype=jnp.float32, rngs=nnx.Rngs(0))
+@pytest.mark.parametrize("dims,conv3d", [(2, "auto"), (3, "stacked2d"), (3, "native")])
+def test_conv_transpose_matches_torch_semantics_and_xla_transposed_conv(dims, conv3d):
+    layer = ConvTranspose2x(dims, 3, 5, dtype=jnp.float32, rngs=nnx.Rngs(0), conv3d=conv3d)
     rng = np.random.default_rng(1)
     layer.bias.set_value(jnp.asarray(rng.normal(size=5), jnp.float32))
     x = rng.normal(size=(2, *([3] * dims), 3)).astype(np.float32)
@@ -168,12 +171,23 @@ def test_depth_stacked_conv3d_equals_native_3d_conv_with_gradients():
     np.testing.assert_allclose(np.asarray(gx_a), np.asarray(gx_b), rtol=1e-4, atol=1e-4)
 
 
-def test_whole_3d_model_is_the_same_function_with_either_conv3d_formulation():
-    cfg = tiny(dims=3)
+def test_conv3d_auto_is_stacked2d_on_a_cpu_and_native_elsewhere(monkeypatch):
+    assert conv3d_formulation("auto") == "stacked2d"  # the tests run on a CPU
+    assert isinstance(build_model(tiny(dims=3)).encoders[0].conv1, DepthStackedConv3d)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert conv3d_formulation("auto") == "native" and conv3d_formulation("stacked2d") == "stacked2d"
+    model = build_model(tiny(dims=3))
+    assert isinstance(model.encoders[0].conv1, nnx.Conv) and model.ups[0].native
+    assert not build_model(tiny(dims=2)).ups[0].native  # 2D transposed convs stay matmuls
+
+
+@pytest.mark.parametrize("upsample", ["transpose", "resize_conv"])
+def test_whole_3d_model_is_the_same_function_with_either_conv3d_formulation(upsample):
+    cfg = tiny(dims=3, upsample=upsample)
     x = jnp.asarray(np.random.default_rng(4).normal(size=(1, 8, 8, 8, 1)), jnp.float32)
     outputs = []
     for formulation in ("stacked2d", "native"):
-        model = build_model(cfg, conv3d=formulation)
+        model = build_model(replace(cfg, conv3d=formulation))
         model.eval()
         outputs.append((np.asarray(model(x)), model_to_torch(model)))
     (a, wa), (b, wb) = outputs
@@ -200,6 +214,34 @@ def test_group_norm_statistics_are_float32_accurate_on_large_groups():
     half = nnx.jit(lambda m, v: m(v))(GroupNorm(4, num_groups=2, epsilon=1e-5, dtype=jnp.bfloat16),
                                       jnp.asarray(x, jnp.bfloat16))
     assert half.dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
+def test_group_norm_analytic_gradient_equals_autodiff_of_the_formula(dtype, tolerance):
+    """The custom VJP against JAX's autodiff of the plain float32 formula (bfloat16: the gradient
+    w.r.t. x comes back in bfloat16, the parameters' in float32)."""
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(size=(2, 6, 5, 6)) * rng.uniform(0.5, 2, size=6) + 0.7, dtype)
+    cotangent = jnp.asarray(rng.normal(size=x.shape), dtype)
+    scale, bias = jnp.asarray(rng.uniform(0.5, 1.5, size=6), jnp.float32), jnp.asarray(rng.normal(size=6), jnp.float32)
+
+    def formula(v, scale, bias):
+        g = v.astype(jnp.float32).reshape(2, -1, 3, 2)
+        mean = g.mean(axis=(1, 3), keepdims=True)
+        var = jnp.square(g - mean).mean(axis=(1, 3), keepdims=True)
+        return (((g - mean) * jax.lax.rsqrt(var + 1e-5)).reshape(v.shape) * scale + bias).astype(dtype)
+
+    def project(v, scale, bias):
+        return group_norm(v.reshape(2, -1, 6), scale, bias, 3, 1e-5, jnp.dtype(dtype)).reshape(v.shape)
+
+    args = (x, scale, bias)
+    (y_ours, vjp_ours), (y_ref, vjp_ref) = jax.vjp(project, *args), jax.vjp(formula, *args)
+    np.testing.assert_allclose(np.asarray(y_ours, np.float32), np.asarray(y_ref, np.float32),
+                               rtol=tolerance, atol=tolerance)
+    for ours, ref in zip(vjp_ours(cotangent), vjp_ref(cotangent)):
+        assert ours.dtype == ref.dtype
+        np.testing.assert_allclose(np.asarray(ours, np.float32), np.asarray(ref, np.float32),
+                                   rtol=tolerance, atol=tolerance * float(jnp.max(jnp.abs(ref.astype(jnp.float32)))))
 
 
 def test_bfloat16_head_bias_gradient_matches_float32():

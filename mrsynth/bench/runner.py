@@ -283,7 +283,7 @@ class Benchmark:
                                                                             s.pipeline_steps)[1], batch)
                     self.log(f"[loader {case['id']}] {case['loader']['samples_per_s']:.1f} samples/s alone")
                 try:
-                    for variant in self.variants:
+                    for variant in (v for v in self.variants if v.applies_to_dims(dims)):
                         results["train"] += self._run_variant(case, variant, results["peaks"]["shared"], volumes,
                                                               loader)
                 finally:

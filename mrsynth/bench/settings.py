@@ -117,7 +117,7 @@ def case_config(raw: dict[str, Any], dims: int, case: CaseSettings, batch: int, 
     if len(case.size) != dims:
         raise ConfigError(f"{SECTION}.cases.{key}.size: {dims}D needs {dims} numbers, got {case.size}")
     update = {
-        "model": {**case.model, "dims": dims},
+        "model": {**case.model, **variant.model_overrides(), "dims": dims},
         "data": {"patch_size": list(case.size)},
         "train": {**variant.train_overrides(), "batch_size": batch},
     }

@@ -11,9 +11,11 @@
 | `compileopt` | ``torch.compile`` of gradient clipping + the AdamW step (else fused AdamW on CUDA) | torch |
 | `cl`      | channels-last memory format on CUDA: ``channels_last`` (2D), ``channels_last_3d`` (3D) | torch |
 | `pmap`    | ``jax.pmap`` step instead of jit + sharding | jax |
-| `native3d` | XLA's own 3D convolution instead of the depth-stacked 2D formulation | jax |
+| `native3d` | `model.conv3d: native`: XLA's own 3D conv and transposed conv | jax, 3D |
+| `stacked2d` | `model.conv3d: stacked2d`: depth-stacked 2D convs, matmul transposed convs | jax, 3D |
 
-A variant that names a switch of one backend runs on that backend only.
+A variant that names a switch of one backend runs on that backend only; a ``model.conv3d`` switch
+only in 3D cases (without one, the config's ``model.conv3d`` applies: ``auto`` by default).
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ from mrsynth.errors import ConfigError
 from mrsynth.precision import TRAINING_PRECISIONS
 
 SWITCH_BACKEND = {"compile": "torch", "autotune": "torch", "compileopt": "torch", "cl": "torch", "pmap": "jax",
-                  "native3d": "jax"}
+                  "native3d": "jax", "stacked2d": "jax"}
+CONV3D_SWITCHES = {"native3d": "native", "stacked2d": "stacked2d"}  # switch -> model.conv3d
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,14 @@ class Variant:
     def applies_to(self, backend: str) -> bool:
         return all(SWITCH_BACKEND[s] == backend for s in self.switches)
 
+    def applies_to_dims(self, dims: int) -> bool:
+        """A ``model.conv3d`` switch changes nothing in 2D: such a variant is measured in 3D only."""
+        return dims == 3 or not self.switches & CONV3D_SWITCHES.keys()
+
+    def model_overrides(self) -> dict[str, Any]:
+        """The ``model`` config values this variant sets."""
+        return {"conv3d": CONV3D_SWITCHES[s] for s in self.switches & CONV3D_SWITCHES.keys()}
+
     def train_overrides(self) -> dict[str, Any]:
         """The ``train`` config values this variant sets (the engines read them)."""
         return {
@@ -45,7 +56,6 @@ class Variant:
             "torch_compile_optimizer": "compileopt" in self.switches,
             "channels_last": "cl" in self.switches,
             "parallel": "pmap" if "pmap" in self.switches else "sharded",
-            "jax_conv3d": "native" if "native3d" in self.switches else "stacked2d",
         }
 
 
@@ -62,5 +72,7 @@ def parse_variant(text: str) -> Variant:
     switches = frozenset(t for t in tokens if t in SWITCH_BACKEND)
     if len({SWITCH_BACKEND[s] for s in switches}) > 1:
         raise ConfigError(f"benchmark.variants: {text!r} mixes switches of both backends")
+    if len(switches & CONV3D_SWITCHES.keys()) > 1:
+        raise ConfigError(f"benchmark.variants: {text!r} names two model.conv3d switches")
     name = "+".join([precisions[0], *sorted(switches)])
     return Variant(name, precisions[0], switches)
