@@ -25,6 +25,7 @@ from mrsynth.errors import Interrupted, MrsynthError
 from mrsynth.fileio import disk_full_error
 from mrsynth import runs
 from mrsynth.training import loop
+from mrsynth.training.prefetch import PREFETCH_DEPTH
 from test_training_loop import CrashingLoader, portable_last, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +35,7 @@ import sys, time
 from pathlib import Path
 from mrsynth import cli
 from mrsynth.training import loop
+from mrsynth.training.prefetch import PREFETCH_DEPTH
 
 ready, received = Path(sys.argv[1]), []
 handle = loop.StopSignals._handle
@@ -47,7 +49,7 @@ class Holding:
         return self
     def __next__(self):
         self.count += 1
-        if self.count == 5:
+        if self.count == 5 + loop.PREFETCH_DEPTH:  # the prefetcher asks for it as step 5 is about to run
             ready.touch()
             while not received:
                 time.sleep(0.01)
@@ -77,10 +79,11 @@ def assert_same_weights(backend: str, a: Path, b: Path, tmp: Path) -> None:
 
 
 class SignallingLoader(CrashingLoader):
-    """Sends this process SIGINT just before the fifth batch (the run then stops at step 5)."""
+    """Sends this process SIGINT when the loop's device prefetch asks for the batch PREFETCH_DEPTH
+    ahead of step 5, i.e. as step 5 is about to run (the run then stops at step 5)."""
 
     def __next__(self):
-        if self.count == 4:
+        if self.count == 4 + PREFETCH_DEPTH:
             os.kill(os.getpid(), signal.SIGINT)
         return super().__next__()
 
