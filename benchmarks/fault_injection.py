@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from mrsynth.fileio import is_temporary_name  # noqa: E402
 
 MOMENTS = ("step", "checkpoint write", "validation", "export")
-STEPS, VAL_EVERY, CKPT_EVERY = 6, 3, 2
+STEPS, VAL_EVERY, CKPT_EVERY = 10, 3, 2  # a resumed run has 8 steps left: time for a watcher on a loaded machine to see it
 TINY_SETTINGS = [
     "data.phantom_subjects=4", "data.phantom_shape=[32,32,24]", "data.patch_size=[32,32]",
     "data.split_fractions=[0.5,0.25,0.25]",
