@@ -128,7 +128,7 @@ class JaxPredictor:
 
     # --- device verbs of whole-volume synthesis (mrsynth.backend.Predictor) ---
     def to_device(self, array: np.ndarray) -> jax.Array:
-        return jax.device_put(np.asarray(array, dtype=np.float32), self._device)
+        return jax.device_put(array if array.dtype == np.bool_ else np.asarray(array, np.float32), self._device)
 
     def to_host(self, array: jax.Array) -> np.ndarray:
         return np.asarray(array, dtype=np.float32)

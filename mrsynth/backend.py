@@ -64,7 +64,7 @@ class Predictor(BatchPredictor, Protocol):
     """
 
     def to_device(self, array: np.ndarray) -> Any:
-        """A float32 host array on the predictor's device."""
+        """A host array on the predictor's device: float32, or bool as given (a mask: 1 byte a voxel)."""
         ...
 
     def to_host(self, array: Any) -> np.ndarray:

@@ -95,7 +95,8 @@ class TorchPredictor:
 
     # --- device verbs of whole-volume synthesis (mrsynth.backend.Predictor) ---
     def to_device(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.require(array, np.float32, "W")).to(self.device)  # torch wants writable
+        dtype = np.bool_ if array.dtype == np.bool_ else np.float32
+        return torch.from_numpy(np.require(array, dtype, "W")).to(self.device)  # torch wants writable
 
     def to_host(self, array: torch.Tensor) -> np.ndarray:
         return array.float().cpu().numpy()

@@ -22,7 +22,7 @@ class HostPredictor:
         return self.predictor(batch)
 
     def to_device(self, array: np.ndarray) -> np.ndarray:
-        return np.asarray(array, dtype=np.float32)
+        return array if array.dtype == np.bool_ else np.asarray(array, dtype=np.float32)
 
     def to_host(self, array: np.ndarray) -> np.ndarray:
         return np.asarray(array, dtype=np.float32)

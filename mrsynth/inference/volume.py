@@ -79,7 +79,7 @@ def synthesize_subject(
         spread[np.asarray(mask) <= 0] = 0.0
         mean = device.to_device(host_mean.astype(np.float32))
     lo, hi = t2_range
-    out, clipped, inside = device.clip_and_mask(mean, device.to_device(mask), lo, hi)
+    out, clipped, inside = device.clip_and_mask(mean, device.to_device(np.asarray(mask) > 0), lo, hi)
     return Synthesis(device.to_host(out), spread, clipped / max(1, inside), len(flip_sets))
 
 
