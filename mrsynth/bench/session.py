@@ -13,11 +13,11 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from mrsynth.backend import Batch, Predictor
+from mrsynth.backend import Predictor, TrainEngine
 from mrsynth.training.prefetch import PREFETCH_DEPTH, DevicePrefetch
 
 
@@ -28,26 +28,12 @@ def synthetic_batch(batch: int, size: list[int], seed: int = 0) -> dict[str, np.
     return {"t1": t1, "t2": (0.5 * t1 + 0.1).astype(np.float32), "mask": np.ones_like(t1)}
 
 
-class PlacingEngine(Protocol):
-    """A :class:`mrsynth.backend.TrainEngine` that can also place a batch once and step on it."""
-
-    def place_batch(self, batch: Batch) -> Any: ...
-
-    def train_step_placed(self, placed: Any) -> Any: ...
-
-    def train_step(self, batch: Batch) -> Any: ...
-
-    def predictor(self) -> Predictor: ...
-
-    def close(self) -> None: ...
-
-
 class EngineSession(ABC):
     """A :class:`mrsynth.bench.backends.TrainSession` over an engine writing to a temporary run folder."""
 
     settings: dict[str, Any]
 
-    def __init__(self, open_engine: Callable[[Path], PlacingEngine], batch: dict[str, np.ndarray],
+    def __init__(self, open_engine: Callable[[Path], TrainEngine], batch: dict[str, np.ndarray],
                  prefix: str) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix=f"mrsynth-bench-{prefix}-")
         self.engine = open_engine(Path(self._tmp.name))
