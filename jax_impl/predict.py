@@ -93,11 +93,11 @@ def _normalize(accum: jax.Array, fz: jax.Array, fy: jax.Array, fx: jax.Array, sh
 
 
 @jax.jit
-def _clip_and_mask(volume: jax.Array, mask: jax.Array, lo: jax.Array, hi: jax.Array
-                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
+def _clip_and_mask(volume: jax.Array, mask: jax.Array, lo: jax.Array, hi: jax.Array) -> tuple[jax.Array, jax.Array]:
     inside = mask > 0
     clipped = jnp.count_nonzero(((volume < lo) | (volume > hi)) & inside)
-    return jnp.where(inside, jnp.clip(volume, lo, hi), 0.0), clipped, jnp.count_nonzero(inside)
+    fraction = clipped.astype(jnp.float32) / jnp.maximum(jnp.count_nonzero(inside), 1).astype(jnp.float32)
+    return jnp.where(inside, jnp.clip(volume, lo, hi), 0.0), fraction
 
 
 class JaxPredictor:
@@ -134,7 +134,9 @@ class JaxPredictor:
         return np.asarray(array, dtype=np.float32)
 
     def zeros(self, shape: tuple[int, ...]) -> jax.Array:
-        return jnp.zeros(shape, jnp.float32, device=self._device)
+        if self._device.platform == "cpu":  # XLA:CPU runs a fill program inline, on the caller's thread;
+            return jax.device_put(np.zeros(shape, np.float32), self._device)  # a transfer has its own
+        return jnp.zeros(shape, jnp.float32, device=self._device)  # a device memset, queued
 
     def predict_slices(self, out: jax.Array, volume: jax.Array, rows: np.ndarray, count: int, axis: int) -> jax.Array:
         with precision_scope(self.precision):
@@ -152,6 +154,5 @@ class JaxPredictor:
         return _normalize(accum, *factors, tuple(shape))
 
     def clip_and_mask(self, volume: jax.Array, mask: jax.Array, lo: float, hi: float
-                      ) -> tuple[jax.Array, int, int]:
-        out, clipped, inside = _clip_and_mask(volume, mask, np.float32(lo), np.float32(hi))
-        return out, int(clipped), int(inside)
+                      ) -> tuple[jax.Array, jax.Array]:
+        return _clip_and_mask(volume, mask, np.float32(lo), np.float32(hi))

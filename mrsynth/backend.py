@@ -72,7 +72,7 @@ class Predictor(BatchPredictor, Protocol):
         ...
 
     def zeros(self, shape: tuple[int, ...]) -> Any:
-        """A float32 device array of zeros."""
+        """A float32 device array of zeros, made without the host waiting for the fill."""
         ...
 
     def predict_slices(self, out: Any, volume: Any, rows: np.ndarray, count: int, axis: int) -> Any:
@@ -92,9 +92,11 @@ class Predictor(BatchPredictor, Protocol):
         """``accum`` times the outer product of the three per-axis ``factors``, cropped to ``shape``."""
         ...
 
-    def clip_and_mask(self, volume: Any, mask: Any, lo: float, hi: float) -> tuple[Any, int, int]:
+    def clip_and_mask(self, volume: Any, mask: Any, lo: float, hi: float) -> tuple[Any, Any]:
         """The output contract: ``volume`` clipped to [lo, hi] and 0 where ``mask`` is not > 0;
-        also the number of voxels inside the mask that were clipped and of voxels inside."""
+        also the fraction of the voxels inside the mask that were clipped (0 with none inside),
+        a device scalar: reading it is left to the caller, after the volume, so this verb does
+        not wait for the device."""
         ...
 
 

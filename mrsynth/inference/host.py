@@ -54,10 +54,11 @@ class HostPredictor:
         return out[: shape[0], : shape[1], : shape[2]]
 
     def clip_and_mask(self, volume: np.ndarray, mask: np.ndarray, lo: float, hi: float
-                      ) -> tuple[np.ndarray, int, int]:
+                      ) -> tuple[np.ndarray, np.ndarray]:
         inside = mask > 0
-        clipped = int(np.count_nonzero(((volume < lo) | (volume > hi)) & inside))
-        return np.where(inside, np.clip(volume, lo, hi), np.float32(0)), clipped, int(inside.sum())
+        clipped = np.count_nonzero(((volume < lo) | (volume > hi)) & inside)
+        fraction = np.float32(clipped / max(1, np.count_nonzero(inside)))
+        return np.where(inside, np.clip(volume, lo, hi), np.float32(0)), fraction
 
     def _predict(self, batch: np.ndarray, expected: tuple[int, ...]) -> np.ndarray:
         pred = np.asarray(self.predictor(batch), dtype=np.float32)

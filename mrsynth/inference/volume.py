@@ -79,8 +79,8 @@ def synthesize_subject(
         spread[np.asarray(mask) <= 0] = 0.0
         mean = device.to_device(host_mean.astype(np.float32))
     lo, hi = t2_range
-    out, clipped, inside = device.clip_and_mask(mean, device.to_device(np.asarray(mask) > 0), lo, hi)
-    return Synthesis(device.to_host(out), spread, clipped / max(1, inside), len(flip_sets))
+    out, clipped_fraction = device.clip_and_mask(mean, device.to_device(np.asarray(mask) > 0), lo, hi)
+    return Synthesis(device.to_host(out), spread, float(device.to_host(clipped_fraction)), len(flip_sets))
 
 
 def _flip_passes(t1: np.ndarray, flip_sets: list[tuple[int, ...]], predictor: BatchPredictor, data_cfg: DataConfig,
