@@ -91,6 +91,22 @@ def test_output_contract_on_the_device(backend):
     assert result.clipped_fraction == pytest.approx(expected)
 
 
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_no_verb_reads_a_device_value_back(backend):
+    """The clipped fraction stays on the device (a host int would be a device sync inside the
+    verb) and is 0 when nothing is inside the mask; the accumulator starts at zeros."""
+    predictor = _predictor(backend, CFG_2D)
+    volume = predictor.to_device(np.array([[[-3.0, 0.5, 3.0, 9.0]]], np.float32))
+    inside = predictor.to_device(np.array([[[True, True, True, False]]]))
+    out, fraction = predictor.clip_and_mask(volume, inside, -1.0, 1.0)
+    assert not isinstance(fraction, (int, float, np.generic))
+    assert float(predictor.to_host(fraction)) == pytest.approx(2 / 3)
+    np.testing.assert_array_equal(predictor.to_host(out), [[[-1.0, 0.5, 1.0, 0.0]]])
+    _, none_inside = predictor.clip_and_mask(volume, predictor.to_device(np.zeros((1, 1, 4), bool)), -1.0, 1.0)
+    assert float(predictor.to_host(none_inside)) == 0.0
+    np.testing.assert_array_equal(predictor.to_host(predictor.zeros((2, 3, 4))), np.zeros((2, 3, 4)))
+
 def test_jax_compiles_once_per_volume_whatever_the_batch_remainder():
     """9 slices in batches of 4 and 5 patches in batches of 2: the network is traced once each."""
     pytest.importorskip("jax")
