@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,10 +12,10 @@ import pytest
 from mrsynth.cli import main
 from mrsynth.config import DataConfig
 from mrsynth.data.contract import PreprocessingContract, build_contract, read_contract
-from mrsynth.data.discovery import discover_pairs
+from mrsynth.data.discovery import SubjectFiles, discover_pairs
 from mrsynth.data.io import read_nifti
-from mrsynth.data.normalization import FCM_SEED, normalize_subject, nyul_percentiles
-from mrsynth.data.preprocess import (fit_training_normalization, load_t1_only, preprocess,
+from mrsynth.data.normalization import FCM_SEED, NormStats, normalize_subject, nyul_percentiles
+from mrsynth.data.preprocess import (Volume, fit_training_normalization, load_t1_only, preprocess,
                                      preprocessing_settings)
 from mrsynth.errors import DataError, MrsynthError
 
@@ -180,3 +181,22 @@ def test_a_nyul_run_predicts_what_evaluate_scores(tmp_path):
     inside = evaluated != 0
     reference = contract.t2_reference
     np.testing.assert_allclose(predicted[inside], reference.denormalize(evaluated[inside]), rtol=1e-4, atol=1e-2)
+
+
+def test_the_clip_range_never_maps_outside_the_training_t2s():
+    """Two subjects normalized with different offset-to-scale ratios: subject A's normalized
+    minimum maps, through the mean reference, to a negative T2; the contract's range stops at
+    the lowest training T2 in output units."""
+    raw = {"A": np.array([0.0, 500.0, 1000.0]), "B": np.array([0.0, 100.0, 300.0])}
+    stats = {"A": NormStats(offset=500.0, scale=200.0), "B": NormStats(offset=100.0, scale=100.0)}
+    volumes = [Volume(name, raw[name], stats[name].normalize(raw[name]), np.ones(3), None, stats[name], stats[name], None)
+               for name in raw]
+    files = [SubjectFiles(name, Path(f"{name}_t1.nii"), Path(f"{name}_t2.nii")) for name in raw]
+    contract = build_contract(DataConfig(mask="nonzero"), files, volumes, {})
+    reference = contract.t2_reference
+    assert (reference.offset, reference.scale) == (300.0, 150.0)
+    lo, hi = contract.output_range()
+    assert lo == pytest.approx(0.0, abs=1e-4)  # raw 0: narrowed from A's normalized minimum, -2.5
+    assert hi == pytest.approx(2.5 * 150 + 300)  # A's normalized maximum, inside the raw range: kept
+    normalized_min = min(float(v.t2.min()) for v in volumes)
+    assert normalized_min * reference.scale + reference.offset < -50  # what the old range let through

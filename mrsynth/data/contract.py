@@ -15,9 +15,10 @@ Training fixes it once (from the config and the training subjects) and writes it
 - ``slice_axis`` / ``min_foreground``: which slices training saw (2D); other slices are still
   synthesized, and their output is bounded by the clip range.
 - ``t2_reference``: the output units (mean T2 normalization statistics of the training set).
-- ``t2_range``: min and max of the training T2s inside their masks, in normalized units. Every
-  synthesized volume is clipped to it, so no output leaves the intensities the model was
-  trained to produce.
+- ``t2_range``: min and max of the training T2s inside their masks, in normalized units, narrowed
+  so that the output mapping keeps them inside the training T2s' own intensities
+  (:func:`output_t2_range`). Every synthesized volume is clipped to it, so no output leaves
+  the intensities the model was trained to produce (and none is negative in output units).
 """
 from __future__ import annotations
 
@@ -130,14 +131,31 @@ def build_contract(cfg: DataConfig, files: list[SubjectFiles], volumes: list[Vol
         raise MrsynthError("data: no training subject has a T2")
     reference = NormStats(offset=float(np.mean([v.t2_stats.offset for v in with_t2])),
                           scale=float(np.mean([v.t2_stats.scale for v in with_t2])))
-    inside = [np.asarray(v.t2)[np.asarray(v.mask) > 0] for v in with_t2]
-    t2_range = (float(min(x.min() for x in inside)), float(max(x.max() for x in inside)))
     return PreprocessingContract(
         mask=training_mask_source(cfg, files), normalization=cfg.normalization,
         percentiles=tuple(cfg.percentiles), slice_axis=cfg.slice_axis,  # type: ignore[arg-type]
-        min_foreground=cfg.min_foreground, t2_reference=reference, t2_range=t2_range, subjects=subjects,
+        min_foreground=cfg.min_foreground, t2_reference=reference, t2_range=output_t2_range(with_t2, reference),
+        subjects=subjects,
         nyul_t1_landmarks=tuple(cfg.nyul_t1_landmarks), nyul_t2_landmarks=tuple(cfg.nyul_t2_landmarks),
     )
+
+
+def output_t2_range(volumes: list[Volume], reference: NormStats) -> tuple[float, float]:
+    """The clip range, normalized units: the training T2s' range inside their masks, narrowed to
+    the values that the output mapping (``reference``) takes into the training T2s' own range.
+
+    Each subject is normalized with its own statistics but outputs are mapped back through the
+    mean ones, so one subject's normalized minimum can map below every training T2 (a negative
+    T2 where the subjects' offset-to-scale ratios differ); the narrowing keeps outputs in both.
+    """
+    inside = [(np.asarray(v.t2)[np.asarray(v.mask) > 0], v.t2_stats) for v in volumes]
+    lo = min(float(x.min()) for x, _ in inside)
+    hi = max(float(x.max()) for x, _ in inside)
+    raw_lo = min(float(x.min()) * stats.scale + stats.offset for x, stats in inside)
+    raw_hi = max(float(x.max()) * stats.scale + stats.offset for x, stats in inside)
+    narrowed = (max(lo, (raw_lo - reference.offset) / reference.scale),
+                min(hi, (raw_hi - reference.offset) / reference.scale))
+    return narrowed if narrowed[0] < narrowed[1] else (lo, hi)
 
 
 def write_contract(run_dir: Path, contract: PreprocessingContract) -> None:
