@@ -52,6 +52,9 @@ class DataConfig:
     # Sampling: model.dims == 2 -> slices along slice_axis (RAS axis index), cropped/padded to
     # patch_size (2 numbers); dims == 3 -> patches of patch_size (3 numbers).
     slice_axis: int = 2
+    # 2D: which slices training sees: those along slice_axis, or along all three axes (a model
+    # that eval.planes: all can apply in every direction and fuse).
+    planes: str = "slice_axis"  # slice_axis | all
     # 2.5D: a 2D model sees the slice and context_slices neighbours on each side as
     # 2 * context_slices + 1 input channels (edge slices repeated at the volume's ends).
     context_slices: int = 0
@@ -173,6 +176,9 @@ class EvalConfig:
     inference_batch: int = 16
     patch_overlap: float = 0.5
     blend: str = "gaussian"  # gaussian | constant
+    # 2D: synthesize slice-wise along data.slice_axis, or along all three axes and average the
+    # three volumes (needs a model trained with data.planes: all).
+    planes: str = "slice_axis"  # slice_axis | all
 
 
 @dataclass
@@ -216,6 +222,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.parallel": ("sharded", "pmap"),
     "train.torch_compile_mode": ("default", "max-autotune"),
     "eval.blend": ("gaussian", "constant"),
+    "data.planes": ("slice_axis", "all"),
+    "eval.planes": ("slice_axis", "all"),
 }
 
 
@@ -507,6 +515,10 @@ def validate(cfg: Config) -> None:
                 )
     if d.slice_axis not in (0, 1, 2):
         raise ConfigError(f"data.slice_axis: must be 0, 1 or 2, got {d.slice_axis}")
+    if d.planes == "all" and m.dims != 2:
+        raise ConfigError("data.planes: 'all' is for 2D models (a 3D model sees patches, not slices)")
+    if cfg.eval.planes == "all" and d.planes != "all":
+        raise ConfigError("eval.planes: 'all' needs a model trained on slices of all three axes (data.planes: all)")
     if abs(sum(d.split_fractions) - 1.0) > 1e-6 or min(d.split_fractions) < 0:
         raise ConfigError(f"data.split_fractions: must be >= 0 and sum to 1, got {list(d.split_fractions)}")
     if d.source == "manifest" and not d.manifest:

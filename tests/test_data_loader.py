@@ -1,6 +1,8 @@
 """Sampling, augmentation and the grain loader: purity, workers, resume, sharding."""
 from __future__ import annotations
 
+import dataclasses
+
 import itertools
 import json
 from dataclasses import replace
@@ -45,11 +47,31 @@ def test_slices_skip_background_and_3d_epoch_length():
     volumes = _volumes(2)
     cfg = _config(min_foreground=0.2, slice_axis=2).data
     index = build_epoch_index([v.mask for v in volumes], 2, cfg)
-    for v, s in index.rows:
-        assert volumes[v].mask[:, :, s].mean() >= 0.2
+    for v, s, axis in index.rows:
+        assert axis == 2 and volumes[v].mask[:, :, s].mean() >= 0.2
     assert 0 < len(index) < 2 * TINY_SHAPE[2]
     index_3d = build_epoch_index([v.mask for v in volumes], 3, DataConfig(patches_per_volume=5))
-    assert len(index_3d) == 10 and (index_3d.rows[:, 1] == -1).all()
+    assert len(index_3d) == 10 and (index_3d.rows[:, 1:] == -1).all()
+
+
+def test_all_planes_sample_slices_along_every_axis():
+    """data.planes: all adds the slices along the other two axes (same foreground rule) to the
+    epoch, and a sample of an axis-0 row is that sagittal slice, cropped."""
+    volumes = _volumes(1)
+    cfg = _config(min_foreground=0.2, planes="all", flip_prob=0.0).data
+    index = build_epoch_index([volumes[0].mask], 2, cfg)
+    one_axis = {axis: build_epoch_index([volumes[0].mask], 2, dataclasses.replace(cfg, planes="slice_axis",
+                                                                                   slice_axis=axis))
+                for axis in range(3)}
+    for axis in range(3):
+        np.testing.assert_array_equal(index.rows[index.rows[:, 2] == axis], one_axis[axis].rows)
+    row = index.rows[np.flatnonzero(index.rows[:, 2] == 0)[0]]
+    arrays = {"t1": volumes[0].t1, "t2": volumes[0].t2, "mask": volumes[0].mask}
+    sample = draw_sample(arrays, row, index.bboxes[0], 2, cfg, seed=0, epoch=0, index=0, augment=False)
+    plane = volumes[0].t1[int(row[1])]
+    assert sample["t1"].shape == (16, 16, 1)
+    assert any(np.array_equal(sample["t1"][..., 0], plane[i:i + 16, j:j + 16])
+               for i in range(plane.shape[0] - 15) for j in range(plane.shape[1] - 15))
 
 
 @pytest.mark.parametrize("dims", [2, 3])

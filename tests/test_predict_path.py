@@ -11,6 +11,7 @@ evaluate the same way.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import stat
@@ -239,4 +240,46 @@ def test_a_2_5d_run_trains_and_both_backends_synthesize_the_same_volume(tmp_path
     volumes = [synthesize_volume(t1, get_backend(b).load_predictor(weights), cfg.data, cfg.eval) for b in ("jax", "torch")]
     assert get_backend("torch").load_predictor(weights).model_config.in_channels == 3
     relative = np.linalg.norm(volumes[0] - volumes[1]) / np.linalg.norm(volumes[1])
+    assert relative <= DEFAULT_TOLERANCES["forward", "float32"]  # the forward parity tolerance
+
+
+def test_planes_all_needs_a_model_trained_on_all_planes(trained, tmp_path, capsys):
+    """A model that saw axial slices only is not applied along the other two axes."""
+    run, _, test = trained
+    code = main(["predict", "--checkpoint", str(run), "--input", str(test[0].t1), "--out", str(tmp_path / "o"),
+                 "--mask", str(test[0].mask), "--planes", "all"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and err[0].startswith("error: --planes: ") and "data.planes: all" in err[0]
+    assert not (tmp_path / "o").exists()
+    assert main(["evaluate", "--checkpoint", str(run), "--planes", "all", "--out", str(tmp_path / "e")]) == 1
+    assert "eval.planes: planes 'all' needs" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
+
+
+def test_an_all_planes_run_fuses_the_three_directions_the_same_in_both_backends(tmp_path):
+    """data.planes: all through training and the portable file; eval.planes: all averages the
+    three slice directions, in either framework."""
+    from test_training_loop import tiny_overrides
+
+    from mrsynth.backend import get_backend
+    from mrsynth.inference.volume import synthesize_subject, synthesize_volume
+    from mrsynth.parity.tolerances import DEFAULT_TOLERANCES
+    from mrsynth.training.loop import train
+
+    cfg = load_config(None, tiny_overrides(tmp_path) + ["data.planes=all", "eval.planes=all", "model.dropout=0.0"])
+    summary = train(cfg, "jax", tmp_path / "run")
+    assert read_contract(Path(summary["run_dir"])).planes == "all"
+    weights = Path(summary["run_dir"]) / "model.safetensors"
+    t1 = np.random.default_rng(0).normal(size=(20, 24, 16)).astype(np.float32)
+    mask = np.ones_like(t1)
+    fused = {}
+    for name in ("jax", "torch"):
+        predictor = get_backend(name).load_predictor(weights)
+        fused[name] = synthesize_subject(t1, mask, predictor, cfg.data, cfg.eval, (-1e3, 1e3))
+        directions = [synthesize_volume(t1, predictor, dataclasses.replace(cfg.data, slice_axis=axis), cfg.eval)
+                      for axis in range(3)]
+        assert fused[name].passes == 3
+        np.testing.assert_allclose(fused[name].t2, np.mean(directions, axis=0), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(fused[name].spread, np.std(directions, axis=0), rtol=0, atol=1e-5)
+    relative = np.linalg.norm(fused["jax"].t2 - fused["torch"].t2) / np.linalg.norm(fused["torch"].t2)
     assert relative <= DEFAULT_TOLERANCES["forward", "float32"]  # the forward parity tolerance

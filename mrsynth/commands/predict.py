@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import sys
 from pathlib import Path
 
 from mrsynth import backend as backends
 from mrsynth.commands.common import add_backend_argument, add_out_argument
 from mrsynth.errors import MrsynthError
-from mrsynth.inference.volume import TTA_CHOICES
+from mrsynth.inference.volume import PLANES_CHOICES, TTA_CHOICES
 from mrsynth import runs
 
 
@@ -34,9 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", choices=TTA_CHOICES, default="none",
                         help="test-time augmentation: 'flip' averages the in-plane flips (4 passes in 2D, "
                              "8 in 3D) (default: none)")
+    parser.add_argument("--planes", choices=PLANES_CHOICES,
+                        help="2D: synthesize along the training slice axis, or along all three axes and "
+                             "average (a model trained with data.planes: all) (default: the run's eval.planes)")
     parser.add_argument("--uncertainty", action="store_true",
-                        help="also write <input>_synthT2_std.nii.gz, the voxel-wise spread over the TTA "
-                             "passes (needs --tta flip)")
+                        help="also write <input>_synthT2_std.nii.gz, the voxel-wise spread over the "
+                             "passes (needs --tta flip or --planes all)")
     parser.add_argument("--skip-existing", action="store_true",
                         help="skip an input whose output NIfTI and JSON sidecar (and spread map with "
                              "--uncertainty) are all in --out already: a re-run does only what is missing")
@@ -52,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
         synthesize_files,
     )
 
-    if args.uncertainty and args.tta == "none":
-        raise MrsynthError("--uncertainty: needs --tta flip (the spread over the TTA passes)")
+    if args.uncertainty and args.tta == "none" and args.planes != "all":
+        raise MrsynthError("--uncertainty: needs --tta flip or --planes all (the spread over the passes)")
     inputs = list_inputs(args.input)
     if args.checkpoint is not None:
         trained_with = runs.read_run_info(args.checkpoint)["backend"]
@@ -67,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
     backend = backends.get_backend(backend_name)
     with weights_cm as weights_file:
         setup = setup_from_weights(weights_file, backend_name, run_dir=args.checkpoint)
+        if args.planes is not None:
+            setup.cfg.eval = dataclasses.replace(setup.cfg.eval, planes=args.planes)
+        setup.contract.check_planes(setup.cfg.eval.planes, "--planes" if args.planes else "eval.planes")
         policy = resolve_mask_policy(setup.contract, args.mask, args.skull_strip,
                                      str(args.checkpoint or args.weights))
         with output_folder(args.out) as removed:  # created only once the job can run

@@ -12,8 +12,10 @@ Training fixes it once (from the config and the training subjects) and writes it
 - ``normalization`` / ``percentiles``: the intensity normalization of T1 and T2, and what it
   learned on the training subjects (``nyul``'s standard scales of T1 and T2, applied to every
   later input: a T1-only input uses the T1's).
-- ``slice_axis`` / ``min_foreground``: which slices training saw (2D); other slices are still
-  synthesized, and their output is bounded by the clip range.
+- ``slice_axis`` / ``planes`` / ``min_foreground``: which slices training saw (2D: along
+  ``slice_axis``, or along all three axes); other slices are still synthesized, and their output
+  is bounded by the clip range. Only a model trained on all three planes is applied along all
+  three (``eval.planes: all``).
 - ``t2_reference``: the output units (mean T2 normalization statistics of the training set).
 - ``t2_range``: min and max of the training T2s inside their masks, in normalized units, narrowed
   so that the output mapping keeps them inside the training T2s' own intensities
@@ -52,6 +54,13 @@ class PreprocessingContract:
     subjects: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     nyul_t1_landmarks: tuple[float, ...] = ()
     nyul_t2_landmarks: tuple[float, ...] = ()
+    planes: str = "slice_axis"
+
+    def check_planes(self, planes: str, where: str) -> None:
+        """Refuse to apply a model along axes it never saw slices of."""
+        if planes == "all" and self.planes != "all":
+            raise MrsynthError(f"{where}: planes 'all' needs a model trained on slices of all three axes "
+                               f"(data.planes: all); this one saw slices along axis {self.slice_axis} only")
 
     def output_range(self) -> tuple[float, float]:
         """The clip range in output (training T2) units."""
@@ -63,7 +72,7 @@ class PreprocessingContract:
         """``base`` with the contract's preprocessing (and ``mask`` policy, default the contract's)."""
         return dataclasses.replace(
             self.with_learned_normalization(base), mask=mask or self.mask, normalization=self.normalization,
-            percentiles=tuple(self.percentiles), slice_axis=self.slice_axis,
+            percentiles=tuple(self.percentiles), slice_axis=self.slice_axis, planes=self.planes,
             min_foreground=self.min_foreground,
         )
 
@@ -80,6 +89,7 @@ class PreprocessingContract:
             "normalization": self.normalization,
             "percentiles": list(self.percentiles),
             "slice_axis": self.slice_axis,
+            "planes": self.planes,
             "min_foreground": self.min_foreground,
             "t2_reference": self.t2_reference.to_json(),
             "t2_range": list(self.t2_range),
@@ -102,11 +112,14 @@ class PreprocessingContract:
                 subjects={k: list(v) for k, v in raw.get("subjects", {}).items()},
                 nyul_t1_landmarks=tuple(float(v) for v in raw.get("nyul_t1_landmarks", ())),
                 nyul_t2_landmarks=tuple(float(v) for v in raw.get("nyul_t2_landmarks", ())),
+                planes=str(raw.get("planes", "slice_axis")),  # runs from before data.planes: one axis
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise MrsynthError(f"{where}: incomplete preprocessing contract ({type(exc).__name__}: {exc})") from None
         if contract.mask not in MASK_SOURCES:
             raise MrsynthError(f"{where}: unknown mask source {contract.mask!r}")
+        if contract.planes not in ("slice_axis", "all"):
+            raise MrsynthError(f"{where}: unknown planes {contract.planes!r}")
         if contract.normalization == "nyul" and not (contract.nyul_t1_landmarks and contract.nyul_t2_landmarks):
             raise MrsynthError(f"{where}: incomplete preprocessing contract (nyul without its standard scales)")
         return contract
@@ -137,6 +150,7 @@ def build_contract(cfg: DataConfig, files: list[SubjectFiles], volumes: list[Vol
         min_foreground=cfg.min_foreground, t2_reference=reference, t2_range=output_t2_range(with_t2, reference),
         subjects=subjects,
         nyul_t1_landmarks=tuple(cfg.nyul_t1_landmarks), nyul_t2_landmarks=tuple(cfg.nyul_t2_landmarks),
+        planes=cfg.planes,
     )
 
 

@@ -1,7 +1,8 @@
 """What one epoch contains, and how to draw sample ``index`` of epoch ``epoch``.
 
-2D (``model.dims == 2``): the epoch is every slice along ``data.slice_axis`` of every volume
-whose mask fraction is at least ``data.min_foreground``; a slice is cropped (random offset)
+2D (``model.dims == 2``): the epoch is every slice along ``data.slice_axis`` (along each of the
+three axes with ``data.planes: all``) of every volume whose mask fraction is at least
+``data.min_foreground``; a slice is cropped (random offset)
 or zero-padded (centred) to ``data.patch_size``. 3D: the epoch is ``data.patches_per_volume``
 patches per volume, each centred on a voxel drawn inside the volume's foreground bounding box
 (zero padding where the patch leaves the volume). With ``data.context_slices = k`` a 2D sample's
@@ -27,9 +28,9 @@ from mrsynth.errors import ConfigError, DataError
 
 @dataclass(frozen=True)
 class EpochIndex:
-    """The samples of one epoch: row i = (volume, slice) for 2D, (volume, -1) for 3D."""
+    """The samples of one epoch: row i = (volume, slice, axis) for 2D, (volume, -1, -1) for 3D."""
 
-    rows: np.ndarray  # (n, 2) int64
+    rows: np.ndarray  # (n, 3) int64
     bboxes: np.ndarray  # (volumes, 2, 3) int64: foreground bounding box [low, high] (inclusive)
 
     def __len__(self) -> int:
@@ -51,18 +52,23 @@ def build_epoch_index(masks: list[np.ndarray], dims: int, cfg: DataConfig, names
             present = np.flatnonzero(nonzero.any(axis=other))
             bboxes[v, :, axis] = present[0], present[-1]
         if dims == 2:
-            other = tuple(a for a in range(3) if a != cfg.slice_axis)
-            fraction = nonzero.mean(axis=other)
-            keep = np.flatnonzero(fraction >= cfg.min_foreground)
-            rows.append(np.stack([np.full(len(keep), v), keep], axis=1))
+            for axis in training_axes(cfg):
+                fraction = nonzero.mean(axis=tuple(a for a in range(3) if a != axis))
+                keep = np.flatnonzero(fraction >= cfg.min_foreground)
+                rows.append(np.stack([np.full(len(keep), v), keep, np.full(len(keep), axis)], axis=1))
         else:
-            rows.append(np.stack([np.full(cfg.patches_per_volume, v), np.full(cfg.patches_per_volume, -1)], axis=1))
-    table = np.concatenate(rows).astype(np.int64) if rows else np.zeros((0, 2), np.int64)
+            rows.append(np.tile([v, -1, -1], (cfg.patches_per_volume, 1)))
+    table = np.concatenate(rows).astype(np.int64) if rows else np.zeros((0, 3), np.int64)
     if len(table) == 0:
         raise DataError(
             f"no training samples: no slice has a foreground fraction >= data.min_foreground={cfg.min_foreground}"
         )
     return EpochIndex(rows=table, bboxes=bboxes)
+
+
+def training_axes(cfg: DataConfig) -> tuple[int, ...]:
+    """The axes a 2D model's training slices run along (``data.planes``)."""
+    return (0, 1, 2) if cfg.planes == "all" else (cfg.slice_axis,)
 
 
 def context_indices(centre: int, context: int, count: int) -> np.ndarray:
@@ -150,7 +156,7 @@ def read_sample(sample: SampleAt, dims: int, cfg: DataConfig, location_rng: np.r
     3D patches centred on a voxel drawn in the foreground bounding box."""
     arrays, size = sample.arrays, tuple(cfg.patch_size)
     if dims == 2:
-        centre, axis = int(sample.row[1]), cfg.slice_axis
+        centre, axis = int(sample.row[1]), int(sample.row[2])
         count = arrays["t1"].shape[axis]
         planes = [_plane(arrays["t1"], int(i), axis) for i in context_indices(centre, cfg.context_slices, count)]
         planes += [_plane(arrays["t2"], centre, axis), _plane(arrays["mask"], centre, axis)]

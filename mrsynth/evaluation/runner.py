@@ -5,6 +5,8 @@ the same preprocessed volumes, is scored by the same metrics, and lands in one r
 """
 from __future__ import annotations
 
+import dataclasses
+
 import re
 import time
 from dataclasses import dataclass
@@ -56,13 +58,16 @@ class RunSpec:
         return str(self.info["backend"])
 
 
-def load_run(run_dir: Path, which: str = "best", tta: str = "none") -> RunSpec:
-    """Read a run directory's config.yaml and run.json (clear errors when it is not a run)."""
+def load_run(run_dir: Path, which: str = "best", tta: str = "none", planes: str | None = None) -> RunSpec:
+    """Read a run directory's config.yaml and run.json (clear errors when it is not a run);
+    ``planes`` replaces the run's ``eval.planes``."""
     run_dir = Path(run_dir)
     info = runs.read_run_info(run_dir)
     if "backend" not in info:
         raise MrsynthError(f"{run_dir / runs.RUN_FILE}: no 'backend' recorded")
     cfg = runs.load_run_config(run_dir)
+    if planes is not None:
+        cfg.eval = dataclasses.replace(cfg.eval, planes=planes)
     return RunSpec(run_dir, cfg, info, which, tta=tta)
 
 
@@ -157,6 +162,8 @@ def evaluate_runs(
     if any(f.t2 is None for f in chosen):
         raise DataError(f"{next(f for f in chosen if f.t2 is None).t1}: evaluation needs a real T2 for every subject")
     contracts = [read_contract(r.run_dir) for r in runs]
+    for run, contract in zip(runs, contracts):
+        contract.check_planes(run.cfg.eval.planes, f"{run.run_dir}: eval.planes")
     if predictors is None:
         predictors = [backends.get_backend(r.backend).load_predictor(r.run_dir, r.which) for r in runs]
 

@@ -290,7 +290,7 @@ def synthesize_file(t1_path: Path, out_dir: Path, predictor: Predictor, setup: S
         t2, volume.geometry, descrip=tag, intent_name=f"synthT2w {mrsynth.__version__}")}
     if uncertainty:
         if synthesis.spread is None:
-            raise MrsynthError("--uncertainty needs --tta flip (the spread over the TTA passes)")
+            raise MrsynthError("--uncertainty needs --tta flip or --planes all (the spread over the passes)")
         spread = np.where(inside, synthesis.spread * ref.scale, 0.0).astype(np.float32)
         images[map_paths[1]] = image_like(
             spread, volume.geometry, descrip=f"mrsynth {mrsynth.__version__} TTA spread (std) of the synthetic T2w",
@@ -349,7 +349,7 @@ def _sidecar(t1_path: Path, setup: SynthesisSetup, mask: dict[str, Any], volume:
         },
         "Clipping": {"range": [lo, hi], "range_normalized": list(contract.t2_range),
                      "clipped_fraction": synthesis.clipped_fraction},
-        "TestTimeAugmentation": {"method": tta, "passes": synthesis.passes},
+        "TestTimeAugmentation": {"method": tta, "planes": setup.cfg.eval.planes, "passes": synthesis.passes},
         "Contract": {k: v for k, v in contract.to_json().items() if k != "subjects"},
     }
 

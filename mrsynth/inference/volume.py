@@ -23,6 +23,7 @@ from mrsynth.data.sampling import context_indices
 # progress(done, total): called after every predictor batch.
 ProgressFn = Callable[[int, int], None]
 TTA_CHOICES = ("none", "flip")
+PLANES_CHOICES = ("slice_axis", "all")
 
 
 @dataclass
@@ -31,7 +32,7 @@ class Synthesis:
 
     ``t2`` is clipped to the training T2 range and 0 outside the mask (the background value
     of a normalized real T2); ``spread`` is the voxel-wise standard deviation over the
-    test-time-augmentation passes (None without TTA).
+    passes (flip TTA, the three slice directions; None with a single pass).
     """
 
     t2: np.ndarray
@@ -48,6 +49,20 @@ def tta_flip_axes(dims: int, slice_axis: int) -> tuple[int, ...]:
     return tuple(a for a in range(3) if dims == 3 or a != slice_axis)
 
 
+def inference_views(dims: int, axis: int, tta: str, planes: str) -> list[tuple[int, tuple[int, ...]]]:
+    """The passes of one synthesis as (slice axis, flipped axes): the slice axis alone, or all
+    three with ``planes`` "all" (2D), each with every combination of its flips under flip TTA."""
+    if tta not in TTA_CHOICES:
+        raise ValueError(f"tta must be one of {TTA_CHOICES}, got {tta!r}")
+    if planes not in PLANES_CHOICES or (planes == "all" and dims != 2):
+        raise ValueError(f"planes must be one of {PLANES_CHOICES} ('all' for a 2D model), got {planes!r}")
+    views = []
+    for view_axis in ((0, 1, 2) if planes == "all" else (axis,)):
+        flips = tta_flip_axes(dims, view_axis) if tta == "flip" else ()
+        views += [(view_axis, c) for r in range(len(flips) + 1) for c in itertools.combinations(flips, r)]
+    return views
+
+
 def synthesize_subject(
     t1: np.ndarray,
     mask: np.ndarray,
@@ -58,44 +73,40 @@ def synthesize_subject(
     tta: str = "none",
     progress: ProgressFn | None = None,
 ) -> Synthesis:
-    """Whole-volume synthesis with the output contract: optional flip TTA, clipping, masking.
+    """Whole-volume synthesis with the output contract: optional flip TTA and fusion of the three
+    slice directions (``eval_cfg.planes``), clipping, masking.
 
     The one path behind validation, ``evaluate`` and ``predict``, so what is evaluated is
     what a user gets.
     """
-    if tta not in TTA_CHOICES:
-        raise ValueError(f"tta must be one of {TTA_CHOICES}, got {tta!r}")
     device = volume_predictor(predictor)
-    if tta == "none":
-        flip_sets: list[tuple[int, ...]] = [()]
-    else:
-        axes = tta_flip_axes(predictor.model_config.dims, data_cfg.slice_axis)
-        flip_sets = [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+    views = inference_views(predictor.model_config.dims, data_cfg.slice_axis, tta, eval_cfg.planes)
     spread = None
-    if len(flip_sets) == 1:
-        mean = _assemble(t1, device, data_cfg, eval_cfg, progress)
+    if len(views) == 1:
+        mean = _assemble(t1, device, data_cfg.slice_axis, data_cfg, eval_cfg, progress)
     else:
-        host_mean, spread = _flip_passes(t1, flip_sets, device, data_cfg, eval_cfg, progress)
+        host_mean, spread = _view_passes(t1, views, device, data_cfg, eval_cfg, progress)
         spread[np.asarray(mask) <= 0] = 0.0
         mean = device.to_device(host_mean.astype(np.float32))
     lo, hi = t2_range
     out, clipped_fraction = device.clip_and_mask(mean, device.to_device(np.asarray(mask) > 0), lo, hi)
-    return Synthesis(device.to_host(out), spread, float(device.to_host(clipped_fraction)), len(flip_sets))
+    return Synthesis(device.to_host(out), spread, float(device.to_host(clipped_fraction)), len(views))
 
 
-def _flip_passes(t1: np.ndarray, flip_sets: list[tuple[int, ...]], predictor: BatchPredictor, data_cfg: DataConfig,
-                 eval_cfg: EvalConfig, progress: ProgressFn | None) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (float64) and standard deviation (float32) of the syntheses of the flipped views."""
+def _view_passes(t1: np.ndarray, views: list[tuple[int, tuple[int, ...]]], device: Predictor,
+                 data_cfg: DataConfig, eval_cfg: EvalConfig, progress: ProgressFn | None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (float64) and standard deviation (float32) of the syntheses of the views."""
     total = np.zeros(t1.shape, dtype=np.float64)
     total_sq = np.zeros(t1.shape, dtype=np.float64)
-    for flips in flip_sets:
-        view = np.flip(t1, axis=flips) if flips else t1
-        pred = synthesize_volume(np.ascontiguousarray(view), predictor, data_cfg, eval_cfg, progress)
+    for axis, flips in views:
+        view = np.ascontiguousarray(np.flip(t1, axis=flips)) if flips else t1
+        pred = device.to_host(_assemble(view, device, axis, data_cfg, eval_cfg, progress))
         pred = (np.flip(pred, axis=flips) if flips else pred).astype(np.float64)
         total += pred
         total_sq += pred**2
-    mean = total / len(flip_sets)
-    return mean, np.sqrt(np.maximum(total_sq / len(flip_sets) - mean**2, 0.0)).astype(np.float32)
+    mean = total / len(views)
+    return mean, np.sqrt(np.maximum(total_sq / len(views) - mean**2, 0.0)).astype(np.float32)
 
 
 def pad_to_multiple(
@@ -145,18 +156,18 @@ def synthesize_volume(
     last one padded, its extra outputs dropped): one compiled shape per volume.
     """
     device = volume_predictor(predictor)
-    return device.to_host(_assemble(t1, device, data_cfg, eval_cfg, progress))
+    return device.to_host(_assemble(t1, device, data_cfg.slice_axis, data_cfg, eval_cfg, progress))
 
 
-def _assemble(t1: np.ndarray, device: Predictor, data_cfg: DataConfig, eval_cfg: EvalConfig,
+def _assemble(t1: np.ndarray, device: Predictor, axis: int, data_cfg: DataConfig, eval_cfg: EvalConfig,
               progress: ProgressFn | None) -> Any:
-    """:func:`synthesize_volume`'s result, left on the predictor's device."""
+    """:func:`synthesize_volume`'s result (2D: slices along ``axis``), left on the predictor's device."""
     if t1.ndim != 3:
         raise ValueError(f"expected a 3D volume, got shape {t1.shape}")
     t1 = np.asarray(t1, dtype=np.float32)
     dims = device.model_config.dims
     if dims == 2:
-        return _synthesize_slices(t1, device, data_cfg.slice_axis, eval_cfg.inference_batch, progress)
+        return _synthesize_slices(t1, device, axis, eval_cfg.inference_batch, progress)
     if dims == 3:
         return _synthesize_patches(t1, device, tuple(data_cfg.patch_size), eval_cfg, progress)
     raise ValueError(f"model dims must be 2 or 3, got {dims}")
