@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -27,11 +28,13 @@ from mrsynth.config import Config, TrainConfig
 from mrsynth.precision import get_precision
 from mrsynth.registry import Registry
 from mrsynth.schedule import warmup_cosine
+from mrsynth.weights import load_portable
 
 from jax_impl.discriminator import build_discriminator, discriminator_loss, generator_adversarial_loss
 from jax_impl.losses import training_loss
 from jax_impl.model import build_model
 from jax_impl.train_state import TrainState, batch_stats_of, merge_model
+from jax_impl.weights import load_torch_into
 
 Metrics = dict[str, jax.Array]
 StepFn = Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, Metrics]]
@@ -97,9 +100,13 @@ def dropout_keys(state: TrainState, local_batch: int, axis_name: str | None) -> 
 
 
 def generator_model(cfg: Config, axis_name: str | None) -> nnx.Module:
-    """The U-Net being trained, in the run's compute dtype."""
+    """The U-Net being trained, in the run's compute dtype, from ``train.seed`` or ``train.init_weights``."""
     dtype = get_precision(cfg.train.precision).activations
-    return build_model(cfg.model, seed=cfg.train.seed, compute_dtype=dtype, axis_name=axis_name)
+    model = build_model(cfg.model, seed=cfg.train.seed, compute_dtype=dtype, axis_name=axis_name)
+    if cfg.train.init_weights:
+        path = Path(cfg.train.init_weights)
+        load_torch_into(model, load_portable(path, cfg.model)[0], path)
+    return model
 
 
 def make_supervised_step(graphdefs: dict[str, nnx.GraphDef], txs: Optimizers, cfg: Config,

@@ -155,6 +155,10 @@ class TrainConfig:
     ssim_data_range: float = 4.0
     precision: str = "float32"  # float32 | tf32 | bfloat16 (mrsynth/precision.py)
     seed: int = 0
+    # A portable weight file (.safetensors, written by either framework) the generator starts from
+    # instead of train.seed's initialization: fine-tuning a trained model on new pairs, or the same
+    # initial weights in both backends. "": none. Its model config must equal model.
+    init_weights: str = ""
     log_every: int = 25
     val_every: int = 200
     val_subjects_max: int = 4
@@ -417,7 +421,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 
 def with_absolute_paths(cfg: Config, base: Path | None = None) -> Config:
-    """``cfg`` with its folders made absolute (relative to ``base``, default the working directory).
+    """``cfg`` with its folders (and ``train.init_weights``) made absolute (relative to ``base``,
+    default the working directory).
 
     A run directory's config.yaml is reloaded by evaluate/predict/--resume from anywhere; a
     relative ``data.root`` would then point somewhere else (or regenerate the phantom there).
@@ -432,7 +437,8 @@ def with_absolute_paths(cfg: Config, base: Path | None = None) -> Config:
     data = dataclasses.replace(cfg.data, root=absolute(cfg.data.root), cache_dir=absolute(cfg.data.cache_dir))
     if data.manifest and (base / data.manifest).exists():
         data = dataclasses.replace(data, manifest=absolute(data.manifest))
-    return dataclasses.replace(cfg, data=data, run=dataclasses.replace(cfg.run, root=absolute(cfg.run.root)))
+    return dataclasses.replace(cfg, data=data, run=dataclasses.replace(cfg.run, root=absolute(cfg.run.root)),
+                               train=dataclasses.replace(cfg.train, init_weights=absolute(cfg.train.init_weights)))
 
 
 def save_config(cfg: Config, path: Path) -> None:

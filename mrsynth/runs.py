@@ -20,7 +20,7 @@ from mrsynth.backend import library_versions
 from mrsynth.config import Config, load_config, save_config
 from mrsynth.data.contract import read_contract
 from mrsynth.errors import MrsynthError
-from mrsynth.fileio import atomic_write_text, reporting_disk_full
+from mrsynth.fileio import atomic_write_text, reporting_disk_full, sha256_of
 from mrsynth.model_card import CARD_KEY, model_card, read_test_metrics
 
 CONFIG_FILE = "config.yaml"
@@ -132,6 +132,8 @@ def write_run_start(run_dir: Path, cfg: Config, backend: str) -> None:
         "versions": library_versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if cfg.train.init_weights and Path(cfg.train.init_weights).is_file():  # which weights it started from
+        info["init_weights_sha256"] = sha256_of(cfg.train.init_weights)
     write_json(run_dir / RUN_FILE, info)
 
 

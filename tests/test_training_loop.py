@@ -174,3 +174,50 @@ def test_commands_look_the_backend_up_at_call_time(monkeypatch):
     for module in modules:
         assert getattr(module, "get_backend", real) is real, module.__name__
         assert module.backends.get_backend is real, module.__name__
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_init_weights_start_the_generator_from_a_portable_file_of_either_framework(backend, tmp_path, capsys):
+    """train.init_weights: the generator starts from the file (written by the other framework,
+    from another seed), not from train.seed; a file for another model fails before a run folder exists."""
+    import dataclasses
+
+    cfg = load_config(None, tiny_overrides(tmp_path))
+    other = "torch" if backend == "jax" else "jax"
+    if other == "jax":
+        from jax_impl.model import build_model
+        from jax_impl.weights import save_weights
+
+        source = build_model(cfg.model, seed=7)
+    else:
+        import torch
+
+        from torch_ref.model import build_model
+        from torch_ref.weights import save_weights
+
+        torch.manual_seed(7)
+        source = build_model(cfg.model)
+    path = tmp_path / "init.safetensors"
+    save_weights(path, source, cfg.model)
+    tensors = load_portable(path)[0]
+    started = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_weights=str(path)))
+    if backend == "jax":
+        from jax_impl.objectives import generator_model
+        from jax_impl.weights import model_to_torch
+
+        weights, seeded = model_to_torch(generator_model(started, None)), model_to_torch(generator_model(cfg, None))
+    else:
+        from torch_ref.objectives import generator_model
+
+        weights = {k: v.numpy() for k, v in generator_model(started).state_dict().items()}
+        seeded = {k: v.numpy() for k, v in generator_model(cfg).state_dict().items()}
+    assert weights.keys() == tensors.keys()
+    for name in tensors:
+        np.testing.assert_array_equal(weights[name], tensors[name], err_msg=name)
+    assert any(not np.array_equal(seeded[n], tensors[n]) for n in tensors if n.endswith("weight"))
+    runs_root = tmp_path / "runs"
+    code = main(["train", "--backend", backend, *[a for o in tiny_overrides(tmp_path) for a in ("--set", o)],
+                 "--set", f"train.init_weights={path}", "--set", "model.base_channels=8"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith(f"error: {path}: weights are for model config")
+    assert not runs_root.exists() or not any(runs_root.iterdir())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -24,11 +25,13 @@ from mrsynth.backend import DISCRIMINATOR, GENERATOR
 from mrsynth.config import Config, TrainConfig
 from mrsynth.registry import Registry
 from mrsynth.schedule import lr_at
+from mrsynth.weights import load_portable
 
 from torch_ref.discriminator import build_discriminator, discriminator_loss, generator_adversarial_loss
 from torch_ref.losses import training_loss
 from torch_ref.model import build_model, decayed_parameter_names
 from torch_ref.precision import autocast
+from torch_ref.weights import load_state_into
 
 Metrics = dict[str, torch.Tensor | float]
 StepFn = Callable[[dict[str, torch.Tensor], int], Metrics]  # (channels-first batch, update index)
@@ -90,10 +93,15 @@ def clip_grad_global_norm_(grads: list[torch.Tensor], max_norm: float) -> torch.
 
 
 def generator_model(cfg: Config) -> nn.Module:
-    """The network being trained (``model.arch``), initialized from ``train.seed`` without touching the global RNG."""
+    """The network being trained (``model.arch``), initialized from ``train.seed`` without touching
+    the global RNG, or from ``train.init_weights``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
-        return build_model(cfg.model)
+        model = build_model(cfg.model)
+    if cfg.train.init_weights:
+        path = Path(cfg.train.init_weights)
+        load_state_into(model, load_portable(path, cfg.model)[0], path)
+    return model
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float | torch.Tensor) -> None:
