@@ -9,6 +9,7 @@ average of 152 brains: smoother than any single scan, which the report's sharpne
     python benchmarks/loso_real_pairs.py --out runs/loso [--backends jax torch] \
         [--variant plain --variant "ctx2:data.context_slices=2"] [--set train.steps=600] \
         [--held-out TCGA-DU-7294]   # some folds only
+        [--shared-init]             # both backends start from the same weights
 
 Writes, under --out: subjects/ (the prepared pairs), <variant>/<held-out>/ (the runs and the
 fold's evaluate report), and loso.md + loso.json: per fold and method psnr/ssim in normalized
@@ -90,6 +91,19 @@ def backend_slices(report_dir: Path, subject_dir: Path, labels: list[str]) -> di
     return out
 
 
+def shared_init(config: Path, overrides: list[str], path: Path) -> str:
+    """The variant's generator as JAX initializes it from ``train.seed``, written as a portable
+    file that every backend's run starts from (``train.init_weights``): the backends then differ
+    by their arithmetic, not by their initializers. Returns the override."""
+    from jax_impl.model import build_model
+    from jax_impl.weights import save_weights
+
+    cfg = load_config(config, overrides)
+    make_folder(path.parent, "--out")
+    save_weights(path, build_model(cfg.model, seed=cfg.train.seed), cfg.model)
+    return f"train.init_weights={path}"
+
+
 def run_fold(config: Path, root: Path, held_out: str, subjects: list[str], overrides: list[str],
              backends: list[str], out: Path) -> tuple[list[dict], dict[str, list[float]]]:
     """Train on every subject but ``held_out``, evaluate on it; one row per method, and each
@@ -159,11 +173,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--held-out", nargs="+", metavar="SUBJECT",
                         help="the folds to run, by held-out subject (default: every subject)")
     parser.add_argument("--shared", type=Path, default=SHARED)
+    parser.add_argument("--shared-init", action="store_true",
+                        help="every backend's run starts from the same weights (JAX's initialization, "
+                             "written per variant to <out>/<variant>/init.safetensors)")
     args = parser.parse_args(argv)
     root = prepare_subjects(args.out, args.shared)
     variants = dict(parse_variant(v) for v in (args.variant or ["plain"]))
     rows, tests = [], []
     for name, overrides in variants.items():
+        if args.shared_init:
+            overrides = [*overrides, shared_init(args.config, args.overrides + overrides,
+                                                 args.out / name / "init.safetensors")]
+            variants[name] = overrides
         slices = {}
         for held_out in args.held_out or args.subjects:
             fold_rows, slices[held_out] = run_fold(args.config, root, held_out, args.subjects,
