@@ -44,7 +44,9 @@ def model_card(metadata: dict[str, Any], test: dict[str, Any] | None = None) -> 
     subjects = prep.get("subjects", {})
     channels = [model["base_channels"] * m for m in model["channel_mults"]]
     context = data.get("context_slices", 0)
-    slices = (f"2D slices along the {_AXIS_NAMES.get(prep['slice_axis'], prep['slice_axis'])} axis of the RAS+ "
+    along = ("each of the three axes" if prep.get("planes") == "all"
+             else f"the {_AXIS_NAMES.get(prep['slice_axis'], prep['slice_axis'])} axis")
+    slices = (f"2D slices along {along} of the RAS+ "
               f"volume" + (f", each with {context} neighbouring slice(s) on either side as input channels"
                            if context else "")) if model["dims"] == 2 else "3D patches"
     phantom = data["source"] == "phantom"
