@@ -58,8 +58,13 @@ def model_to_torch(model: nnx.Module) -> dict[str, np.ndarray]:
 
 
 def expected_shapes(model: nnx.Module) -> dict[str, tuple[int, ...]]:
-    """Canonical name -> torch-layout shape of every tensor the model holds."""
-    return {name: tuple(v.shape) for name, v in model_to_torch(model).items()}
+    """Canonical name -> torch-layout shape of every tensor the model holds (from shapes alone,
+    so it also works on a model being traced, e.g. under ``jax.eval_shape``)."""
+    shapes = {}
+    for path, var in _flat_items(nnx.state(model)):
+        shape = tuple((var.get_value() if isinstance(var, nnx.Variable) else var).shape)
+        shapes[canonical_name(path)] = (shape[-1], shape[-2], *shape[:-2]) if path[-1] == "kernel" else shape
+    return shapes
 
 
 def load_torch_into(model: nnx.Module, tensors: dict[str, np.ndarray], source: Path | str) -> None:

@@ -221,3 +221,6 @@ def test_init_weights_start_the_generator_from_a_portable_file_of_either_framewo
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and err[-1].startswith(f"error: {path}: weights are for model config")
     assert not runs_root.exists() or not any(runs_root.iterdir())
+    summary = loop.train(started, backend, tmp_path / "run")  # the whole run: steps, checkpoints, export
+    info = json.loads((Path(summary["run_dir"]) / "run.json").read_text())
+    assert info["status"] == "completed" and len(info["init_weights_sha256"]) == 64
