@@ -202,7 +202,7 @@ def test_output_header_sidecar_tta_and_permissions(trained, tmp_path):
     tensors, _, _ = load_portable(run / "model.safetensors")
     assert sidecar["Weights"]["tensors_sha256"] == tensors_sha256(tensors)
     assert sidecar["Weights"]["run_summary"]["steps"] == 40
-    assert sidecar["TestTimeAugmentation"] == {"method": "flip", "passes": 4}
+    assert sidecar["TestTimeAugmentation"] == {"method": "flip", "planes": "slice_axis", "passes": 4}
     lo, hi = sidecar["Clipping"]["range"]
     data = image.get_fdata()
     mask = nib.load(str(files.mask)).get_fdata() > 0
