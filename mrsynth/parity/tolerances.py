@@ -91,7 +91,12 @@ DEFAULT_TOLERANCES = ToleranceTable({
     # bf16: measured 0.32: L1's gradient is sign(pred - target) and bf16 outputs flip the sign
     # where |pred - target| < 2^-9 |pred|; both frameworks are that far from the float64
     # reference (torch 0.30, jax 0.32), so only gross errors (>= 1) are detectable here.
-    "grad": {"float32": 1e-4, "float64": 1e-10, "tf32": 5e-2, "bfloat16": 5e-1},
+    # Raised from 0.5 to 0.75 on 2026-12-02: torch's CPU bf16 autocast kernels depend on the CPU
+    # (oneDNN uses AVX512-BF16 where present); on an AVX2-only AMD EPYC (the CI VM of that day)
+    # torch's ups.1.bias gradient is 0.51 from the float64 reference (jax 0.32, jax vs torch
+    # 0.37), the same cancellation in a bias sum of sign-flipped bf16 cotangents; 0.75 still
+    # fails every gross error (>= 1).
+    "grad": {"float32": 1e-4, "float64": 1e-10, "tf32": 5e-2, "bfloat16": 7.5e-1},
     # |gradient of a conv bias feeding a per-channel norm| / |whole gradient|: exactly 0 in
     # exact arithmetic. Measured 3.5e-7 (float32), 5.0e-16 (float64).
     "grad_inert": {"float32": 1e-5, "float64": 1e-12, "tf32": 1e-3, "bfloat16": 1e-1},
