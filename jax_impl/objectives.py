@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -28,7 +27,7 @@ from mrsynth.config import Config, TrainConfig
 from mrsynth.precision import get_precision
 from mrsynth.registry import Registry
 from mrsynth.schedule import warmup_cosine
-from mrsynth.weights import load_portable
+from mrsynth.weights import initial_tensors
 
 from jax_impl.discriminator import build_discriminator, discriminator_loss, generator_adversarial_loss
 from jax_impl.losses import training_loss
@@ -103,9 +102,8 @@ def generator_model(cfg: Config, axis_name: str | None) -> nnx.Module:
     """The U-Net being trained, in the run's compute dtype, from ``train.seed`` or ``train.init_weights``."""
     dtype = get_precision(cfg.train.precision).activations
     model = build_model(cfg.model, seed=cfg.train.seed, compute_dtype=dtype, axis_name=axis_name)
-    if cfg.train.init_weights:
-        path = Path(cfg.train.init_weights)
-        load_torch_into(model, load_portable(path, cfg.model)[0], path)
+    if (tensors := initial_tensors(cfg)) is not None:
+        load_torch_into(model, tensors, cfg.train.init_weights)
     return model
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mrsynth.config import ModelConfig, build_dataclass, recorded_config
+from mrsynth.config import Config, ModelConfig, build_dataclass, recorded_config
 from mrsynth.errors import CheckpointError
 from mrsynth.fileio import atomic_path
 from mrsynth.model_card import card_of, write_card_beside
@@ -96,6 +96,14 @@ def load_portable(path: Path, expected: ModelConfig | None = None
     if expected is not None and replace(model, conv3d=expected.conv3d) != expected:  # conv3d: same weights
         raise CheckpointError(f"{path}: weights are for model config {model}, expected {expected}")
     return tensors, model, meta
+
+
+def initial_tensors(cfg: Config) -> dict[str, np.ndarray] | None:
+    """``train.init_weights``'s tensors, checked against ``model`` (None without a file): what
+    both backends load into a new generator, and what training checks before its run folder exists."""
+    if not cfg.train.init_weights:
+        return None
+    return load_portable(Path(cfg.train.init_weights), cfg.model)[0]
 
 
 def model_config_from_json(text: str) -> ModelConfig:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -25,7 +24,7 @@ from mrsynth.backend import DISCRIMINATOR, GENERATOR
 from mrsynth.config import Config, TrainConfig
 from mrsynth.registry import Registry
 from mrsynth.schedule import lr_at
-from mrsynth.weights import load_portable
+from mrsynth.weights import initial_tensors
 
 from torch_ref.discriminator import build_discriminator, discriminator_loss, generator_adversarial_loss
 from torch_ref.losses import training_loss
@@ -98,9 +97,8 @@ def generator_model(cfg: Config) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
         model = build_model(cfg.model)
-    if cfg.train.init_weights:
-        path = Path(cfg.train.init_weights)
-        load_state_into(model, load_portable(path, cfg.model)[0], path)
+    if (tensors := initial_tensors(cfg)) is not None:
+        load_state_into(model, tensors, cfg.train.init_weights)
     return model
 
 

@@ -34,7 +34,7 @@ from mrsynth.fileio import remove_leftover_temporaries
 from mrsynth import runs
 from mrsynth.training.logging import RunLogger, preview_slices
 from mrsynth.training.prefetch import PREFETCH_DEPTH, DevicePrefetch
-from mrsynth.weights import load_portable
+from mrsynth.weights import initial_tensors
 
 VAL_SELECT_METRIC = "mae"  # lower is better; chooses the best checkpoint
 
@@ -174,8 +174,7 @@ def train(cfg: Config, backend_name: str, run_dir: Path | None = None, resume: b
     leader = _launch_rank() == 0
     if not resume:
         cfg = with_absolute_paths(cfg)
-        if cfg.train.init_weights:  # a wrong file fails before the run folder exists
-            load_portable(Path(cfg.train.init_weights), cfg.model)
+        initial_tensors(cfg)  # a wrong train.init_weights file fails before the run folder exists
     with StopSignals() as stop:
         if not leader:
             run_dir = Path(run_dir)
