@@ -65,6 +65,11 @@ def start(argv: list[str], work: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
 
 
+def stderr_tail(proc: subprocess.Popen) -> str:
+    """What an ended process printed last (for a failure message)."""
+    return proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "(still running)"
+
+
 def finish(argv: list[str], work: Path) -> None:
     """Run a command to completion; raise with its stderr when it fails."""
     proc = start(argv, work)
@@ -111,6 +116,15 @@ def last_step(run_dir: Path) -> int:
     return max(steps, default=0)
 
 
+def durable_steps(run_dir: Path) -> set[int]:
+    """The steps with a finished checkpoint: PyTorch's ``step_*.pt`` files, orbax's step folders
+    under ``last`` (an asynchronous orbax save can still be finishing while training goes on)."""
+    ckpt = run_dir / "checkpoints"
+    names = [p.name for p in ckpt.glob("step_*.pt")] + [p.name for p in (ckpt / "last").glob("*")]
+    return {int(n.removeprefix("step_").removesuffix(".pt")) for n in names
+            if n.removeprefix("step_").removesuffix(".pt").isdigit()}
+
+
 def kill_when(proc: subprocess.Popen, run_dir: Path, wanted: Callable[[str | None], bool],
               delay_s: float = 0.0) -> str | None:
     """SIGKILL the process group once ``wanted(moment)`` (after ``delay_s``); the moment hit, or
@@ -121,10 +135,9 @@ def kill_when(proc: subprocess.Popen, run_dir: Path, wanted: Callable[[str | Non
         if wanted(now):
             deadline = deadline or time.monotonic() + delay_s
             if time.monotonic() >= deadline:
-                hit = moment(run_dir)
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-                return hit
+                return moment(run_dir)  # read after the kill: what the run was really doing
         time.sleep(0.0005)
     return None
 
