@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mrsynth.config import TrainConfig
+from mrsynth.losses import uses_mask
 from mrsynth.registry import Registry
 
 SSIM_WINDOW = 7
@@ -77,6 +78,18 @@ def l1_loss(pred: jax.Array, batch: Mapping[str, jax.Array], train: TrainConfig
             ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Mean |pred - t2| over every voxel of the batch."""
     value = l1(pred, batch["t2"])
+    return value, {"l1": value}
+
+
+@LOSSES.register("l1_masked")
+@uses_mask
+def l1_masked_loss(pred: jax.Array, batch: Mapping[str, jax.Array], train: TrainConfig
+                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Mean |pred - t2| over the voxels inside the brain mask: the background, a large constant
+    part of every crop, neither dilutes the loss nor ties the network's output near the
+    background's input value (which an offset-0 normalization puts next to dark CSF)."""
+    inside = batch["mask"].astype(jnp.float32)
+    value = jnp.sum(jnp.abs(pred - batch["t2"].astype(jnp.float32)) * inside) / jnp.maximum(jnp.sum(inside), 1.0)
     return value, {"l1": value}
 
 

@@ -147,7 +147,7 @@ class TrainConfig:
     eps: float = 1e-8
     clip_norm: float = 1.0
     objective: str = "supervised"  # what a step trains: models, optimizers, update (see mrsynth/backend.py)
-    loss: str = "l1"  # l1 | l1_ssim (mrsynth/losses.py)
+    loss: str = "l1"  # l1 | l1_ssim | l1_masked (mrsynth/losses.py)
     ssim_weight: float = 0.2
     # objective pix2pix: generator loss = train.loss + adv_weight * the adversarial term;
     # pix2pix weighs L1:adversarial 100:1, hence 0.01.

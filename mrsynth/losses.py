@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-LOSS_NAMES = ("l1", "l1_ssim")
+LOSS_NAMES = ("l1", "l1_ssim", "l1_masked")
 STEP_KEYS = ("t1", "t2")  # what every training step reads
 MASK_KEY = "mask"
 

@@ -91,7 +91,8 @@ def test_both_backends_register_exactly_the_named_losses_and_objectives():
 def test_registered_losses_and_their_terms_agree(name):
     pred, batch = random_batch()
     got_jax, got_torch = both_losses(pred, batch, TrainConfig(loss=name, ssim_weight=0.3))
-    assert got_jax["l1"] == pytest.approx(float(np.mean(np.abs(pred - batch["t2"]))), rel=1e-6)
+    counted = batch["mask"] > 0 if name == "l1_masked" else np.ones(pred.shape, dtype=bool)
+    assert got_jax["l1"] == pytest.approx(float(np.mean(np.abs(pred - batch["t2"])[counted])), rel=1e-6)
     assert_same_values(got_jax, got_torch)
 
 
@@ -124,13 +125,36 @@ def test_a_registered_loss_trains_in_both_engines_and_logs_its_terms(masked_l1, 
         assert metrics["masked_l1"] == metrics["loss"] and np.isfinite(metrics["loss"])
 
 
+def test_l1_masked_ignores_the_background_and_its_gradients_agree():
+    """Changing the prediction outside the mask changes neither backend's loss nor gets a gradient;
+    inside, the gradients agree (same sign pattern / count: d|x|/dx = sign(x) / n_inside)."""
+    pred, batch = random_batch(seed=3)
+    train = TrainConfig(loss="l1_masked")
+    outside = batch["mask"] == 0
+    moved = np.where(outside, pred + 10.0, pred).astype(np.float32)
+    for got in (both_losses(pred, batch, train), both_losses(moved, batch, train)):
+        assert got[0]["loss"] == pytest.approx(float(np.mean(np.abs(pred - batch["t2"])[~outside])), rel=1e-6)
+        assert_same_values(*got)
+    jax_grad = np.asarray(jax.grad(lambda p: jax_losses.training_loss(
+        p, {k: jnp.asarray(v) for k, v in batch.items()}, train)[0])(jnp.asarray(pred)))
+    first = lambda a: torch.from_numpy(channels_first_copy(a))  # noqa: E731
+    torch_pred = first(pred).requires_grad_(True)
+    torch_losses.training_loss(torch_pred, {k: first(v) for k, v in batch.items()}, train)[0].backward()
+    expected = np.where(outside, 0.0, np.sign(pred - batch["t2"]) / (~outside).sum())
+    np.testing.assert_allclose(jax_grad, expected, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(np.moveaxis(torch_pred.grad.numpy(), 1, -1), expected, rtol=1e-6, atol=0)
+
+
 def test_the_mask_goes_to_the_device_only_for_a_loss_that_uses_it(tmp_path):
-    """l1 and l1_ssim do not read the mask, so neither engine places it (no transfer per step)."""
-    cfg = config_from_dict({"model": {"depth": 1, "base_channels": 4, "channel_mults": [1, 2], "groups": 2},
-                            "data": {"patch_size": [16, 16]}, "train": {"loss": "l1_ssim"}})
+    """l1 and l1_ssim do not read the mask, so neither engine places it (no transfer per step);
+    l1_masked does."""
     _, batch = random_batch(shape=(2, 16, 16, 1))
-    for engine in (JaxEngine(cfg, tmp_path / "jax", devices=jax.devices()[:1]), TorchEngine(cfg, tmp_path / "torch")):
-        try:
-            assert set(engine.place_batch(batch)) == {"t1", "t2"}
-        finally:
-            engine.close()
+    for loss, placed in (("l1_ssim", {"t1", "t2"}), ("l1_masked", {"t1", "t2", "mask"})):
+        cfg = config_from_dict({"model": {"depth": 1, "base_channels": 4, "channel_mults": [1, 2], "groups": 2},
+                                "data": {"patch_size": [16, 16]}, "train": {"loss": loss}})
+        for engine in (JaxEngine(cfg, tmp_path / f"jax_{loss}", devices=jax.devices()[:1]),
+                       TorchEngine(cfg, tmp_path / f"torch_{loss}")):
+            try:
+                assert set(engine.place_batch(batch)) == placed
+            finally:
+                engine.close()

@@ -196,7 +196,7 @@ def test_context_slices_are_neighbours_transformed_together():
     for row in index.rows[[0, 3, depth - 1]]:
         neighbours = np.clip(np.arange(row[1] - 2, row[1] + 3), 0, depth - 1)
         plain = draw_sample(arrays, row, index.bboxes[0], 2, cfg, seed=3, epoch=0, index=int(row[1]))
-        assert plain["t1"].shape == (*cfg.patch_size, 5) and plain["t2"].shape == (*cfg.patch_size, 1)
+        assert plain["t1"].shape == (*cfg.patch_size, 5) and plain["t2"].shape == plain["mask"].shape == (*cfg.patch_size, 1)
         for c, s in enumerate(neighbours):
             np.testing.assert_allclose(plain["t1"][..., c], (s + 1) / 2.0 * plain["t2"][..., 0], rtol=1e-6)
         gamma = draw_sample(arrays, row, index.bboxes[0], 2, replace(cfg, gamma_range=0.5), seed=3, epoch=0,

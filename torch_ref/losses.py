@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from mrsynth.config import TrainConfig
+from mrsynth.losses import uses_mask
 from mrsynth.registry import Registry
 
 SSIM_WINDOW = 7
@@ -80,6 +81,16 @@ def l1_loss(pred: torch.Tensor, batch: Mapping[str, torch.Tensor], train: TrainC
             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Mean |pred - t2| over every voxel of the batch."""
     value = l1(pred, batch["t2"])
+    return value, {"l1": value}
+
+
+@LOSSES.register("l1_masked")
+@uses_mask
+def l1_masked_loss(pred: torch.Tensor, batch: Mapping[str, torch.Tensor], train: TrainConfig
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Mean |pred - t2| over the voxels inside the brain mask (see ``jax_impl/losses.py``)."""
+    inside = batch["mask"].float()
+    value = ((pred - batch["t2"].float()).abs() * inside).sum() / inside.sum().clamp_min(1.0)
     return value, {"l1": value}
 
 
