@@ -13,7 +13,7 @@ steady-state samples/s over the remaining batches.
 
 ``--host-batch`` prints the host time to build one batch of the 2D GPU anchor (32 slices of
 256x256 from two cached 256x256x128 phantom volumes, every slice, workers 0) with flips only and with the
-augmentation of ``configs/ixi_2d.yaml`` (flips + rotation + scaling): at a 25 ms GPU step one
+augmentation of ``configs/ixi_2d.yaml`` (flips + rotation + scaling + bias field, contrast, gamma): at a 25 ms GPU step one
 worker keeps up only below 25 ms.
 """
 from __future__ import annotations
