@@ -14,7 +14,8 @@ average of 152 brains: smoother than any single scan, which the report's sharpne
 Writes, under --out: subjects/ (the prepared pairs), <variant>/<held-out>/ (the runs and the
 fold's evaluate report), and loso.md + loso.json: per fold and method psnr/ssim in normalized
 T2 units, the scale-invariant psnr_z/ssim_z, sharpness, and each run's margin over the best
-baseline in psnr_z.
+baseline in psnr_z. A fold that fails with a one-line error (a normalization that refuses a
+subject, say) is listed with its error and the others still run; the exit status is then 1.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from mrsynth.commands.compare import train_all  # noqa: E402
 from mrsynth.config import load_config  # noqa: E402
+from mrsynth.errors import MrsynthError  # noqa: E402
 from mrsynth.data.io import read_nifti  # noqa: E402
 from mrsynth.evaluation.metrics import slice_psnr_z  # noqa: E402
 from mrsynth.evaluation.runner import evaluate_runs, load_run, safe_name  # noqa: E402
@@ -153,12 +155,17 @@ def tests_markdown(tests: list[dict]) -> str:
             "Neighbouring slices are correlated, so the p-values overstate a difference.\n\n" + table + "\n")
 
 
-def markdown(rows: list[dict], variants: dict[str, list[str]], steps_note: str) -> str:
+def markdown(rows: list[dict], variants: dict[str, list[str]], steps_note: str, failed: list[dict]) -> str:
     head = ["variant", "held out", "method", *COLUMNS, "psnr_z - best baseline"]
     table = markdown_table(head, [[r["variant"], r["held_out"], r["method"], *(f"{r[k]:.3f}" for k in COLUMNS),
                                    f"{r['margin_psnr_z']:+.2f}" if r["kind"] == "run" else ""] for r in rows])
     described = "; ".join(f"`{n}` " + (", ".join(o) or "(config as is)") for n, o in variants.items())
-    return f"# Leave-one-subject-out on the real pairs\n\nVariants: {described}. {steps_note}\n\n{table}\n"
+    text = f"# Leave-one-subject-out on the real pairs\n\nVariants: {described}. {steps_note}\n\n{table}\n"
+    if failed:
+        text += ("\n## Folds that could not be run\n\n"
+                 + markdown_table(["variant", "held out", "error"],
+                                  [[f["variant"], f["held_out"], f["error"]] for f in failed]) + "\n")
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = prepare_subjects(args.out, args.shared)
     variants = dict(parse_variant(v) for v in (args.variant or ["plain"]))
-    rows, tests = [], []
+    rows, tests, failed = [], [], []
     for name, overrides in variants.items():
         if args.shared_init:
             overrides = [*overrides, shared_init(args.config, args.overrides + overrides,
@@ -187,18 +194,23 @@ def main(argv: list[str] | None = None) -> int:
             variants[name] = overrides
         slices = {}
         for held_out in args.held_out or args.subjects:
-            fold_rows, slices[held_out] = run_fold(args.config, root, held_out, args.subjects,
-                                                   args.overrides + overrides, args.backends,
-                                                   args.out / name / held_out)
+            try:
+                fold_rows, slices[held_out] = run_fold(args.config, root, held_out, args.subjects,
+                                                       args.overrides + overrides, args.backends,
+                                                       args.out / name / held_out)
+            except MrsynthError as err:  # e.g. a normalization that refuses a subject: the others still run
+                print(f"error: {name} / {held_out}: {err}", file=sys.stderr)
+                failed.append({"variant": name, "held_out": held_out, "error": str(err)})
+                continue
             rows += [{"variant": name, **r} for r in fold_rows]
         tests += [{"variant": name, **t} for t in backend_tests(slices)]
     steps = load_config(args.config, args.overrides).train.steps
     note = f"{steps} training steps per run, config {args.config.name}, overrides {args.overrides or 'none'}."
-    text = markdown(rows, variants, note) + tests_markdown(tests)
-    atomic_write_text(args.out / "loso.json", json_text({"rows": rows, "backend_tests": tests}))
+    text = markdown(rows, variants, note, failed) + tests_markdown(tests)
+    atomic_write_text(args.out / "loso.json", json_text({"rows": rows, "backend_tests": tests, "failed": failed}))
     atomic_write_text(args.out / "loso.md", text)
     print(text)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
