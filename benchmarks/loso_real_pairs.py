@@ -159,6 +159,7 @@ def markdown(rows: list[dict], variants: dict[str, list[str]], steps_note: str, 
     head = ["variant", "held out", "method", *COLUMNS, "psnr_z - best baseline"]
     table = markdown_table(head, [[r["variant"], r["held_out"], r["method"], *(f"{r[k]:.3f}" for k in COLUMNS),
                                    f"{r['margin_psnr_z']:+.2f}" if r["kind"] == "run" else ""] for r in rows])
+    table = table if rows else "No fold could be run."
     described = "; ".join(f"`{n}` " + (", ".join(o) or "(config as is)") for n, o in variants.items())
     text = f"# Leave-one-subject-out on the real pairs\n\nVariants: {described}. {steps_note}\n\n{table}\n"
     if failed:

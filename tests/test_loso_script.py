@@ -40,3 +40,11 @@ def test_a_sweep_without_failures_exits_0_and_has_no_failure_section(tmp_path, m
     monkeypatch.setattr(loso, "run_fold", fake_fold)
     assert loso.main(["--out", str(tmp_path), "--backends", "jax", "--subjects", "A", "C"]) == 0
     assert "could not be run" not in (tmp_path / "loso.md").read_text()
+
+
+def test_a_sweep_whose_every_fold_fails_says_so_instead_of_an_empty_table(tmp_path, monkeypatch):
+    monkeypatch.setattr(loso, "prepare_subjects", lambda out, shared: tmp_path / "subjects")
+    monkeypatch.setattr(loso, "run_fold", fake_fold)
+    assert loso.main(["--out", str(tmp_path), "--backends", "jax", "--subjects", "B"]) == 1
+    text = (tmp_path / "loso.md").read_text()
+    assert "No fold could be run." in text and "| variant | held out | method |" not in text
