@@ -12,9 +12,9 @@ steady-state samples/s over the remaining batches.
     python benchmarks/loader_throughput.py --host-batch   # host ms per 32x256^2 batch (GPU anchor)
 
 ``--host-batch`` prints the host time to build one batch of the 2D GPU anchor (32 slices of
-256x256 from two cached 256x256x128 phantom volumes, every slice, workers 0) with flips only and with the
-augmentation of ``configs/ixi_2d.yaml`` (flips + rotation + scaling + bias field, contrast, gamma): at a 25 ms GPU step one
-worker keeps up only below 25 ms.
+256x256 from two cached 256x256x128 phantom volumes, every slice, workers 0) with flips only and
+with the augmentation of ``configs/ixi_2d.yaml`` (flips + rotation + scaling + bias field,
+contrast, gamma): at a 25 ms GPU step one worker keeps up only below 25 ms.
 """
 from __future__ import annotations
 

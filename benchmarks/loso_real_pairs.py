@@ -32,8 +32,8 @@ sys.path.insert(0, str(REPO))
 
 from mrsynth.commands.compare import train_all  # noqa: E402
 from mrsynth.config import load_config  # noqa: E402
-from mrsynth.errors import MrsynthError  # noqa: E402
 from mrsynth.data.io import read_nifti  # noqa: E402
+from mrsynth.errors import MrsynthError  # noqa: E402
 from mrsynth.evaluation.metrics import slice_psnr_z  # noqa: E402
 from mrsynth.evaluation.runner import evaluate_runs, load_run, safe_name  # noqa: E402
 from mrsynth.evaluation.stats import paired_test  # noqa: E402
@@ -158,8 +158,8 @@ def tests_markdown(tests: list[dict]) -> str:
 def markdown(rows: list[dict], variants: dict[str, list[str]], steps_note: str, failed: list[dict]) -> str:
     head = ["variant", "held out", "method", *COLUMNS, "psnr_z - best baseline"]
     table = markdown_table(head, [[r["variant"], r["held_out"], r["method"], *(f"{r[k]:.3f}" for k in COLUMNS),
-                                   f"{r['margin_psnr_z']:+.2f}" if r["kind"] == "run" else ""] for r in rows])
-    table = table if rows else "No fold could be run."
+                                   f"{r['margin_psnr_z']:+.2f}" if r["kind"] == "run" else ""] for r in rows]
+                           ) if rows else "No fold could be run."
     described = "; ".join(f"`{n}` " + (", ".join(o) or "(config as is)") for n, o in variants.items())
     text = f"# Leave-one-subject-out on the real pairs\n\nVariants: {described}. {steps_note}\n\n{table}\n"
     if failed:

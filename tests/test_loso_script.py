@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import loso_real_pairs as loso  # noqa: E402
 
@@ -21,9 +23,14 @@ def fake_fold(config, root, held_out, subjects, overrides, backends, out):
     return rows, {"jax": [1.0]}
 
 
-def test_a_failing_fold_is_listed_and_the_others_still_run(tmp_path, monkeypatch, capsys):
+@pytest.fixture(autouse=True)
+def no_training(tmp_path, monkeypatch):
+    """Folds come from fake_fold: no subjects prepared, nothing trained."""
     monkeypatch.setattr(loso, "prepare_subjects", lambda out, shared: tmp_path / "subjects")
     monkeypatch.setattr(loso, "run_fold", fake_fold)
+
+
+def test_a_failing_fold_is_listed_and_the_others_still_run(tmp_path, capsys):
     status = loso.main(["--out", str(tmp_path), "--backends", "jax", "--subjects", "A", "B", "C"])
     assert status == 1
     report = json.loads((tmp_path / "loso.json").read_text())
@@ -35,16 +42,12 @@ def test_a_failing_fold_is_listed_and_the_others_still_run(tmp_path, monkeypatch
     assert "error: plain / B: B/t1.nii.gz" in capsys.readouterr().err
 
 
-def test_a_sweep_without_failures_exits_0_and_has_no_failure_section(tmp_path, monkeypatch):
-    monkeypatch.setattr(loso, "prepare_subjects", lambda out, shared: tmp_path / "subjects")
-    monkeypatch.setattr(loso, "run_fold", fake_fold)
+def test_a_sweep_without_failures_exits_0_and_has_no_failure_section(tmp_path):
     assert loso.main(["--out", str(tmp_path), "--backends", "jax", "--subjects", "A", "C"]) == 0
     assert "could not be run" not in (tmp_path / "loso.md").read_text()
 
 
-def test_a_sweep_whose_every_fold_fails_says_so_instead_of_an_empty_table(tmp_path, monkeypatch):
-    monkeypatch.setattr(loso, "prepare_subjects", lambda out, shared: tmp_path / "subjects")
-    monkeypatch.setattr(loso, "run_fold", fake_fold)
+def test_a_sweep_whose_every_fold_fails_says_so_instead_of_an_empty_table(tmp_path):
     assert loso.main(["--out", str(tmp_path), "--backends", "jax", "--subjects", "B"]) == 1
     text = (tmp_path / "loso.md").read_text()
     assert "No fold could be run." in text and "| variant | held out | method |" not in text
