@@ -82,3 +82,30 @@ def paired_test(a: Sequence[float], b: Sequence[float]) -> dict[str, float | int
     w = sps.wilcoxon(diff)
     out["w"], out["p_w"] = float(w.statistic), float(w.pvalue)
     return out
+
+
+SIGN_FLIP_EXACT_UP_TO = 16  # pairs; more: Monte Carlo over random sign vectors
+
+
+def sign_flip_test(diffs: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES) -> dict[str, float | int]:
+    """Two-sided sign-flip permutation test that the mean of paired differences is 0.
+
+    For differences between whole runs (one per fold and seed), each a mean over the run's
+    slices: the run is the unit that is randomized, so correlated slices do not inflate the
+    evidence as a per-slice test does. Exact over all 2^n sign vectors up to
+    ``SIGN_FLIP_EXACT_UP_TO`` pairs (the smallest p it can give is 2 / 2^n), Monte Carlo above
+    (counting the observed signs once, so p > 0). Returns n, mean_diff and p (NaN below 2 pairs)."""
+    d = np.asarray([v for v in diffs if math.isfinite(v)], dtype=np.float64)
+    n = int(d.size)
+    out: dict[str, float | int] = {"n": n, "mean_diff": float(d.mean()) if n else math.nan, "p": math.nan}
+    if n < 2:
+        return out
+    exact = n <= SIGN_FLIP_EXACT_UP_TO
+    if exact:
+        signs = 1.0 - 2.0 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)
+    else:
+        signs = np.random.default_rng(0).choice([-1.0, 1.0], size=(resamples, n))
+    observed = abs(d.mean())
+    as_extreme = int(np.sum(np.abs((signs * d).mean(axis=1)) >= observed - 1e-12 * max(observed, 1.0)))
+    out["p"] = as_extreme / len(signs) if exact else (as_extreme + 1) / (len(signs) + 1)
+    return out
