@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+import mrsynth
 from mrsynth import backend as backend_module
 from mrsynth.cli import main
 from mrsynth.config import config_from_dict, save_config
@@ -139,6 +140,10 @@ def test_evaluate_command_writes_consistent_report(tmp_path, dataset, fake_backe
     np.testing.assert_allclose(written.affine, np.diag([2.0, 2.0, 2.0, 1.0]))
     expected = np.where(volume.mask > 0, np.clip(-0.9 * volume.t1, *read_contract(run_dir).t2_range), 0.0)
     np.testing.assert_allclose(np.asarray(written.dataobj), expected, atol=1e-5)
+    # marked synthetic and in which units, not the T1's header description
+    assert written.header["descrip"].tobytes().rstrip(b"\0").decode() == \
+        f"mrsynth {mrsynth.__version__} synthetic image, not for diagnosis (T2w, {cfg.data.normalization} units)"
+    assert written.header["intent_name"].tobytes().rstrip(b"\0").decode() == f"synthT2w {mrsynth.__version__}"
     # the linear baseline learned the inversion: far better than the identity
     by_method = {r["method"]: r for r in summary if r["metric"] == "pearson"}
     assert float(by_method["linear"]["mean"]) > 0.9 and float(by_method["identity"]["mean"]) < -0.9

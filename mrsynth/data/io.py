@@ -171,10 +171,12 @@ def image_like(volume_ras: np.ndarray, geometry: Geometry, *, descrip: str | Non
     return image
 
 
-def write_like(volume_ras: np.ndarray, geometry: Geometry, path: Path) -> None:
-    """Write a RAS+ array as float32 NIfTI on the original grid, affine and header, atomically."""
+def write_like(volume_ras: np.ndarray, geometry: Geometry, path: Path, *, descrip: str | None = None,
+               intent_name: str | None = None) -> None:
+    """Write a RAS+ array as float32 NIfTI on the original grid, affine and header, atomically
+    (``descrip`` / ``intent_name`` as :func:`image_like` sets them)."""
     try:
-        image = image_like(volume_ras, geometry)
+        image = image_like(volume_ras, geometry, descrip=descrip, intent_name=intent_name)
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from None
     with atomic_path(path) as tmp:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+import mrsynth
 from mrsynth import backend as backends
 from mrsynth.backend import Predictor
 from mrsynth.config import Config
@@ -24,6 +25,7 @@ from mrsynth.errors import ConfigError, DataError, MrsynthError
 from mrsynth.evaluation import figures
 from mrsynth.evaluation.baselines import fit_baselines
 from mrsynth.data.contract import read_contract
+from mrsynth.inference.synthesis import NOTICE
 from mrsynth.inference.volume import synthesize_subject
 from mrsynth.evaluation.metrics import literature_slice_metrics, volume_metrics
 from mrsynth.evaluation.report import write_report
@@ -56,6 +58,11 @@ class RunSpec:
     @property
     def backend(self) -> str:
         return str(self.info["backend"])
+
+def evaluation_tag(normalization: str) -> str:
+    """The NIfTI description of evaluate's synthetic T2 files: synthetic, and in the run's
+    normalized T2 units (not T2 units as ``predict`` writes them), so that a viewer says which."""
+    return f"mrsynth {mrsynth.__version__} {NOTICE} (T2w, {normalization} units)"
 
 
 def load_run(run_dir: Path, which: str = "best", tta: str = "none", planes: str | None = None) -> RunSpec:
@@ -196,7 +203,9 @@ def evaluate_runs(
                                           contract.t2_range, tta=run.tta).t2
                 predictions[run.label] = pred
                 write_like(pred, volume.geometry,
-                           tmp / "nifti" / f"{safe_name(files.subject)}_{safe_name(run.label)}_T2.nii.gz")
+                           tmp / "nifti" / f"{safe_name(files.subject)}_{safe_name(run.label)}_T2.nii.gz",
+                           descrip=evaluation_tag(run.cfg.data.normalization),
+                           intent_name=f"synthT2w {mrsynth.__version__}")
             for name, baseline in baselines.items():  # clipped to the same range as the runs' outputs
                 pred = baseline.predict(volume)
                 predictions[name] = np.where(inside, np.clip(pred, *contracts[0].t2_range), pred)
