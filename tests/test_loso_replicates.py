@@ -77,6 +77,7 @@ def test_margins_and_the_gap_test_over_runs(sweep):
     flip = next(g for g in reps.backend_gap(found) if "p_flip" in g)
     assert flip["n"] == 4 and flip["mean_diff"] == pytest.approx(0.175)
     assert flip["p_flip"] == sign_flip_test([0.4, -0.1, -0.2, 0.6])["p"]
+    assert -0.2 <= flip["ci_low"] < flip["mean_diff"] < flip["ci_high"] <= 0.6  # bootstrap: inside the values
 
 
 def test_the_report_is_written_and_bad_input_is_one_line(sweep, tmp_path, capsys):
