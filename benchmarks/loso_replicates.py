@@ -30,12 +30,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from mrsynth.backend import BACKENDS  # noqa: E402
 from mrsynth.errors import DataError, MrsynthError  # noqa: E402
-from mrsynth.evaluation.stats import SIGN_FLIP_EXACT_UP_TO, paired_test, sign_flip_test, summarize  # noqa: E402
+from mrsynth.evaluation.stats import (  # noqa: E402
+    SIGN_FLIP_EXACT_UP_TO, paired_test, sign_flip_test, summarize)
 from mrsynth.fileio import atomic_write_text, make_folder  # noqa: E402
 from mrsynth.reporting import json_text, markdown_table  # noqa: E402
-
-BACKENDS = ("jax", "torch")
 
 
 def replicates(paths: list[Path]) -> list[dict]:
@@ -141,8 +141,10 @@ def markdown(reps: list[dict], gap: list[dict], noise: dict, spans: list[dict]) 
           f"{s['ssim_z_margin_mean']:+.3f} [{s['ssim_z_margin_min']:+.3f}, {s['ssim_z_margin_max']:+.3f}]"]
          for s in spans])
     tests = markdown_table(
-        ["metric", "JAX - PyTorch of", "pairs", "mean difference [95% CI]", "p (paired t)", "p (Wilcoxon)", "p (sign flip)", "note"],
-        [[g["metric"], g["statistic"], str(g["n"]), f"{g['mean_diff']:+.3f} [{g['ci_low']:+.3f}, {g['ci_high']:+.3f}]", _p(g["p_t"]), _p(g["p_w"]),
+        ["metric", "JAX - PyTorch of", "pairs", "mean difference [95% CI]", "p (paired t)", "p (Wilcoxon)",
+         "p (sign flip)", "note"],
+        [[g["metric"], g["statistic"], str(g["n"]),
+          f"{g['mean_diff']:+.3f} [{g['ci_low']:+.3f}, {g['ci_high']:+.3f}]", _p(g["p_t"]), _p(g["p_w"]),
           _p(g.get("p_flip", math.nan)), g["note"]] for g in gap])
     noise_table = markdown_table(
         ["psnr_z difference between", "pairs", "mean |difference| (dB)", "max |difference| (dB)"],
@@ -155,7 +157,8 @@ def markdown(reps: list[dict], gap: list[dict], noise: dict, spans: list[dict]) 
             f"## Per run\n\n{per_run}\n\n## Margins over the best baseline, across replicates\n\n{span}\n\n"
             "## JAX vs PyTorch, paired over folds and replicates\n\nThe run is the unit: the sign-flip test "
             "permutes the sign of each run's mean per-slice difference, so correlated slices within a run do "
-            f"not count as independent evidence. With {flip['n']} pairs the smallest p it can give is {floor}.\n\n{tests}\n\n## Backend gap against seed noise\n\n{noise_table}\n")
+            f"not count as independent evidence. With {flip['n']} pairs the smallest p it can give is "
+            f"{floor}.\n\n{tests}\n\n## Backend gap against seed noise\n\n{noise_table}\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ from mrsynth.errors import ConfigError, DataError, MrsynthError
 from mrsynth.evaluation import figures
 from mrsynth.evaluation.baselines import fit_baselines
 from mrsynth.data.contract import read_contract
-from mrsynth.inference.synthesis import NOTICE
+from mrsynth.inference.synthesis import NOTICE, SYNTHETIC_INTENT
 from mrsynth.inference.volume import synthesize_subject
 from mrsynth.evaluation.metrics import literature_slice_metrics, volume_metrics
 from mrsynth.evaluation.report import write_report
@@ -58,6 +58,7 @@ class RunSpec:
     @property
     def backend(self) -> str:
         return str(self.info["backend"])
+
 
 def evaluation_tag(normalization: str) -> str:
     """The NIfTI description of evaluate's synthetic T2 files: synthetic, and in the run's
@@ -205,7 +206,7 @@ def evaluate_runs(
                 write_like(pred, volume.geometry,
                            tmp / "nifti" / f"{safe_name(files.subject)}_{safe_name(run.label)}_T2.nii.gz",
                            descrip=evaluation_tag(run.cfg.data.normalization),
-                           intent_name=f"synthT2w {mrsynth.__version__}")
+                           intent_name=SYNTHETIC_INTENT)
             for name, baseline in baselines.items():  # clipped to the same range as the runs' outputs
                 pred = baseline.predict(volume)
                 predictions[name] = np.where(inside, np.clip(pred, *contracts[0].t2_range), pred)

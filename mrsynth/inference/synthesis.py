@@ -46,6 +46,7 @@ from mrsynth.weights import load_portable
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 NOTICE = "synthetic image, not for diagnosis"
+SYNTHETIC_INTENT = f"synthT2w {mrsynth.__version__}"  # NIfTI intent_name of every synthetic T2 written
 CLIPPED_WARN_FRACTION = 0.01  # warn when more of the brain than this was clipped
 _T1_TOKEN = re.compile(r"[-_.](t1w?|t1_fcm)$", re.IGNORECASE)
 _MASK_TOKEN = re.compile(r"[-_.](mask|brainmask|brain[-_]mask)$", re.IGNORECASE)
@@ -287,7 +288,7 @@ def synthesize_file(t1_path: Path, out_dir: Path, predictor: Predictor, setup: S
     tag = f"mrsynth {mrsynth.__version__} synthetic T2w from T1w - {NOTICE}"
     *map_paths, sidecar_path = output_paths(t1_path, out_dir, uncertainty)
     images = {map_paths[0]: image_like(
-        t2, volume.geometry, descrip=tag, intent_name=f"synthT2w {mrsynth.__version__}")}
+        t2, volume.geometry, descrip=tag, intent_name=SYNTHETIC_INTENT)}
     if uncertainty:
         if synthesis.spread is None:
             raise MrsynthError("--uncertainty needs --tta flip or --planes all (the spread over the passes)")
