@@ -13,7 +13,7 @@ from mrsynth.cli import main
 from mrsynth.config import DataConfig
 from mrsynth.data.contract import PreprocessingContract, build_contract, read_contract
 from mrsynth.data.discovery import SubjectFiles, discover_pairs
-from mrsynth.data.io import read_nifti
+from mrsynth.data.io import Geometry, read_nifti
 from mrsynth.data.normalization import FCM_SEED, NormStats, normalize_subject, nyul_percentiles
 from mrsynth.data.preprocess import (Volume, fit_training_normalization, load_t1_only, preprocess,
                                      preprocessing_settings)
@@ -189,7 +189,8 @@ def test_the_clip_range_never_maps_outside_the_training_t2s():
     the lowest training T2 in output units."""
     raw = {"A": np.array([0.0, 500.0, 1000.0]), "B": np.array([0.0, 100.0, 300.0])}
     stats = {"A": NormStats(offset=500.0, scale=200.0), "B": NormStats(offset=100.0, scale=100.0)}
-    volumes = [Volume(name, raw[name], stats[name].normalize(raw[name]), np.ones(3), None, stats[name], stats[name], None)
+    grid = Geometry(affine=np.diag([2.0, 2.0, 3.0, 1.0]), shape=(3, 1, 1), header=b"")
+    volumes = [Volume(name, raw[name], stats[name].normalize(raw[name]), np.ones(3), None, stats[name], stats[name], grid)
                for name in raw]
     files = [SubjectFiles(name, Path(f"{name}_t1.nii"), Path(f"{name}_t2.nii")) for name in raw]
     contract = build_contract(DataConfig(mask="nonzero"), files, volumes, {})
@@ -198,5 +199,6 @@ def test_the_clip_range_never_maps_outside_the_training_t2s():
     lo, hi = contract.output_range()
     assert lo == pytest.approx(0.0, abs=1e-4)  # raw 0: narrowed from A's normalized minimum, -2.5
     assert hi == pytest.approx(2.5 * 150 + 300)  # A's normalized maximum, inside the raw range: kept
+    assert contract.voxel_size == (2.0, 2.0, 3.0) and contract.mask_extent == "brain"  # nonzero: brains
     normalized_min = min(float(v.t2.min()) for v in volumes)
     assert normalized_min * reference.scale + reference.offset < -50  # what the old range let through

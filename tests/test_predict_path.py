@@ -28,7 +28,8 @@ from mrsynth.data.dataset import subject_splits
 from mrsynth.data.io import read_nifti, write_like
 from mrsynth.evaluation.score_files import score_prediction
 from mrsynth.fileio import sha256_of
-from mrsynth.inference.synthesis import find_mask, subject_id, tensors_sha256
+from mrsynth.errors import MrsynthError
+from mrsynth.inference.synthesis import find_mask, resolve_mask_policy, subject_id, tensors_sha256
 from mrsynth.weights import load_portable
 
 PSNR_GAP_DB = 0.5  # the issue's acceptance bound between predict and evaluate
@@ -84,14 +85,30 @@ def test_run_config_holds_absolute_paths(trained):
     assert Path(cfg.data.root).parent == run.parent
 
 
-def test_predict_refuses_a_brain_trained_model_without_a_mask(trained, tmp_path, capsys):
+def test_predict_without_a_mask_extracts_the_brain_for_a_brain_trained_model(trained, tmp_path, capsys, monkeypatch):
+    """The phantom's given masks are brains inside a head: the contract says so, and predict with
+    no mask flag extracts the brain of a raw T1 itself and says so in its output and sidecar."""
+    pytest.importorskip("brainextractor")
+    from mrsynth.data import skullstrip
+
+    monkeypatch.setattr(skullstrip, "_ITERATIONS", 300)
     run, _, test = trained
-    assert read_contract(run).mask == "given"
+    contract = read_contract(run)
+    assert (contract.mask, contract.mask_extent, contract.voxel_size) == ("given", "brain", (2.0, 2.0, 2.0))
     code = main(["predict", "--checkpoint", str(run), "--input", str(test[0].t1), "--out", str(tmp_path / "o")])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 1 and len(err) == 1
-    assert err[0].startswith("error: ") and "--mask" in err[0] and "--skull-strip" in err[0]
-    assert not (tmp_path / "o").exists()
+    out = capsys.readouterr().out
+    assert code == 0 and "mask: brain extracted (BET)" in out, out
+    sidecar = json.loads(next((tmp_path / "o").glob("*.json")).read_text())
+    assert sidecar["Mask"]["source"] == "skull-strip" and "brain extracted" in sidecar["Mask"]["why"]
+    assert sidecar["Grid"]["resampled"] is False and sidecar["Grid"]["input_orientation"] == "PSR"
+
+
+def test_a_run_that_did_not_record_its_mask_extent_still_asks_for_a_mask(trained):
+    run, _, _ = trained
+    old = dataclasses.replace(read_contract(run), mask_extent=None)
+    with pytest.raises(MrsynthError, match="--mask FILE.DIR.*--skull-strip"):
+        resolve_mask_policy(old, None, False, str(run))
+    assert resolve_mask_policy(old, "otsu", False, str(run)).kind == "otsu"
 
 
 @pytest.mark.slow
@@ -166,6 +183,26 @@ def test_mask_folder_pairs_by_subject_id(tmp_path):
     assert find_mask(tmp_path, Path("IXI003-Guys-0829_T1w.nii")).name == "IXI003-Guys-0829_brainmask.nii.gz"
     with pytest.raises(Exception, match="no mask for subject 'IXI004'"):
         find_mask(tmp_path, Path("IXI004-T1.nii.gz"))
+
+
+def test_the_data_folder_as_mask_folder_for_a_copy_of_the_input(tmp_path):
+    """The subject's T1 and mask side by side, the input a copy elsewhere: the named mask wins,
+    and the T1 copy is never taken for its mask; a mirroring folder of masks still pairs."""
+    data, inputs, mirror = (tmp_path / d for d in ("data", "inputs", "mirror"))
+    for folder in (data, inputs, mirror):
+        folder.mkdir()
+    for folder, name, content in ((data, "IXI901-Phantom-0001-T1.nii.gz", b"t1"),
+                                  (data, "IXI901-Phantom-0001-T2.nii.gz", b"t2"),
+                                  (data, "IXI901-Phantom-0001-mask.nii.gz", b"mask"),
+                                  (inputs, "IXI901-Phantom-0001-T1.nii.gz", b"t1"),
+                                  (mirror, "IXI901-Phantom-0001-T1.nii.gz", b"mask")):
+        (folder / name).write_bytes(content)
+    copy = inputs / "IXI901-Phantom-0001-T1.nii.gz"
+    assert find_mask(data, copy).name == "IXI901-Phantom-0001-mask.nii.gz"
+    assert find_mask(mirror, copy) == mirror / "IXI901-Phantom-0001-T1.nii.gz"
+    (data / "IXI901-Phantom-0001-mask.nii.gz").unlink()
+    with pytest.raises(Exception, match="no mask for subject"):
+        find_mask(data, copy)  # only the T1 itself is left under the input's name
 
 
 @pytest.mark.slow

@@ -24,14 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", type=Path, required=True, help="a T1 NIfTI file or a directory of them")
     add_out_argument(parser, "directory for the synthesized T2 files", type=Path, required=True)
     brain = parser.add_mutually_exclusive_group()
-    brain.add_argument("--mask", metavar="FILE|DIR|nonzero",
-                       help="brain mask(s): a file for one input, a folder paired by subject id "
-                            "(<id>-mask.nii.gz, <id>_brainmask.nii.gz, ...), or 'nonzero' for inputs "
-                            "that are already skull-stripped. Required (or --skull-strip) when the "
-                            "model was trained on given brain masks")
+    brain.add_argument("--mask", metavar="FILE|DIR|nonzero|otsu",
+                       help="override the mask predict makes itself (the way the training masks were "
+                            "made, recorded in the run): a file for one input, a folder paired by subject "
+                            "id (<id>-mask.nii.gz, <id>_brainmask.nii.gz, ...), 'nonzero' for inputs that "
+                            "are already skull-stripped, or 'otsu' for Otsu head masks")
     brain.add_argument("--skull-strip", action="store_true",
-                       help="compute each input's brain mask by brain extraction "
-                            "(optional extra: pip install 'mrsynth[skullstrip]')")
+                       help="compute each input's brain mask by brain extraction, whatever the run "
+                            "recorded (optional extra: pip install 'mrsynth[skullstrip]')")
     parser.add_argument("--tta", choices=TTA_CHOICES, default="none",
                         help="test-time augmentation: 'flip' averages the in-plane flips (4 passes in 2D, "
                              "8 in 3D) (default: none)")
@@ -85,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     for result in report.results:
         for path in result.written:
             print(f"wrote {path}")
+        print(f"  mask: {result.mask}")
+        print(f"  grid: {result.grid}")
         print(f"  clipped to the training T2 range: {100 * result.clipped_fraction:.2f}% of brain voxels")
         if result.warning:
             print(f"warning: {result.warning}", file=sys.stderr)

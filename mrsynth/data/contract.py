@@ -34,12 +34,15 @@ import numpy as np
 
 from mrsynth.config import DataConfig
 from mrsynth.data.discovery import SubjectFiles
+from mrsynth.data.extent import EXTENT_SUBJECTS, MASK_EXTENTS, training_mask_extent
+from mrsynth.data.io import read_nifti
 from mrsynth.data.normalization import NormStats
 from mrsynth.data.preprocess import Volume
 from mrsynth.errors import MrsynthError
 
 CONTRACT_FILE = "preprocessing.json"
-MASK_SOURCES = ("given", "otsu", "nonzero", "none")
+MASK_SOURCES = ("given", "otsu", "nonzero", "skull-strip", "none")
+ORIENTATION = "RAS+"  # every array the network sees (inputs are reoriented on read)
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class PreprocessingContract:
     nyul_t1_landmarks: tuple[float, ...] = ()
     nyul_t2_landmarks: tuple[float, ...] = ()
     planes: str = "slice_axis"
+    mask_extent: str | None = None  # None: a run from before mrsynth recorded it
+    voxel_size: tuple[float, float, float] | None = None  # None: a run from before; never resampled
 
     def check_planes(self, planes: str, where: str) -> None:
         """Refuse to apply a model along axes it never saw slices of."""
@@ -93,6 +98,9 @@ class PreprocessingContract:
             "min_foreground": self.min_foreground,
             "t2_reference": self.t2_reference.to_json(),
             "t2_range": list(self.t2_range),
+            "mask_extent": self.mask_extent,
+            "voxel_size": None if self.voxel_size is None else list(self.voxel_size),
+            "orientation": ORIENTATION,
             "subjects": self.subjects,
         }
         if self.normalization == "nyul":
@@ -113,6 +121,8 @@ class PreprocessingContract:
                 nyul_t1_landmarks=tuple(float(v) for v in raw.get("nyul_t1_landmarks", ())),
                 nyul_t2_landmarks=tuple(float(v) for v in raw.get("nyul_t2_landmarks", ())),
                 planes=str(raw.get("planes", "slice_axis")),  # runs from before data.planes: one axis
+                mask_extent=None if raw.get("mask_extent") is None else str(raw["mask_extent"]),
+                voxel_size=_voxel_size(raw.get("voxel_size")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise MrsynthError(f"{where}: incomplete preprocessing contract ({type(exc).__name__}: {exc})") from None
@@ -120,16 +130,49 @@ class PreprocessingContract:
             raise MrsynthError(f"{where}: unknown mask source {contract.mask!r}")
         if contract.planes not in ("slice_axis", "all"):
             raise MrsynthError(f"{where}: unknown planes {contract.planes!r}")
+        if contract.mask_extent is not None and contract.mask_extent not in MASK_EXTENTS:
+            raise MrsynthError(f"{where}: unknown mask extent {contract.mask_extent!r}")
         if contract.normalization == "nyul" and not (contract.nyul_t1_landmarks and contract.nyul_t2_landmarks):
             raise MrsynthError(f"{where}: incomplete preprocessing contract (nyul without its standard scales)")
         return contract
 
 
+def _voxel_size(raw: Any) -> tuple[float, float, float] | None:
+    if raw is None:
+        return None
+    size = tuple(float(v) for v in raw)
+    if len(size) != 3 or not all(np.isfinite(v) and v > 0 for v in size):
+        raise ValueError(f"voxel_size {raw!r} is not three positive millimetre values")
+    return size  # type: ignore[return-value]
+
+
 def training_mask_source(cfg: DataConfig, files: list[SubjectFiles]) -> str:
-    """How the training masks were made: ``given_or_otsu`` resolves to what the subjects had."""
-    if cfg.mask != "given_or_otsu":
+    """How the training masks were made: ``given_or_otsu`` resolves to what the subjects had, and
+    mask files whose manifest names the method that made them (``prepare-ixi``) count as it."""
+    if cfg.mask not in ("given", "given_or_otsu"):
         return cfg.mask
-    return "given" if any(f.mask is not None for f in files) else "otsu"
+    if not any(f.mask is not None for f in files):
+        return "otsu" if cfg.mask == "given_or_otsu" else "given"
+    methods = {f.mask_method for f in files}
+    if len(methods) == 1 and next(iter(methods)) in ("otsu", "skull-strip"):
+        return str(next(iter(methods)))
+    return "given"
+
+
+def training_extent(source: str, files: list[SubjectFiles], volumes: list[Volume]) -> str:
+    """The extent of the training masks, judged on the first training subjects' raw T1s."""
+    if source in ("none", "nonzero", "skull-strip"):
+        return training_mask_extent(source, [])
+    by_subject = {v.subject: v for v in volumes}
+    looked = [(read_nifti(f.t1, what="T1")[0], np.asarray(by_subject[f.subject].mask))
+              for f in files[:EXTENT_SUBJECTS] if f.subject in by_subject]
+    return training_mask_extent(source, looked)
+
+
+def training_voxel_size(volumes: list[Volume]) -> tuple[float, float, float]:
+    """The voxel size the network learned at: the median over the training volumes, per RAS+ axis."""
+    sizes = np.median(np.asarray([v.geometry.voxel_size for v in volumes], dtype=np.float64), axis=0)
+    return tuple(round(float(v), 6) for v in sizes)  # type: ignore[return-value]
 
 
 def build_contract(cfg: DataConfig, files: list[SubjectFiles], volumes: list[Volume],
@@ -144,13 +187,15 @@ def build_contract(cfg: DataConfig, files: list[SubjectFiles], volumes: list[Vol
         raise MrsynthError("data: no training subject has a T2")
     reference = NormStats(offset=float(np.mean([v.t2_stats.offset for v in with_t2])),
                           scale=float(np.mean([v.t2_stats.scale for v in with_t2])))
+    source = training_mask_source(cfg, files)
     return PreprocessingContract(
-        mask=training_mask_source(cfg, files), normalization=cfg.normalization,
+        mask=source, normalization=cfg.normalization,
         percentiles=tuple(cfg.percentiles), slice_axis=cfg.slice_axis,  # type: ignore[arg-type]
         min_foreground=cfg.min_foreground, t2_reference=reference, t2_range=output_t2_range(with_t2, reference),
         subjects=subjects,
         nyul_t1_landmarks=tuple(cfg.nyul_t1_landmarks), nyul_t2_landmarks=tuple(cfg.nyul_t2_landmarks),
-        planes=cfg.planes,
+        planes=cfg.planes, mask_extent=training_extent(source, files, volumes),
+        voxel_size=training_voxel_size(volumes),
     )
 
 

@@ -6,10 +6,12 @@ Layouts (``data.source``):
   (the IXI downloads unpack T1 and T2 into separate folders).
 - ``course``: the preprocessed course layout ``IXI162-HH-1548-T1_fcm.nii.gz`` /
   ``-T2_reg_fcm.nii.gz`` (optional ``-mask``).
-- ``manifest``: a CSV with columns ``subject,t1,t2[,mask][,site][,split]``; paths relative to
-  the CSV's folder; a relative ``data.manifest`` that is not found from the working directory
-  is looked up under ``data.root``. A ``split`` column (train/val/test, as ``prepare-ixi``
-  writes) fixes each subject's split.
+- ``manifest``: a CSV with columns ``subject,t1,t2[,mask][,mask_method][,site][,split]``; paths
+  relative to the CSV's folder; a relative ``data.manifest`` that is not found from the working
+  directory is looked up under ``data.root``. A ``split`` column (train/val/test, as
+  ``prepare-ixi`` writes) fixes each subject's split; ``mask_method`` (``otsu`` or
+  ``skull-strip``, as ``prepare-ixi`` writes) says how the mask files were made, so ``predict``
+  can make the same masks itself.
 - ``glob``: ``data.t1_glob`` / ``data.t2_glob`` / ``data.mask_glob`` relative to ``data.root``;
   the subject id is the part of the path matched by ``*``.
 
@@ -49,6 +51,7 @@ class SubjectFiles:
     labels: Path | None = None
     site: str | None = None
     split: str | None = None  # from a manifest's split column
+    mask_method: str | None = None  # how the mask file was made, from a manifest's mask_method column
 
 
 def discover_pairs(cfg: DataConfig, *, require_t2: bool = True) -> list[SubjectFiles]:
@@ -60,9 +63,10 @@ def discover_pairs(cfg: DataConfig, *, require_t2: bool = True) -> list[SubjectF
         if not cfg.manifest:
             raise DataError("data.manifest: required when data.source is 'manifest'")
         where = _manifest_path(cfg)
-        found, split_of = _from_manifest(where)
+        found, split_of, method_of = _from_manifest(where)
         pairs = _assemble(found, where, require_t2)
-        return [dataclasses.replace(p, split=split_of.get(p.subject)) for p in pairs]
+        return [dataclasses.replace(p, split=split_of.get(p.subject), mask_method=method_of.get(p.subject))
+                for p in pairs]
     else:
         root = Path(cfg.root)
         if not root.is_dir():
@@ -98,8 +102,8 @@ def _from_names(root: Path, pattern: re.Pattern[str], roles: dict[str, str]) -> 
     return entries
 
 
-def _from_manifest(manifest: Path) -> tuple[list[_Entry], dict[str, str]]:
-    """Entries of a CSV manifest, and the split column's value per subject (if present)."""
+def _from_manifest(manifest: Path) -> tuple[list[_Entry], dict[str, str], dict[str, str]]:
+    """Entries of a CSV manifest, and the split and mask_method columns' values per subject (if present)."""
     if not manifest.is_file():
         raise DataError(f"{manifest}: manifest file not found (data.manifest)")
     try:
@@ -114,6 +118,7 @@ def _from_manifest(manifest: Path) -> tuple[list[_Entry], dict[str, str]]:
     base = manifest.parent
     entries: list[_Entry] = []
     split_of: dict[str, str] = {}
+    method_of: dict[str, str] = {}
     for line, row in enumerate(rows, start=2):
         subject = (row.get("subject") or "").strip()
         if not subject:
@@ -123,6 +128,9 @@ def _from_manifest(manifest: Path) -> tuple[list[_Entry], dict[str, str]]:
             if split not in ("train", "val", "test"):
                 raise DataError(f"{manifest}: line {line} has split {split!r}; expected train, val or test")
             split_of[subject] = split
+        method = (row.get("mask_method") or "").strip()
+        if method:
+            method_of[subject] = method
         site = (row.get("site") or "").strip() or None
         for role in ("t1", "t2", "mask"):
             cell = (row.get(role) or "").strip()
@@ -134,7 +142,7 @@ def _from_manifest(manifest: Path) -> tuple[list[_Entry], dict[str, str]]:
             entries.append((subject, role, path, site))
         if not (row.get("t1") or "").strip():
             raise DataError(f"{manifest}: line {line} (subject {subject}) has no t1 path")
-    return entries, split_of
+    return entries, split_of, method_of
 
 
 def _glob_regex(pattern: str) -> re.Pattern[str]:

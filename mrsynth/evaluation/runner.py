@@ -26,7 +26,7 @@ from mrsynth.evaluation import figures
 from mrsynth.evaluation.baselines import fit_baselines
 from mrsynth.data.contract import read_contract
 from mrsynth.inference.synthesis import NOTICE, SYNTHETIC_INTENT
-from mrsynth.inference.volume import synthesize_subject
+from mrsynth.inference.grid import synthesize_on_model_grid
 from mrsynth.evaluation.metrics import literature_slice_metrics, volume_metrics
 from mrsynth.evaluation.report import write_report
 from mrsynth.evaluation.results import MAIN_METRICS, EvaluationResult, finalize, write_tables
@@ -200,8 +200,8 @@ def evaluate_runs(
             predictions: dict[str, np.ndarray] = {}
             inside = volume.mask > 0
             for run, predictor, contract in zip(runs, predictors, contracts):
-                pred = synthesize_subject(volume.t1, volume.mask, predictor, run.cfg.data, run.cfg.eval,
-                                          contract.t2_range, tta=run.tta).t2
+                pred = synthesize_on_model_grid(volume.t1, volume.mask, volume.geometry.voxel_size, predictor,
+                                                run.cfg.data, run.cfg.eval, contract, tta=run.tta)[0].t2
                 predictions[run.label] = pred
                 write_like(pred, volume.geometry,
                            tmp / "nifti" / f"{safe_name(files.subject)}_{safe_name(run.label)}_T2.nii.gz",

@@ -36,11 +36,13 @@ import mrsynth
 from mrsynth.backend import Predictor
 from mrsynth.config import Config, config_from_dict, recorded_config
 from mrsynth.console import progress_enabled
-from mrsynth.data.contract import PreprocessingContract
-from mrsynth.data.io import image_like
-from mrsynth.data.preprocess import MaskFn, load_t1_only
+from mrsynth.data.contract import ORIENTATION, PreprocessingContract
+from mrsynth.data.extent import looks_skull_stripped
+from mrsynth.data.io import Geometry, image_like
+from mrsynth.data.preprocess import MaskFn, load_t1_only, nonzero_foreground, otsu_foreground
 from mrsynth.errors import DataError, MrsynthError
-from mrsynth.inference.volume import Synthesis, synthesize_subject
+from mrsynth.inference.grid import ModelGrid, synthesize_on_model_grid
+from mrsynth.inference.volume import Synthesis
 from mrsynth.fileio import atomic_path, make_folder, remove_leftover_temporaries, sha256_of
 from mrsynth.weights import load_portable
 
@@ -118,44 +120,90 @@ class MaskPolicy:
     """How ``predict`` finds each input's brain mask.
 
     ``kind``: ``file`` (one mask for one input), ``dir`` (paired by subject id), ``nonzero``,
-    ``skull-strip``, or the contract's own ``otsu`` / ``none``.
+    ``otsu``, ``skull-strip``, ``none``, or ``contract``: made per input the way the training
+    masks were (:class:`ContractMask`).
     """
 
     kind: str
     path: Path | None = None
 
-    def describe(self, mask_file: Path | None) -> dict[str, Any]:
-        if mask_file is not None:
-            return {"source": "given", "file": str(mask_file.absolute()), "sha256": sha256_of(mask_file)}
-        if self.kind == "skull-strip":
-            from mrsynth.data.skullstrip import method_description
-
-            return {"source": "skull-strip", "method": method_description()}
-        return {"source": self.kind}
-
 
 def resolve_mask_policy(contract: PreprocessingContract, mask: str | None, skull_strip: bool,
                         where: str) -> MaskPolicy:
-    """The mask policy for predict, or a one-line refusal where the run needs a brain mask."""
+    """The mask policy for predict: a flag's, else the contract's; a one-line refusal where a run
+    from before mrsynth recorded its mask extent was trained on given masks."""
     if mask is not None and skull_strip:
         raise MrsynthError("--mask and --skull-strip: choose one")
     if skull_strip:
         return MaskPolicy("skull-strip")
-    if mask == "nonzero":
-        return MaskPolicy("nonzero")
+    if mask in ("nonzero", "otsu"):
+        return MaskPolicy(mask)
     if mask is not None:
         path = Path(mask)
         if path.is_dir():
             return MaskPolicy("dir", path)
         if not path.is_file():
-            raise DataError(f"{path}: mask file or folder not found")
+            raise DataError(f"{path}: mask file or folder not found (or use --mask nonzero|otsu)")
         return MaskPolicy("file", path)
-    if contract.mask == "given":
+    if contract.mask == "given" and contract.mask_extent is None:
         raise MrsynthError(
-            f"{where}: this model was trained on brain-masked data (given masks); pass --mask FILE|DIR "
-            "with brain masks, --mask nonzero for inputs that are already skull-stripped, or --skull-strip"
+            f"{where}: this model was trained on given masks and its run does not record whether they were "
+            "brain or head masks (trained before mrsynth recorded it); pass --mask FILE|DIR, --mask nonzero "
+            "for skull-stripped inputs, --mask otsu for head masks, or --skull-strip"
         )
-    return MaskPolicy(contract.mask)
+    return MaskPolicy("contract")
+
+
+class ContractMask:
+    """Makes an input's mask the way the training masks were: the contract's extent decides.
+
+    - ``head`` masks: the Otsu head mask (what ``prepare-ixi`` and the loader compute);
+    - ``brain`` masks: an already skull-stripped input keeps its non-zero brain (or its Otsu
+      mask, where training used that); a T1 with skull gets its brain extracted (BET);
+    - ``all``: no mask.
+
+    Called with the raw RAS+ T1; ``made`` then says what was done (sidecar, output line).
+    """
+
+    def __init__(self, contract: PreprocessingContract):
+        self.contract = contract
+        self.made: dict[str, Any] = {}
+
+    def extent(self) -> str:
+        """The training masks' extent (runs from before it was recorded: from the mask source)."""
+        if self.contract.mask_extent is not None:
+            return self.contract.mask_extent
+        return {"none": "all", "otsu": "head"}.get(self.contract.mask, "brain")
+
+    def __call__(self, t1: np.ndarray, geometry: Geometry) -> np.ndarray:
+        extent = self.extent()
+        if extent == "all":
+            self.made = {"source": "none", "why": "the model was trained without masks"}
+            return np.ones(t1.shape, dtype=bool)
+        if extent == "head":
+            if looks_skull_stripped(t1):
+                self.made = {"source": "otsu", "why": "the model was trained on head masks, but this T1 "
+                             "looks skull-stripped: its Otsu mask is only its brain"}
+            else:
+                self.made = {"source": "otsu", "why": "the model was trained on Otsu head masks"}
+            return otsu_foreground(t1)
+        if looks_skull_stripped(t1):
+            kind = "otsu" if self.contract.mask == "otsu" else "nonzero"
+            self.made = {"source": kind, "why": "the model was trained on brains and this T1 is skull-stripped"}
+            return otsu_foreground(t1) if kind == "otsu" else nonzero_foreground(t1)
+        from mrsynth.data.skullstrip import extract_brain, method_description
+
+        self.made = {"source": "skull-strip", "method": method_description(),
+                     "why": "the model was trained on skull-stripped brains and this T1 has a skull: "
+                            "brain extracted"}
+        return extract_brain(t1, geometry.voxel_size)
+
+
+def mask_note(made: dict[str, Any]) -> str:
+    """The output line's words for the mask predict made."""
+    what = {"skull-strip": "brain extracted (BET)", "nonzero": "the non-zero brain",
+            "otsu": "Otsu head mask", "none": "none (all voxels)", "given": "given file"}.get(made["source"], made["source"])
+    return f"{what}: {made['why']}" if "why" in made else what
 
 
 def subject_id(path: Path) -> str:
@@ -172,17 +220,22 @@ def find_mask(mask_dir: Path, t1_path: Path) -> Path:
     """The mask in ``mask_dir`` of the input's subject.
 
     Named ``<id>-mask``, ``<id>_mask``, ``<id>_brainmask`` or ``<id>_brain_mask`` (``<id>``: the
-    input's name without its T1 token), or exactly like the input (a folder mirroring the inputs).
+    input's name without its T1 token); only where there is none, a file named exactly like the
+    input (a folder mirroring the inputs), unless it is a copy of the input itself (the data
+    folder holding the subject's T1 beside its mask).
     """
     wanted = subject_id(t1_path)
     mirrored = strip_nifti_suffix(t1_path.name)
-    matches = []
+    named, same_name = [], []
     for p in nifti_files(mask_dir):
         if p.resolve() == t1_path.resolve():
             continue
         stem = strip_nifti_suffix(p.name)
-        if stem == mirrored or (_MASK_TOKEN.search(stem) and _MASK_TOKEN.sub("", stem) == wanted):
-            matches.append(p)
+        if _MASK_TOKEN.search(stem) and _MASK_TOKEN.sub("", stem) == wanted:
+            named.append(p)
+        elif stem == mirrored and sha256_of(p) != sha256_of(t1_path):
+            same_name.append(p)
+    matches = named or same_name
     if not matches:
         raise DataError(f"{t1_path}: no mask for subject {wanted!r} in {mask_dir} "
                         f"(expected e.g. {wanted}-mask.nii.gz)")
@@ -192,17 +245,41 @@ def find_mask(mask_dir: Path, t1_path: Path) -> Path:
     return matches[0]
 
 
-def _mask_inputs(policy: MaskPolicy, t1_path: Path) -> tuple[str, Path | None, MaskFn | None]:
-    """(data.mask setting, mask file, mask function) for one input."""
+@dataclass
+class InputMask:
+    """How one input's mask is made: the ``data.mask`` setting for the loader, a mask file or a
+    mask function (:class:`ContractMask`, brain extraction)."""
+
+    setting: str
+    file: Path | None = None
+    fn: MaskFn | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """The sidecar's ``Mask`` block, once the mask was made."""
+        if self.file is not None:
+            return {"source": "given", "file": str(self.file.absolute()), "sha256": sha256_of(self.file)}
+        if isinstance(self.fn, ContractMask):
+            return dict(self.fn.made)
+        if self.fn is not None:
+            from mrsynth.data.skullstrip import method_description
+
+            return {"source": "skull-strip", "method": method_description()}
+        return {"source": self.setting}
+
+
+def input_mask(policy: MaskPolicy, t1_path: Path, contract: PreprocessingContract) -> InputMask:
+    """How the mask of one input is made under ``policy``."""
     if policy.kind == "file":
-        return "given", policy.path, None
+        return InputMask("given", file=policy.path)
     if policy.kind == "dir":
-        return "given", find_mask(policy.path, t1_path), None  # type: ignore[arg-type]
+        return InputMask("given", file=find_mask(policy.path, t1_path))  # type: ignore[arg-type]
     if policy.kind == "skull-strip":
         from mrsynth.data.skullstrip import extract_brain
 
-        return "given", None, lambda t1, geometry: extract_brain(t1, geometry.voxel_size)
-    return policy.kind, None, None
+        return InputMask("given", fn=lambda t1, geometry: extract_brain(t1, geometry.voxel_size))
+    if policy.kind == "contract":
+        return InputMask("given", fn=ContractMask(contract))
+    return InputMask(policy.kind)
 
 
 # ---------------------------------------------------------------- files
@@ -271,17 +348,23 @@ class FileResult:
     written: list[Path]
     clipped_fraction: float
     warning: str | None = None
+    mask: str = ""  # how the mask was made, in words
+    grid: str = ""  # where the network ran, in words
 
 
 def synthesize_file(t1_path: Path, out_dir: Path, predictor: Predictor, setup: SynthesisSetup,
                     policy: MaskPolicy, tta: str = "none", uncertainty: bool = False) -> FileResult:
-    """Synthesize one input and write its T2, optional spread map and JSON sidecar together."""
+    """Synthesize one input and write its T2, optional spread map and JSON sidecar together.
+
+    The input is masked as the training subjects were, normalized on its own grid, synthesized
+    at the training voxel size (:mod:`mrsynth.inference.grid`) and delivered on its own grid.
+    """
     contract = setup.contract
-    mask_setting, mask_file, mask_fn = _mask_inputs(policy, t1_path)
-    data_cfg = contract.data_config(setup.cfg.data, mask=mask_setting)
-    volume = load_t1_only(t1_path, data_cfg, mask=mask_file, mask_fn=mask_fn)
-    synthesis = synthesize_subject(volume.t1, volume.mask, predictor, data_cfg, setup.cfg.eval,
-                                   contract.t2_range, tta=tta)
+    mask = input_mask(policy, t1_path, contract)
+    data_cfg = contract.data_config(setup.cfg.data, mask=mask.setting)
+    volume = load_t1_only(t1_path, data_cfg, mask=mask.file, mask_fn=mask.fn)
+    synthesis, grid = synthesize_on_model_grid(volume.t1, volume.mask, volume.geometry.voxel_size, predictor,
+                                               data_cfg, setup.cfg.eval, contract, tta=tta)
     ref = contract.t2_reference
     inside = volume.mask > 0
     t2 = np.where(inside, synthesis.t2 * ref.scale + ref.offset, 0.0).astype(np.float32)
@@ -296,7 +379,8 @@ def synthesize_file(t1_path: Path, out_dir: Path, predictor: Predictor, setup: S
         images[map_paths[1]] = image_like(
             spread, volume.geometry, descrip=f"mrsynth {mrsynth.__version__} TTA spread (std) of the synthetic T2w",
             intent_name="synthT2w std")
-    sidecar = _sidecar(t1_path, setup, policy.describe(mask_file), volume, synthesis, list(images), tta)
+    made = mask.describe()
+    sidecar = _sidecar(t1_path, setup, made, volume, synthesis, grid, list(images), tta)
     written = _write_together(images, sidecar_path, sidecar)
     warning = None
     if synthesis.clipped_fraction > CLIPPED_WARN_FRACTION:
@@ -304,7 +388,16 @@ def synthesize_file(t1_path: Path, out_dir: Path, predictor: Predictor, setup: S
         warning = (f"{t1_path}: {100 * synthesis.clipped_fraction:.1f}% of the brain voxels were clipped to the "
                    f"training T2 range [{lo:.4g}, {hi:.4g}]; the input may differ from the training data "
                    "(contrast, mask, field of view)")
-    return FileResult(written, synthesis.clipped_fraction, warning)
+    return FileResult(written, synthesis.clipped_fraction, warning, mask_note(made), grid_note(grid, volume))
+
+
+def grid_note(grid: ModelGrid | None, volume: Any) -> str:
+    """The output line's words for the grid the network ran on."""
+    size = "x".join(f"{v:.3g}" for v in volume.geometry.voxel_size)
+    if grid is None:
+        return f"synthesized on the input's grid ({size} mm, {volume.geometry.axcodes})"
+    model = "x".join(f"{v:.3g}" for v in grid.voxel_size)
+    return f"resampled {size} mm -> {model} mm (the training voxel size) and back; output on the input's grid"
 
 
 def _write_together(images: dict[Path, nib.Nifti1Image], sidecar_path: Path, sidecar: dict[str, Any]) -> list[Path]:
@@ -327,7 +420,7 @@ def _write_together(images: dict[Path, nib.Nifti1Image], sidecar_path: Path, sid
 
 
 def _sidecar(t1_path: Path, setup: SynthesisSetup, mask: dict[str, Any], volume: Any, synthesis: Synthesis,
-             outputs: list[Path], tta: str) -> dict[str, Any]:
+             grid: ModelGrid | None, outputs: list[Path], tta: str) -> dict[str, Any]:
     """BIDS-style provenance: enough to know what this file is and to reproduce it."""
     contract = setup.contract
     lo, hi = contract.output_range()
@@ -342,6 +435,11 @@ def _sidecar(t1_path: Path, setup: SynthesisSetup, mask: dict[str, Any], volume:
         "Outputs": [p.name for p in outputs],
         "Weights": setup.weights,
         "Mask": {**mask, "voxels": int((volume.mask > 0).sum())},
+        "Grid": {"input_voxel_size_mm": [round(v, 4) for v in volume.geometry.voxel_size],
+                 "input_orientation": volume.geometry.axcodes, "network_orientation": ORIENTATION,
+                 **(grid.describe() if grid is not None else {
+                     "resampled": False, "training_voxel_size_mm": (
+                         None if setup.contract.voxel_size is None else list(setup.contract.voxel_size))})},
         "Normalization": {
             "method": contract.normalization,
             "t1_stats": volume.t1_stats.to_json(),

@@ -294,6 +294,12 @@ def prepare_subject(pair: RawPair, out_dir: Path, settings: PrepareSettings, qc_
     return row
 
 
+def mask_method(settings: PrepareSettings) -> str:
+    """The manifest's ``mask_method``: how the mask files were made, so a run trained on them
+    records it in its contract and ``predict`` makes the same masks itself."""
+    return "skull-strip" if settings.skull_strip else "otsu"
+
+
 def brain_or_head_mask(t1: np.ndarray, grid: Grid, skull_strip: bool) -> np.ndarray:
     """The subject's mask on ``grid``: a brain mask (brain extraction) or the Otsu head mask."""
     if not skull_strip:
@@ -359,9 +365,9 @@ def assign_splits(subjects: dict[str, str], fractions: tuple[float, float, float
 
 
 def write_manifest(out_dir: Path, rows: list[dict]) -> Path:
-    """Manifest CSV with paths relative to it: subject,t1,t2,mask,site,split,<QC columns>."""
+    """Manifest CSV with paths relative to it: subject,t1,t2,mask,mask_method,site,split,<QC columns>."""
     path = out_dir / MANIFEST_NAME
-    first = ["subject", "t1", "t2", "mask", "site", "split"]
+    first = ["subject", "t1", "t2", "mask", "mask_method", "site", "split"]
     extra = [k for k in rows[0] if k not in first] if rows else []
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=first + extra, lineterminator="\n")
@@ -462,7 +468,7 @@ def prepare_ixi(
     for subject, row in rows.items():
         prefix = Path("subjects") / subject
         out_rows.append({**row, **{k: (prefix / row[k]).as_posix() for k in ("t1", "t2", "mask")},
-                         "split": splits[subject]})
+                         "mask_method": mask_method(settings), "split": splits[subject]})
     if out_rows:
         write_manifest(out_dir, out_rows)
         _log_qc(out_rows, log)

@@ -28,7 +28,7 @@ from mrsynth.data.dataset import subject_splits
 from mrsynth.data.loader import make_train_loader
 from mrsynth.data.preprocess import Volume, fit_training_normalization, load_volume
 from mrsynth.errors import CheckpointError, ConfigError, Interrupted, MrsynthError, TrainingDiverged
-from mrsynth.inference.volume import synthesize_subject
+from mrsynth.inference.grid import synthesize_on_model_grid
 from mrsynth.evaluation.metrics import volume_metrics
 from mrsynth.fileio import remove_leftover_temporaries
 from mrsynth import runs
@@ -73,7 +73,8 @@ def validate(engine: TrainEngine, volumes: list[Volume], cfg: Config, contract: 
     predictor = engine.predictor()
     rows = []
     for vol in volumes:
-        pred = synthesize_subject(vol.t1, vol.mask, predictor, cfg.data, cfg.eval, contract.t2_range).t2
+        pred = synthesize_on_model_grid(vol.t1, vol.mask, vol.geometry.voxel_size, predictor, cfg.data, cfg.eval,
+                                        contract)[0].t2
         rows.append(volume_metrics(pred, vol.t2, vol.mask, cfg.eval.data_range))
         if previews is not None:
             previews[vol.subject] = preview_slices(vol.t1, vol.t2, pred, vol.mask, cfg.data.slice_axis)
