@@ -43,16 +43,20 @@ class _TerminalHandler(logging.Handler):
 
 @contextlib.contextmanager
 def logging_to(handler: logging.Handler) -> Iterator[None]:
-    """Send mrsynth's messages to ``handler`` (at the handler's own level) while inside."""
+    """Send mrsynth's messages to ``handler`` (at the handler's own level) while inside, and only
+    there: not also up to the root logger, where a library (orbax, absl) may have installed a
+    handler of its own that would print every message again, debug lines included."""
     logger = logging.getLogger(LOGGER_NAME)
-    previous = logger.level
+    previous, propagated = logger.level, logger.propagate
     logger.setLevel(logging.DEBUG)  # each handler filters by its own level
+    logger.propagate = False
     logger.addHandler(handler)
     try:
         yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous)
+        logger.propagate = propagated
         handler.close()
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from mrsynth.commands.common import add_backend_argument, add_config_arguments
@@ -59,5 +58,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config, args.overrides)
         summary = train(cfg, args.backend or "jax", args.run_dir, resume=False)
-    print(json.dumps(summary, indent=2))
+    print(finished_lines(summary))
     return 0
+
+
+def finished_lines(summary: dict) -> str:
+    """A finished run in two lines (the whole summary is in run.json), then its next commands."""
+    run_dir, last = summary["run_dir"], summary.get("last_val") or {}
+    result = f"finished: {run_dir} ({summary['backend']}, {summary['steps']} steps)"
+    if last:
+        result += ("; validation at the end: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()
+                                                           if k in ("psnr", "ssim", "mae")))
+    return "\n".join([result, "next:", f"  mrsynth evaluate --checkpoint {run_dir}",
+                      f"  mrsynth predict --checkpoint {run_dir} --input T1.nii.gz --out synth/"])
