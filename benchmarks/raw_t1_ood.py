@@ -102,7 +102,8 @@ def score_case(name: str, run: Path, t1_path: Path, t2: np.ndarray, coverage: np
     scores = {key: {m: float(v) for m, v in volume_metrics(p, t2_norm, mask, None).items() if m in METRICS}
               for key, p in predictions.items()}
     figures.subject_panel(t1_norm, t2_norm, {"mrsynth (predict)": predictions["model"]}, mask,
-                          figure_dir / f"{name}.png", f"{name}: T1, real T2, synthesized T2 (predict, no flags)")
+                          figure_dir / f"{name}.png", f"{name}: T1, real T2, synthesized T2 (predict, no flags)",
+                          voxel_size=geometry.voxel_size)
     scores["brain_ml"] = float(mask.sum() * np.prod(geometry.voxel_size) / 1000.0)
     return scores, lines
 

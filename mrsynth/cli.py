@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train a model (the default command)"),
     "predict": ("predict", "synthesize T2 NIfTI files from T1 inputs"),
     "evaluate": ("evaluate", "metrics, figures and a report for a trained run on held-out subjects"),
+    "cross-validate": ("cross_validate", "K-fold cross-validation by subject, stratified by site: train, "
+                                         "evaluate and summarize every fold"),
     "compare": ("compare", "one report comparing runs (both backends) and the baselines"),
     "benchmark": ("benchmark", "backend speed report (step time, throughput, memory)"),
     "parity": ("parity", "check that the JAX and PyTorch backends compute the same function"),

@@ -113,3 +113,10 @@ def test_methods_are_named_by_model(tmp_path):
     assert run_title(spec("jax", "jax:demo-run")) == "U-Net (JAX, demo-run)"
     assert [BASELINES[name].title for name in BASELINES] == ["identity (T1)", "linear regression",
                                                              "histogram matching"]
+
+
+def test_thick_slices_are_drawn_at_their_proportions():
+    """3 mm slices (RAS+ axis 2) stretch the coronal and sagittal views three times upwards."""
+    assert figures.view_aspect("axial", (0.94, 0.94, 3.0)) == pytest.approx(1.0)
+    assert figures.view_aspect("coronal", (0.94, 0.94, 3.0)) == pytest.approx(3.0 / 0.94)
+    assert figures.view_aspect("sagittal", (1.0, 2.0, 3.0)) == pytest.approx(1.5)

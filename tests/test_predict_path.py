@@ -99,7 +99,7 @@ def test_predict_without_a_mask_extracts_the_brain_for_a_brain_trained_model(tra
     out = capsys.readouterr().out
     assert code == 0 and "mask: brain extracted (BET)" in out, out
     sidecar = json.loads(next((tmp_path / "o").glob("*.json")).read_text())
-    assert sidecar["Mask"]["source"] == "skull-strip" and "brain extracted" in sidecar["Mask"]["why"]
+    assert sidecar["Mask"]["source"] == "skull-strip" and "has a skull" in sidecar["Mask"]["why"]
     assert sidecar["Grid"]["resampled"] is False and sidecar["Grid"]["input_orientation"] == "PSR"
 
 

@@ -48,6 +48,12 @@ def view_slice(volume: np.ndarray, view: str, centre: Sequence[int], convention:
     return np.fliplr(image) if _mirrored(view, convention) else image
 
 
+def view_aspect(view: str, voxel_size: Sequence[float]) -> float:
+    """Height / width of a ``view_slice`` pixel: the slice's second axis (up) over its first."""
+    first, second = (a for a in range(3) if a != _VIEW_AXIS[view])
+    return float(voxel_size[second]) / float(voxel_size[first])
+
+
 def edge_letters(view: str, convention: str = "neurological") -> tuple[str, str, str, str]:
     """The patient directions at the left, right, top and bottom edges of a ``view_slice``."""
     left, right, top, bottom = _EDGES[view]
@@ -78,11 +84,14 @@ def subject_figure(
     title: str,
     convention: str = "neurological",
     units: str = "normalized units",
+    voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
 ) -> plt.Figure:
     """Rows: axial/coronal/sagittal slices through the mask centre, patient directions on every
     panel. Columns: T1 | real T2, each method's synthesized T2 | each method's |error|, each group
     with its colour bar (T2s and errors share one scale each). Every image panel has the same size.
-    Intensities are shown inside the mask (the background black); errors everywhere."""
+    Intensities are shown inside the mask (the background black); errors everywhere. Pixels are
+    drawn at the voxels' proportions (``voxel_size``, mm per RAS+ axis), so 3 mm slices are not
+    squashed."""
     centre = mask_centre(mask)
     inside = mask > 0
     t2_lo, t2_hi = np.percentile(t2[inside], [0.5, 99.5]) if inside.any() else (t2.min(), t2.max())
@@ -113,7 +122,8 @@ def subject_figure(
             for row, view in enumerate(VIEWS):
                 ax = fig.add_subplot(grid[row, col])
                 image = view_slice(volume, view, centre, convention)
-                drawn = ax.imshow(image, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
+                drawn = ax.imshow(image, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest",
+                                  aspect=view_aspect(view, voxel_size))
                 _letter_edges(ax, image.shape, edge_letters(view, convention))
                 ax.set_xticks([])
                 ax.set_yticks([])
@@ -132,9 +142,10 @@ def subject_figure(
 
 
 def subject_panel(t1: np.ndarray, t2: np.ndarray, predictions: Mapping[str, np.ndarray], mask: np.ndarray,
-                  path: Path, title: str, convention: str = "neurological") -> Path:
+                  path: Path, title: str, convention: str = "neurological",
+                  voxel_size: Sequence[float] = (1.0, 1.0, 1.0)) -> Path:
     """:func:`subject_figure` written as a PNG."""
-    return _save(subject_figure(t1, t2, predictions, mask, title, convention), path)
+    return _save(subject_figure(t1, t2, predictions, mask, title, convention, voxel_size=voxel_size), path)
 
 
 def metric_plot(

@@ -219,7 +219,8 @@ def evaluate_runs(
                 title_s = f"{files.subject}: T1, real T2, synthesized T2 and |error|"
                 figure_paths[f"Subject {files.subject}"] = figures.subject_panel(
                     volume.t1, volume.t2, {titles[m]: p for m, p in predictions.items()}, volume.mask,
-                    tmp / "figures" / f"subject_{safe_name(files.subject)}.png", title_s, convention)
+                    tmp / "figures" / f"subject_{safe_name(files.subject)}.png", title_s, convention,
+                    voxel_size=volume.geometry.voxel_size)
         finalize(result)
         context = {
             "title": title or f"mrsynth evaluation: {', '.join(r.label for r in runs)} vs baselines",

@@ -194,8 +194,7 @@ class ContractMask:
         from mrsynth.data.skullstrip import extract_brain, method_description
 
         self.made = {"source": "skull-strip", "method": method_description(),
-                     "why": "the model was trained on skull-stripped brains and this T1 has a skull: "
-                            "brain extracted"}
+                     "why": "the model was trained on skull-stripped brains and this T1 has a skull"}
         return extract_brain(t1, geometry.voxel_size)
 
 

@@ -1,0 +1,190 @@
+"""K-fold cross-validation by whole subject, stratified by site, as nnU-Net users know it.
+
+Every subject is held out exactly once: fold k trains on the other folds (no validation subjects,
+so no held-out subject chooses a checkpoint; the last one is evaluated) and ``evaluate`` scores
+fold k's subjects against the baselines fitted on fold k's training subjects. One summary pools
+the held-out subjects of all folds: mean and 95% CI per metric and method, overall and per site.
+
+A cross-validation is a folder that a later call continues: ``cv.json`` fixes the settings and
+the folds (a call with other settings is refused), a fold whose ``eval/`` exists is finished, a
+fold whose run stopped part way resumes from its last checkpoint (exactly, as ``train --resume``
+does), and the summary is rebuilt from the folds' files, so it equals an uninterrupted run's.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mrsynth import runs
+from mrsynth.config import Config, with_absolute_paths
+from mrsynth.data.dataset import available_pairs
+from mrsynth.errors import CheckpointError, ConfigError, MrsynthError
+from mrsynth.evaluation.results import EvaluationResult, finalize, write_tables
+from mrsynth.fileio import atomic_write_text
+from mrsynth.reporting import format_number, json_text
+
+CV_FILE = "cv.json"
+SUMMARY_METRICS = ("psnr_z", "ssim_z", "psnr", "ssim", "mae")
+
+
+def stratified_folds(sites: dict[str, str | None], k: int, seed: int) -> dict[str, int]:
+    """Subject -> fold (0..k-1): each site's subjects shuffled (seeded) and dealt in turn,
+    continuing where the previous site stopped, so the folds differ in size by at most one and
+    each site is spread over them as evenly as its size allows."""
+    if k < 2:
+        raise ConfigError(f"--folds: at least 2 (got {k})")
+    if len(sites) < k:
+        raise ConfigError(f"--folds {k}: only {len(sites)} subjects; every fold needs one to hold out")
+    folds: dict[str, int] = {}
+    position = 0
+    for index, site in enumerate(sorted({s or "" for s in sites.values()})):
+        members = sorted(s for s, v in sites.items() if (v or "") == site)
+        for i in np.random.default_rng([seed, index]).permutation(len(members)):
+            folds[members[i]] = position % k
+            position += 1
+    return folds
+
+
+def fold_config(cfg: Config, folds: dict[str, int], fold: int, run_name: str) -> Config:
+    """The config of one fold: its subjects held out, all the others trained on, none validated."""
+    data = dataclasses.replace(
+        cfg.data, train_subjects=sorted(s for s, f in folds.items() if f != fold), val_subjects=[],
+        test_subjects=sorted(s for s, f in folds.items() if f == fold))
+    return dataclasses.replace(cfg, data=data, run=dataclasses.replace(cfg.run, name=run_name))
+
+
+def _settings(cfg: Config, backend: str, k: int, seed: int, folds: dict[str, int],
+              sites: dict[str, str | None]) -> dict[str, Any]:
+    return {"backend": backend, "folds": k, "seed": seed, "config": cfg.to_dict(),
+            "subjects": {s: {"fold": folds[s], "site": sites[s]} for s in sorted(folds)}}
+
+
+def _check_or_write_settings(out: Path, settings: dict[str, Any]) -> None:
+    """The first call writes cv.json; a later call must ask for the same cross-validation."""
+    path = out / CV_FILE
+    wanted = json.loads(json_text(settings))
+    if path.is_file():
+        recorded = json.loads(path.read_text())
+        if recorded != wanted:
+            changed = sorted(k for k in wanted if recorded.get(k) != wanted[k])
+            raise MrsynthError(f"{path}: this folder holds a cross-validation with other settings "
+                               f"({', '.join(changed)}); choose another --out")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json_text(settings))
+
+
+def _train_fold(cfg: Config, backend: str, run_dir: Path, log: Callable[[str], None]) -> None:
+    """Train a fold, or resume the run a kill interrupted; a completed run is kept."""
+    from mrsynth.training.loop import train
+
+    if (run_dir / runs.RUN_FILE).is_file():
+        status = runs.read_run_info(run_dir).get("status")
+        if status == "completed":
+            return
+        log(f"{run_dir.parent.name}: resuming its run ({status})")
+        try:
+            train(runs.load_run_config(run_dir), backend, run_dir, resume=True)
+            return
+        except CheckpointError:  # killed before its first checkpoint: nothing to keep
+            shutil.rmtree(run_dir)
+    elif run_dir.exists():
+        shutil.rmtree(run_dir)  # killed while the run folder was being made
+    train(cfg, backend, run_dir, resume=False)
+
+
+def _evaluate_fold(run_dir: Path, out: Path) -> None:
+    from mrsynth.evaluation.runner import evaluate_runs, load_run
+
+    if not (out / "per_subject.csv").is_file():
+        evaluate_runs([load_run(run_dir, "last")], "test", out)
+
+
+def cross_validate(cfg: Config, backend: str, out: Path, k: int = 5, seed: int = 0,
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or continue) a K-fold cross-validation of ``cfg`` into ``out``; return the summary."""
+    cfg = with_absolute_paths(cfg)
+    sites = {f.subject: f.site for f in available_pairs(cfg.data)}
+    folds = stratified_folds(sites, k, seed)
+    out = Path(out).absolute()
+    _check_or_write_settings(out, _settings(cfg, backend, k, seed, folds, sites))
+    for fold in range(k):
+        fold_dir = out / f"fold-{fold}"
+        if (fold_dir / "eval" / "per_subject.csv").is_file():
+            log(f"fold {fold}: finished earlier, kept")
+            continue
+        held_out = sorted(s for s, f in folds.items() if f == fold)
+        log(f"fold {fold}: training on {len(folds) - len(held_out)} subjects, holding out {len(held_out)}")
+        run_dir = fold_dir / "run"
+        _train_fold(fold_config(cfg, folds, fold, f"{cfg.run.name}-fold{fold}"), backend, run_dir, log)
+        _evaluate_fold(run_dir, fold_dir / "eval")
+    return write_summary(out, folds, sites)
+
+
+def _fold_rows(out: Path, folds: dict[str, int]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Every fold's per-subject rows (floats), and each method's kind."""
+    rows, kinds = [], {}
+    for fold in sorted(set(folds.values())):
+        with open(out / f"fold-{fold}" / "eval" / "per_subject.csv", newline="") as handle:
+            for raw in csv.DictReader(handle):
+                rows.append({k: (v if k in ("subject", "method") else float(v)) for k, v in raw.items() if v != ""})
+        summary = (out / f"fold-{fold}" / "eval" / "summary.json").read_text()
+        for method, entry in json.loads(summary)["methods"].items():
+            kinds[method] = entry["kind"]
+    return rows, kinds
+
+
+def _result(rows: list[dict[str, Any]], kinds: dict[str, str], subjects: list[str]) -> EvaluationResult:
+    methods = [m for m in kinds if kinds[m] == "run"] + [m for m in kinds if kinds[m] == "baseline"]
+    return finalize(EvaluationResult(methods=methods, kinds=kinds, subjects=subjects,
+                                     rows=[r for r in rows if r["subject"] in set(subjects)]))
+
+
+def write_summary(out: Path, folds: dict[str, int], sites: dict[str, str | None]) -> dict[str, Any]:
+    """The pooled held-out subjects of all folds: tables (summary.csv/json, per_subject.csv,
+    paired_tests.csv), folds.csv, and summary.md with the per-site means."""
+    rows, kinds = _fold_rows(out, folds)
+    scored = sorted({r["subject"] for r in rows})
+    if scored != sorted(folds):
+        raise MrsynthError(f"{out}: the folds scored {len(scored)} subjects, expected {len(folds)}")
+    result = _result(rows, kinds, scored)
+    by_site = {site: _result(rows, kinds, sorted(s for s in scored if (sites[s] or "") == site))
+               for site in sorted({s or "" for s in sites.values()})}
+    context = {"cross_validation": {"folds": len(set(folds.values())), "subjects": len(folds),
+                                    "per_site": {site or "(none)": len(r.subjects) for site, r in by_site.items()}}}
+    write_tables(result, out, context)
+    atomic_write_text(out / "folds.csv", "subject,site,fold\n" + "".join(
+        f"{s},{sites[s] or ''},{folds[s]}\n" for s in sorted(folds)))
+    atomic_write_text(out / "summary.md", summary_markdown(result, by_site, folds))
+    return {"subjects": len(scored), "methods": {m: result.summary[m] for m in result.methods},
+            "sites": {site or "(none)": {m: r.summary[m] for m in r.methods} for site, r in by_site.items()}}
+
+
+def _cell(stats: dict[str, Any]) -> str:
+    if stats["n"] < 2:
+        return format_number(stats["mean"])
+    return f"{format_number(stats['mean'])} [{format_number(stats['ci_low'])}, {format_number(stats['ci_high'])}]"
+
+
+def summary_markdown(result: EvaluationResult, by_site: dict[str, EvaluationResult], folds: dict[str, int]) -> str:
+    """Mean [95% CI] per method and metric over all held-out subjects, then per site."""
+    metrics = [m for m in SUMMARY_METRICS if m in result.metrics]
+    lines = [f"# Cross-validation: {len(set(folds.values()))} folds, {len(folds)} subjects, each held out once",
+             "", "Mean [95% CI] over the held-out subjects (CI: t from 10 subjects on, bootstrap below, "
+             "clipped to the metric's range).", "",
+             "| method | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    lines += [f"| {m} | " + " | ".join(_cell(result.summary[m][k]) for k in metrics) + " |" for m in result.methods]
+    lines += ["", "## Per site (mean [95% CI]; n subjects)", "",
+              "| site | n | method | " + " | ".join(metrics) + " |", "|---|---|---|" + "---|" * len(metrics)]
+    for site, site_result in by_site.items():
+        for m in site_result.methods:
+            lines.append(f"| {site or '(none)'} | {len(site_result.subjects)} | {m} | "
+                         + " | ".join(_cell(site_result.summary[m][k]) for k in metrics) + " |")
+    return "\n".join(lines) + "\n"
