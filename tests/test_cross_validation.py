@@ -15,7 +15,7 @@ import pytest
 
 from mrsynth.cli import main
 from mrsynth.errors import ConfigError
-from mrsynth.evaluation.crossval import stratified_folds
+from mrsynth.experiments.crossval import stratified_folds
 
 ROOT = Path(__file__).resolve().parents[1]
 BRATS = ROOT.parent / "shared" / "data" / "brats18"

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mrsynth.evaluation.crossval import cross_validate
+    from mrsynth.experiments.crossval import cross_validate
 
     cfg = load_config(args.config, args.overrides)
     summary = cross_validate(cfg, args.backend, args.out, args.folds, args.seed)
