@@ -187,7 +187,8 @@ def test_manifest_splits_and_course_grid(small_raw_ixi, tmp_path):
                           fractions=(0.34, 0.33, 0.33), log=lambda _: None)
     assert summary.n_ok == 3
     rows = list(csv.DictReader((tmp_path / "manifest.csv").open()))
-    assert list(rows[0])[:6] == ["subject", "t1", "t2", "mask", "site", "split"]
+    assert list(rows[0])[:7] == ["subject", "t1", "t2", "mask", "mask_method", "site", "split"]
+    assert {r["mask_method"] for r in rows} == {"otsu"}  # a run trained on them records Otsu masks
     assert sorted(r["split"] for r in rows) == ["test", "train", "val"]
     for row in rows:
         for key in ("t1", "t2", "mask"):
@@ -363,6 +364,7 @@ def test_skull_strip_writes_brain_masks_not_head_masks(small_raw_ixi, tmp_path):
                           log=lambda _: None)
     assert summary.n_ok == 3
     for row in csv.DictReader((tmp_path / "manifest.csv").open()):
+        assert row["mask_method"] == "skull-strip"
         image = nib.load(tmp_path / row["mask"])
         mask = np.asarray(image.dataobj) > 0
         t1 = np.asarray(nib.load(tmp_path / row["t1"]).dataobj)
