@@ -190,8 +190,8 @@ def test_the_clip_range_never_maps_outside_the_training_t2s():
     raw = {"A": np.array([0.0, 500.0, 1000.0]), "B": np.array([0.0, 100.0, 300.0])}
     stats = {"A": NormStats(offset=500.0, scale=200.0), "B": NormStats(offset=100.0, scale=100.0)}
     grid = Geometry(affine=np.diag([2.0, 2.0, 3.0, 1.0]), shape=(3, 1, 1), header=b"")
-    volumes = [Volume(name, raw[name], stats[name].normalize(raw[name]), np.ones(3), None, stats[name], stats[name], grid)
-               for name in raw]
+    volumes = [Volume(name, raw[name], stats[name].normalize(raw[name]), np.ones(3), None, stats[name], stats[name],
+                      grid) for name in raw]
     files = [SubjectFiles(name, Path(f"{name}_t1.nii"), Path(f"{name}_t2.nii")) for name in raw]
     contract = build_contract(DataConfig(mask="nonzero"), files, volumes, {})
     reference = contract.t2_reference

@@ -200,8 +200,9 @@ class ContractMask:
 
 def mask_note(made: dict[str, Any]) -> str:
     """The output line's words for the mask predict made."""
-    what = {"skull-strip": "brain extracted (BET)", "nonzero": "the non-zero brain",
-            "otsu": "Otsu head mask", "none": "none (all voxels)", "given": "given file"}.get(made["source"], made["source"])
+    words = {"skull-strip": "brain extracted (BET)", "nonzero": "the non-zero brain", "otsu": "Otsu head mask",
+             "none": "none (all voxels)", "given": "given file"}
+    what = words.get(made["source"], made["source"])
     return f"{what}: {made['why']}" if "why" in made else what
 
 
