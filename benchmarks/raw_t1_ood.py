@@ -31,8 +31,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mrsynth.config import load_config  # noqa: E402
-from mrsynth.data.contract import read_contract  # noqa: E402
+from mrsynth.config import Config, load_config  # noqa: E402
+from mrsynth.data.contract import PreprocessingContract, read_contract  # noqa: E402
 from mrsynth.data.dataset import subject_splits  # noqa: E402
 from mrsynth.data.io import read_nifti  # noqa: E402
 from mrsynth.data.normalization import fit_normalization  # noqa: E402
@@ -46,9 +46,8 @@ METRICS = ("psnr_z", "ssim_z", "psnr", "ssim", "pearson")
 
 
 def registered_t2(t1_path: Path, t2_path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    """The T2 rigidly registered onto the T1's RAS+ grid, its coverage there, and the QC numbers."""
-    import SimpleITK as sitk
-
+    """The T2 rigidly registered onto the T1's RAS+ grid (as prepare-ixi registers), its coverage
+    there, and the QC numbers."""
     from mrsynth.data.preprocess import otsu_foreground
     from mrsynth.ixi import registration as reg
 
@@ -56,9 +55,7 @@ def registered_t2(t1_path: Path, t2_path: Path) -> tuple[np.ndarray, np.ndarray,
     t2, t2_geometry = read_nifti(t2_path, what="T2")
     t1_img, t2_img = reg.to_sitk(t1, t1_geometry.ras_affine), reg.to_sitk(t2, t2_geometry.ras_affine)
     head = otsu_foreground(t1)
-    fixed_mask = sitk.BinaryDilate(sitk.Cast(reg.to_sitk(head.astype(np.float32), t1_geometry.ras_affine) > 0.5,
-                                             sitk.sitkUInt8), [3, 3, 3])
-    result = reg.rigid_register(t1_img, t2_img, fixed_mask, seed=0)
+    result = reg.rigid_register(t1_img, t2_img, reg.registration_mask(head, t1_geometry.ras_affine), seed=0)
     grid = reg.Grid.from_affine(t1_geometry.ras_affine, t1.shape)
     moved = reg.resample(t2_img, grid, result.transform)
     coverage = reg.resample(reg.to_sitk(np.ones_like(t2), t2_geometry.ras_affine), grid, result.transform) > 0.999
@@ -80,11 +77,9 @@ def predict(run: Path, t1: Path, out: Path) -> tuple[Path, list[str]]:
     return out / name, [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
 
 
-def score_case(name: str, run: Path, t1_path: Path, t2: np.ndarray, coverage: np.ndarray, baselines: dict,
-               work: Path, figure_dir: Path) -> tuple[dict, list[str]]:
+def score_case(name: str, run: Path, cfg: Config, contract: PreprocessingContract, t1_path: Path, t2: np.ndarray,
+               coverage: np.ndarray, baselines: dict, work: Path, figure_dir: Path) -> tuple[dict, list[str]]:
     """Metrics of the model and the baselines on one case (the T1's RAS+ grid), and a figure."""
-    cfg = load_config(run / "config.yaml")
-    contract = read_contract(run)
     output, lines = predict(run, t1_path, work)
     pred, geometry = read_nifti(output, what="prediction")
     t1, _ = read_nifti(t1_path, what="T1")
@@ -108,10 +103,9 @@ def score_case(name: str, run: Path, t1_path: Path, t2: np.ndarray, coverage: np
     return scores, lines
 
 
-def training_baselines(run: Path) -> dict:
+def training_baselines(cfg: Config, contract: PreprocessingContract) -> dict:
     """The evaluate baselines, fitted on the run's training subjects as evaluate fits them."""
-    cfg = load_config(run / "config.yaml")
-    data_cfg = read_contract(run).with_learned_normalization(cfg.data)
+    data_cfg = contract.with_learned_normalization(cfg.data)
     files = subject_splits(cfg.data)["train"][:BASELINE_MAX_TRAIN]
     fitted = fit_baselines([load_volume(f, data_cfg) for f in files])
     return {k: v for k, v in fitted.items() if k != "identity"}
@@ -136,15 +130,16 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     figure_dir = args.out / "figures"
-    baselines = training_baselines(args.run)
+    cfg, contract = load_config(args.run / "config.yaml"), read_contract(args.run)
+    baselines = training_baselines(cfg, contract)
     results: dict[str, dict] = {}
     printed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="ood-") as tmp:
         exam = args.shared / "raw_exam_upenn"
         t1_path = exam / "pat1_t1_axial_3D.nii.gz"
         t2, coverage, qc = registered_t2(t1_path, exam / "pat1_t2_axial_tse.nii.gz")
-        results["raw_exam_upenn"], lines = score_case("raw_exam_upenn", args.run, t1_path, t2, coverage,
-                                                      baselines, Path(tmp) / "exam", figure_dir)
+        results["raw_exam_upenn"], lines = score_case("raw_exam_upenn", args.run, cfg, contract, t1_path, t2,
+                                                      coverage, baselines, Path(tmp) / "exam", figure_dir)
         results["raw_exam_upenn"]["registration"] = qc
         printed += [f"$ predict {t1_path.name}", *lines]
         cbica = args.shared / "cbica_3mm"
@@ -154,7 +149,7 @@ def main() -> None:
             _, t1_geometry = read_nifti(t1_path, what="T1")
             t2 = resample_to(t2_raw, t2_geometry, t1_geometry, order=1)
             results[f"cbica_3mm/{subject.name}"], lines = score_case(
-                subject.name, args.run, t1_path, t2, np.ones(t2.shape, bool), baselines,
+                subject.name, args.run, cfg, contract, t1_path, t2, np.ones(t2.shape, bool), baselines,
                 Path(tmp) / subject.name, figure_dir)
             printed += [f"$ predict {t1_path.name}", *lines]
     cbica_rows = {k: v for k, v in results.items() if k.startswith("cbica_3mm/")}

@@ -25,18 +25,21 @@ BRAIN_OF_HEAD_FRACTION = 0.85
 EXTENT_SUBJECTS = 8
 
 
-def looks_skull_stripped(t1: np.ndarray) -> bool:
-    """Whether a raw T1 (any units) is already skull-stripped: zero outside a brain-sized region."""
-    nonzero = int(nonzero_foreground(t1).sum())
-    return nonzero <= STRIPPED_NONZERO_RATIO * max(int(otsu_foreground(t1).sum()), 1)
+def looks_skull_stripped(t1: np.ndarray, head: np.ndarray | None = None) -> bool:
+    """Whether a raw T1 (any units) is already skull-stripped: zero outside a brain-sized region.
+
+    ``head``: the T1's Otsu foreground, where the caller has it already.
+    """
+    head = otsu_foreground(t1) if head is None else head
+    return int(nonzero_foreground(t1).sum()) <= STRIPPED_NONZERO_RATIO * max(int(np.count_nonzero(head)), 1)
 
 
 def mask_extent(t1: np.ndarray, mask: np.ndarray) -> str:
     """``brain`` or ``head``: what ``mask`` covers of the raw T1 it belongs to."""
-    if looks_skull_stripped(t1):
+    head = otsu_foreground(t1)
+    if looks_skull_stripped(t1, head):
         return "brain"
-    head = int(otsu_foreground(t1).sum())
-    return "brain" if int(np.count_nonzero(mask)) < BRAIN_OF_HEAD_FRACTION * head else "head"
+    return "brain" if int(np.count_nonzero(mask)) < BRAIN_OF_HEAD_FRACTION * int(np.count_nonzero(head)) else "head"
 
 
 def training_mask_extent(source: str, subjects: list[tuple[np.ndarray, np.ndarray]]) -> str:

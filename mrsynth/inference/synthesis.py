@@ -180,17 +180,17 @@ class ContractMask:
         if extent == "all":
             self.made = {"source": "none", "why": "the model was trained without masks"}
             return np.ones(t1.shape, dtype=bool)
+        head = otsu_foreground(t1)
+        stripped = looks_skull_stripped(t1, head)
         if extent == "head":
-            if looks_skull_stripped(t1):
-                self.made = {"source": "otsu", "why": "the model was trained on head masks, but this T1 "
-                             "looks skull-stripped: its Otsu mask is only its brain"}
-            else:
-                self.made = {"source": "otsu", "why": "the model was trained on Otsu head masks"}
-            return otsu_foreground(t1)
-        if looks_skull_stripped(t1):
+            self.made = {"source": "otsu", "why": "the model was trained on head masks, but this T1 looks "
+                         "skull-stripped: its Otsu mask is only its brain" if stripped
+                         else "the model was trained on Otsu head masks"}
+            return head
+        if stripped:
             kind = "otsu" if self.contract.mask == "otsu" else "nonzero"
             self.made = {"source": kind, "why": "the model was trained on brains and this T1 is skull-stripped"}
-            return otsu_foreground(t1) if kind == "otsu" else nonzero_foreground(t1)
+            return head if kind == "otsu" else nonzero_foreground(t1)
         from mrsynth.data.skullstrip import extract_brain, method_description
 
         self.made = {"source": "skull-strip", "method": method_description(),
@@ -233,8 +233,11 @@ def find_mask(mask_dir: Path, t1_path: Path) -> Path:
         stem = strip_nifti_suffix(p.name)
         if _MASK_TOKEN.search(stem) and _MASK_TOKEN.sub("", stem) == wanted:
             named.append(p)
-        elif stem == mirrored and sha256_of(p) != sha256_of(t1_path):
+        elif stem == mirrored:
             same_name.append(p)
+    if not named and same_name:
+        own = sha256_of(t1_path)
+        same_name = [p for p in same_name if sha256_of(p) != own]
     matches = named or same_name
     if not matches:
         raise DataError(f"{t1_path}: no mask for subject {wanted!r} in {mask_dir} "

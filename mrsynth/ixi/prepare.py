@@ -231,8 +231,7 @@ def prepare_subject(pair: RawPair, out_dir: Path, settings: PrepareSettings, qc_
     native_mask = otsu_foreground(t1)
     if not native_mask.any():
         raise DataError(f"{pair.t1}: no foreground found (empty or constant image)")
-    fixed_mask = sitk.Cast(reg.to_sitk(native_mask.astype(np.float32), t1_affine) > 0.5, sitk.sitkUInt8)
-    fixed_mask = sitk.BinaryDilate(fixed_mask, [3, 3, 3])
+    fixed_mask = reg.registration_mask(native_mask, t1_affine)
     try:
         result = reg.rigid_register(t1_img, t2_img, fixed_mask, seed=settings.seed)
     except RuntimeError as exc:  # ITK: e.g. too few overlapping samples

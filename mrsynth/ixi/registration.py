@@ -77,6 +77,12 @@ def from_sitk(image: sitk.Image) -> np.ndarray:
     return sitk.GetArrayFromImage(image).transpose(2, 1, 0)
 
 
+def registration_mask(head: np.ndarray, affine: np.ndarray) -> sitk.Image:
+    """Where the fixed image's metric samples: its head mask, dilated 3 voxels (the scalp edge
+    counts: it is the strongest T1/T2 edge), as a uint8 SimpleITK mask."""
+    return sitk.BinaryDilate(sitk.Cast(to_sitk(head.astype(np.float32), affine) > 0.5, sitk.sitkUInt8), [3, 3, 3])
+
+
 def resample(
     image: sitk.Image,
     grid: Grid,
