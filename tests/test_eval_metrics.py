@@ -9,8 +9,8 @@ from scipy import ndimage
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from mrsynth.phantom.dataset import TISSUES
-from mrsynth.evaluation.metrics import (MIN_SLICE_VOXELS, literature_slice_metrics, slice_psnr_z, ssim_map,
-                                        volume_metrics)
+from mrsynth.evaluation.metrics import (MIN_SLICE_VOXELS, SSIM_RADIUS, literature_slice_metrics, masked_ssim_mean,
+                                        slice_psnr_z, ssim_map, volume_metrics)
 
 
 def _pair(shape=(24, 26, 22), seed=0):
@@ -34,6 +34,26 @@ def test_ssim_map_equals_skimage_3d_and_2d():
     np.testing.assert_allclose(ssim_map(pred, target, 5.0), ref_map, rtol=1e-10, atol=1e-12)
     _, ref_2d = _skimage_ssim(pred[:, :, 7], target[:, :, 7], 5.0, full=True)
     np.testing.assert_allclose(ssim_map(pred[:, :, 7], target[:, :, 7], 5.0), ref_2d, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("where", ["interior", "touching_the_edge", "one_voxel"])
+def test_the_masked_ssim_on_the_bounding_box_equals_the_whole_map(where):
+    """The box is the mask's extent widened by the window radius: no value read is left out."""
+    pred, target, _ = _pair(shape=(40, 36, 30))
+    mask = np.zeros(pred.shape, bool)
+    box = {"interior": np.s_[12:25, 10:20, 9:18], "touching_the_edge": np.s_[0:9, 20:36, 5:12],
+           "one_voxel": np.s_[20:21, 18:19, 15:16]}[where]
+    mask[box] = True
+    if where != "one_voxel":
+        mask[box][::2] = False  # not a solid block
+    whole = ssim_map(pred, target, 4.0)[mask].mean()
+    assert masked_ssim_mean(pred, target, mask, 4.0) == pytest.approx(whole, rel=1e-13, abs=0)
+    ring = mask.copy()
+    ring[box] = False
+    ring[tuple(slice(s.stop, s.stop + SSIM_RADIUS + 1) for s in box)] = True  # a second region further out
+    assert masked_ssim_mean(pred, target, mask | ring, 4.0) == pytest.approx(
+        ssim_map(pred, target, 4.0)[mask | ring].mean(), rel=1e-13, abs=0)
+    assert math.isnan(masked_ssim_mean(pred, target, np.zeros_like(mask), 4.0))
 
 
 def test_volume_metrics_match_references():
