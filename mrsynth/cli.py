@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "metrics, figures and a report for a trained run on held-out subjects"),
     "cross-validate": ("cross_validate", "K-fold cross-validation by subject, stratified by site: train, "
                                          "evaluate and summarize every fold"),
+    "learning-curve": ("learning_curve", "the margin over the baselines against the number of training subjects, "
+                                         "over seeds"),
     "compare": ("compare", "one report comparing runs (both backends) and the baselines"),
     "benchmark": ("benchmark", "backend speed report (step time, throughput, memory)"),
     "parity": ("parity", "check that the JAX and PyTorch backends compute the same function"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -20,7 +21,8 @@ CONVENTIONS = ("neurological", "radiological")
 # (the patient's left on the image's left); radiological display mirrors axial and coronal views.
 _EDGES = {"axial": ("L", "R", "A", "P"), "coronal": ("L", "R", "S", "I"), "sagittal": ("P", "A", "S", "I")}
 STRIP_BELOW = 10  # fewer subjects per method: every subject as a dot instead of a box plot
-AXIS_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "mae": "MAE (normalized units)"}
+AXIS_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "mae": "MAE (normalized units)", "psnr_z": "psnr_z (dB)",
+               "ssim_z": "ssim_z"}
 IMAGE_INCHES = 1.9  # every image panel, error maps included, gets this width
 BAR_FRACTION = 0.08  # a colour bar column, as a fraction of an image column
 BAR_LABEL_ROOM = 0.5  # after a colour bar: room for its ticks and label before the next group
@@ -211,6 +213,27 @@ def training_curves(logs: Mapping[str, Sequence[dict]], path: Path,
         ax.grid(alpha=0.3)
         if panel == "loss":
             ax.set_yscale("log")
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def margin_curve(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], path: Path) -> Path:
+    """The learning curve: each metric's margin over the better baseline against the number of
+    training subjects (log scale), every seed as a dot and the seeds' mean as a line; 0 = a tie."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    sizes = sorted({int(r["n"]) for r in rows})
+    for ax, metric in zip(axes[0], metrics):
+        ax.scatter([r["n"] for r in rows], [r[f"{metric}_margin"] for r in rows], s=16, color="#1f77b4",
+                   zorder=3, label="one seed")
+        ax.plot(sizes, [np.mean([r[f"{metric}_margin"] for r in rows if r["n"] == n]) for n in sizes],
+                color="#d62728", lw=1.5, label="mean over seeds")
+        ax.axhline(0.0, color="black", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.set_xlabel("training subjects")
+        ax.set_ylabel(f"{AXIS_LABELS.get(metric, metric)}: model - better baseline")
+        ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)

@@ -66,23 +66,23 @@ def _settings(cfg: Config, backend: str, k: int, seed: int, folds: dict[str, int
             "subjects": {s: {"fold": folds[s], "site": sites[s]} for s in sorted(folds)}}
 
 
-def _check_or_write_settings(out: Path, settings: dict[str, Any]) -> None:
-    """The first call writes cv.json; a later call must ask for the same cross-validation."""
-    path = out / CV_FILE
+def check_or_write_settings(out: Path, settings: dict[str, Any], name: str = CV_FILE) -> None:
+    """The first call writes the settings file; a later call must ask for the same experiment."""
+    path = out / name
     wanted = json.loads(json_text(settings))
     if path.is_file():
         recorded = json.loads(path.read_text())
         if recorded != wanted:
             changed = sorted(k for k in wanted if recorded.get(k) != wanted[k])
-            raise MrsynthError(f"{path}: this folder holds a cross-validation with other settings "
+            raise MrsynthError(f"{path}: this folder holds an experiment with other settings "
                                f"({', '.join(changed)}); choose another --out")
         return
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json_text(settings))
 
 
-def _train_fold(cfg: Config, backend: str, run_dir: Path, log: Callable[[str], None]) -> None:
-    """Train a fold, or resume the run a kill interrupted; a completed run is kept."""
+def train_or_resume(cfg: Config, backend: str, run_dir: Path, log: Callable[[str], None]) -> None:
+    """Train a run, or resume the one a kill interrupted; a completed run is kept."""
     from mrsynth.training.loop import train
 
     if (run_dir / runs.RUN_FILE).is_file():
@@ -100,7 +100,8 @@ def _train_fold(cfg: Config, backend: str, run_dir: Path, log: Callable[[str], N
     train(cfg, backend, run_dir, resume=False)
 
 
-def _evaluate_fold(run_dir: Path, out: Path) -> None:
+def evaluate_once(run_dir: Path, out: Path) -> None:
+    """``evaluate`` of the run's last checkpoint on its test subjects, unless ``out`` holds it."""
     from mrsynth.evaluation.runner import evaluate_runs, load_run
 
     if not (out / "per_subject.csv").is_file():
@@ -114,7 +115,7 @@ def cross_validate(cfg: Config, backend: str, out: Path, k: int = 5, seed: int =
     sites = {f.subject: f.site for f in available_pairs(cfg.data)}
     folds = stratified_folds(sites, k, seed)
     out = Path(out).absolute()
-    _check_or_write_settings(out, _settings(cfg, backend, k, seed, folds, sites))
+    check_or_write_settings(out, _settings(cfg, backend, k, seed, folds, sites))
     for fold in range(k):
         fold_dir = out / f"fold-{fold}"
         if (fold_dir / "eval" / "per_subject.csv").is_file():
@@ -123,8 +124,8 @@ def cross_validate(cfg: Config, backend: str, out: Path, k: int = 5, seed: int =
         held_out = sorted(s for s, f in folds.items() if f == fold)
         log(f"fold {fold}: training on {len(folds) - len(held_out)} subjects, holding out {len(held_out)}")
         run_dir = fold_dir / "run"
-        _train_fold(fold_config(cfg, folds, fold, f"{cfg.run.name}-fold{fold}"), backend, run_dir, log)
-        _evaluate_fold(run_dir, fold_dir / "eval")
+        train_or_resume(fold_config(cfg, folds, fold, f"{cfg.run.name}-fold{fold}"), backend, run_dir, log)
+        evaluate_once(run_dir, fold_dir / "eval")
     return write_summary(out, folds, sites)
 
 
