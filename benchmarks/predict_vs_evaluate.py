@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mrsynth.config import load_config  # noqa: E402
-from mrsynth.data.dataset import subject_splits  # noqa: E402
+from mrsynth.subjects import subject_splits  # noqa: E402
 from mrsynth.data.io import read_nifti, save_nifti  # noqa: E402
 from mrsynth.data.preprocess import NormStats, nonzero_foreground  # noqa: E402
 from mrsynth.evaluation.score_files import score_prediction  # noqa: E402

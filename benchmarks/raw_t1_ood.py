@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from mrsynth.config import Config, load_config  # noqa: E402
 from mrsynth.data.contract import PreprocessingContract, read_contract  # noqa: E402
-from mrsynth.data.dataset import subject_splits  # noqa: E402
+from mrsynth.subjects import subject_splits  # noqa: E402
 from mrsynth.data.io import read_nifti  # noqa: E402
 from mrsynth.data.normalization import fit_normalization  # noqa: E402
 from mrsynth.data.preprocess import Volume, load_volume, resample_to  # noqa: E402

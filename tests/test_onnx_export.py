@@ -50,7 +50,7 @@ def _portable(tmp_path: Path, dims: int, context: int = 0) -> tuple[Path, ModelC
 
 @pytest.mark.slow
 def test_onnx_volume_equals_both_backends_and_any_multiple_of_two_to_the_depth(tmp_path):
-    from torch_ref.onnx_export import export_onnx
+    from torch_ref.weights import export_onnx
 
     weights, cfg = _portable(tmp_path, dims=2, context=1)
     out = tmp_path / "export" / "tiny.onnx"
@@ -87,7 +87,7 @@ def test_onnx_volume_equals_both_backends_and_any_multiple_of_two_to_the_depth(t
 
 @pytest.mark.slow
 def test_3d_onnx_matches_torch_on_two_sizes(tmp_path):
-    from torch_ref.onnx_export import export_onnx
+    from torch_ref.weights import export_onnx
     from torch_ref.weights import load_weights
 
     weights, cfg = _portable(tmp_path, dims=3)
@@ -103,7 +103,7 @@ def test_3d_onnx_matches_torch_on_two_sizes(tmp_path):
 
 
 def test_a_failed_export_leaves_no_file(tmp_path, monkeypatch):
-    from torch_ref import onnx_export
+    from torch_ref import weights as torch_weights
 
     weights, _ = _portable(tmp_path, dims=2)
     out = tmp_path / "out" / "m.onnx"
@@ -115,7 +115,7 @@ def test_a_failed_export_leaves_no_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(onnx, "save_model", fails_half_way)
     with pytest.raises(OSError, match="disk gone"):
-        onnx_export.export_onnx(weights, out)
+        torch_weights.export_onnx(weights, out)
     assert list(out.parent.iterdir()) == []
 
 

@@ -24,7 +24,7 @@ import pytest
 from mrsynth.cli import main
 from mrsynth.config import load_config
 from mrsynth.data.contract import read_contract
-from mrsynth.data.dataset import subject_splits
+from mrsynth.subjects import subject_splits
 from mrsynth.data.io import read_nifti, write_like
 from mrsynth.evaluation.score_files import score_prediction
 from mrsynth.fileio import sha256_of

@@ -10,7 +10,6 @@ batches (one host sync per ``log_every`` steps).
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ import torch
 
 from mrsynth.backend import GENERATOR, Batch
 from mrsynth.config import Config
-from mrsynth.errors import CheckpointError
 from mrsynth.losses import step_batch_keys
 from torch_ref import checkpoint
 from torch_ref.distributed import (DistContext, mean_over_processes, setup_distributed,
@@ -30,6 +28,7 @@ from torch_ref.losses import LOSSES
 from torch_ref.objectives import OBJECTIVES, Metrics, ParameterUpdate, Trainees
 from torch_ref.precision import precision_scope
 from torch_ref.predict import TorchPredictor, channels_last_format, to_channels_first
+from torch_ref.train_state import load_train_state, train_state_payload
 
 
 def configure_torch(cfg: Config, device: torch.device) -> None:
@@ -120,25 +119,12 @@ class TorchEngine:
                               self.channels_last)
 
     # --- checkpoints ----------------------------------------------------------------------
-    def _rng_state(self) -> dict[str, Any]:
-        state = {"torch_cpu": torch.get_rng_state(), "dropout": self.dropout_generator.get_state()}
-        if torch.cuda.is_available():
-            state["torch_cuda"] = torch.cuda.get_rng_state_all()
-        return state
-
     def save_checkpoint(self, step: int, extra: dict[str, Any], is_best: bool) -> None:
         """Rank 0 writes; other ranks hold identical replicas and skip (no collectives here)."""
         if self.process_index != 0:
             return
-        payload = {
-            "step": step,
-            "updates": self.updates,
-            "models": {name: model.state_dict() for name, model in self.models.items()},
-            "optimizers": {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()},
-            "rng": self._rng_state(),
-            "extra": json.dumps(extra),
-            "model_config": json.dumps(self.cfg.to_dict()["model"]),
-        }
+        payload = train_state_payload(self.models, self.optimizers, self.dropout_generator, self.updates, step,
+                                      extra, self.cfg.to_dict()["model"])
         checkpoint.write_checkpoint(self.run_dir, step, payload, is_best, self.cfg.train.keep_checkpoints)
 
     def restore_checkpoint(self) -> tuple[int, dict[str, Any]] | None:
@@ -147,24 +133,8 @@ class TorchEngine:
         if not found:
             return None
         path = found[-1][1]
-        payload = checkpoint.read_checkpoint(path)
-        try:
-            if set(payload["models"]) != set(self.models):
-                raise CheckpointError(f"{path}: holds models {', '.join(sorted(payload['models']))}; "
-                                      f"this run trains {', '.join(sorted(self.models))}")
-            for name, model in self.models.items():
-                model.load_state_dict(payload["models"][name])
-            for name, optimizer in self.optimizers.items():
-                optimizer.load_state_dict(payload["optimizers"][name])
-            rng = payload["rng"]
-            torch.set_rng_state(rng["torch_cpu"])
-            self.dropout_generator.set_state(rng["dropout"])
-            if "torch_cuda" in rng and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["torch_cuda"])
-            self.updates = int(payload["updates"])
-            step, extra = int(payload["step"]), json.loads(payload["extra"])
-        except (KeyError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: does not match this model/optimizer ({str(exc).splitlines()[0]})") from None
+        step, self.updates, extra = load_train_state(checkpoint.read_checkpoint(path), path, self.models,
+                                                     self.optimizers, self.dropout_generator)
         return step, extra
 
     def close(self) -> None:

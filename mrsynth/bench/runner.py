@@ -31,7 +31,7 @@ import numpy as np
 
 from mrsynth.architecture import describe
 from mrsynth.config import Config, ModelConfig
-from mrsynth.data.dataset import available_pairs
+from mrsynth.subjects import available_pairs
 from mrsynth.data.loader import make_train_loader
 from mrsynth.data.preprocess import Volume, fit_training_normalization, load_volume
 from mrsynth.errors import ConfigError

@@ -61,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {args.out} and its model card {args.out.with_suffix('.md')}")
             return 0
         weights = exported_checkpoint(backend, args.checkpoint, args.which)
-    onnx_export = backends.import_backend_module("torch", {"torch": "torch_ref.onnx_export"})
+    torch_weights = backends.import_backend_module("torch", {"torch": "torch_ref.weights"})
     with weights as portable:
-        card = onnx_export.export_onnx(portable, args.out)
+        card = torch_weights.export_onnx(portable, args.out)
     print(f"wrote {args.out}" + (f" and its model card {card}" if card else ""))
     return 0

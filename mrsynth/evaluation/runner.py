@@ -110,7 +110,7 @@ def _check_same_data(runs: list[RunSpec]) -> None:
 
 def split_files(cfg: Config) -> dict[str, list]:
     """Discover the subjects of a config and split them as training did."""
-    from mrsynth.data.dataset import subject_splits
+    from mrsynth.subjects import subject_splits
 
     splits = subject_splits(cfg.data)
     splits["all"] = sorted((f for k in ("train", "val", "test") for f in splits[k]), key=lambda f: f.subject)

@@ -24,7 +24,7 @@ import numpy as np
 
 from mrsynth import runs
 from mrsynth.config import Config, with_absolute_paths
-from mrsynth.data.dataset import available_pairs
+from mrsynth.subjects import available_pairs
 from mrsynth.errors import CheckpointError, ConfigError, MrsynthError
 from mrsynth.evaluation.results import EvaluationResult, finalize, write_tables
 from mrsynth.fileio import atomic_write_text

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from mrsynth.config import Config, with_absolute_paths
-from mrsynth.data.dataset import available_pairs
+from mrsynth.subjects import available_pairs
 from mrsynth.errors import ConfigError
 from mrsynth.experiments.crossval import check_or_write_settings, evaluate_once, stratified_folds, train_or_resume
 from mrsynth.fileio import atomic_write_text

@@ -24,7 +24,7 @@ from mrsynth import backend as backends
 from mrsynth.backend import TrainEngine
 from mrsynth.config import Config, with_absolute_paths
 from mrsynth.data.contract import PreprocessingContract, build_contract, write_contract
-from mrsynth.data.dataset import subject_splits
+from mrsynth.subjects import subject_splits
 from mrsynth.data.loader import make_train_loader
 from mrsynth.data.preprocess import Volume, fit_training_normalization, load_volume
 from mrsynth.errors import CheckpointError, ConfigError, Interrupted, MrsynthError, TrainingDiverged

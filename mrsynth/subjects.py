@@ -1,6 +1,8 @@
 """The configured dataset as subject files: one entry point for training, evaluation and benchmarks.
 
-The built-in phantom is generated on first use, so every command works on a fresh checkout.
+The built-in phantom is generated on first use, so every command works on a fresh checkout. This
+sits above both ``mrsynth.data`` (discovery, splits) and ``mrsynth.phantom`` (which writes its
+volumes with ``mrsynth.data.io``), so neither package imports the other in a circle.
 """
 from __future__ import annotations
 
