@@ -17,7 +17,8 @@ import pytest
 
 from mrsynth.cli import main
 from mrsynth.errors import ConfigError
-from mrsynth.experiments.crossval import stratified_folds
+from mrsynth.evaluation.results import EvaluationResult
+from mrsynth.experiments.crossval import figure_subjects, stratified_folds
 
 ROOT = Path(__file__).resolve().parents[1]
 BRATS = ROOT.parent / "shared" / "data" / "brats18"
@@ -37,6 +38,16 @@ def test_folds_hold_every_subject_out_once_and_spread_each_site():
     assert stratified_folds(sites, 5, seed=0) == folds and stratified_folds(sites, 5, seed=1) != folds
     with pytest.raises(ConfigError, match="every fold needs one"):
         stratified_folds({"a": None, "b": None}, 3, seed=0)
+
+
+def test_the_figure_shows_each_large_sites_median_subject():
+    sites = {"a1": "A", "a2": "A", "a3": "A", "b1": "B", "b2": "B", "c1": "C", "d1": None}
+    scores = {"a1": 20.0, "a2": 10.0, "a3": 15.0, "b1": 12.0, "b2": 11.0, "c1": 9.0, "d1": 30.0}
+    rows = [{"subject": s, "method": m, "psnr_z": v + (0 if m == "jax" else -5)}
+            for s, v in scores.items() for m in ("jax", "linear")]
+    result = EvaluationResult(methods=["jax", "linear"], kinds={"jax": "run", "linear": "baseline"},
+                              subjects=sorted(sites), rows=rows)
+    assert figure_subjects(result, sites) == [("A", "a3", 15.0), ("B", "b2", 11.0), ("", "d1", 30.0)]
 
 
 def phantom_manifest(home: Path) -> Path:
@@ -80,6 +91,7 @@ def test_a_killed_cross_validation_continues_to_the_same_summary(tmp_path):
     assert {r["method"] for r in per_subject} == {"jax", "linear", "histmatch", "identity"}
     summary = (whole / "summary.md").read_text()
     assert "| A | 3 | jax |" in summary and "| B | 3 | jax |" in summary
+    assert (whole / "heldout_subjects.png").stat().st_size > 10_000
 
     killed = tmp_path / "killed"
     child = subprocess.Popen(cv_command(manifest, killed, 20, "[48,56]"), stdout=subprocess.DEVNULL,

@@ -237,3 +237,32 @@ def margin_curve(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], path
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def subjects_rows(subjects: Sequence[Mapping[str, Any]], path: Path, convention: str = "neurological") -> Path:
+    """One row per subject, the axial slice through its mask centre: T1 | synthesized T2 | real
+    T2 | |error|. ``subjects``: dicts with ``title``, ``t1``, ``t2``, ``pred``, ``mask`` and
+    ``voxel_size``; each row has its own intensity range (T2s share one, as do all the errors)."""
+    columns = ("T1", "synthesized T2", "real T2", "|synthesized − real T2|")
+    fig, axes = plt.subplots(len(subjects), len(columns), figsize=(2.4 * len(columns), 2.5 * len(subjects) + 0.4),
+                             squeeze=False)
+    err_hi = max(float(np.percentile(np.abs(s["pred"] - s["t2"])[s["mask"] > 0], 99)) for s in subjects) or 1.0
+    for row, subject in zip(axes, subjects):
+        inside = subject["mask"] > 0
+        centre = mask_centre(subject["mask"])
+        ranges = [np.percentile(subject[k][inside], [0.5, 99.5]) for k in ("t1", "t2")]
+        panels = [(subject["t1"], "gray", ranges[0]), (subject["pred"], "gray", ranges[1]),
+                  (subject["t2"], "gray", ranges[1]), (np.abs(subject["pred"] - subject["t2"]), "magma", (0, err_hi))]
+        for ax, name, (volume, cmap, (lo, hi)) in zip(row, columns, panels):
+            shown = np.where(inside, volume, lo) if cmap == "gray" else np.where(inside, volume, 0.0)
+            image = view_slice(shown, "axial", centre, convention)
+            ax.imshow(image, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest",
+                      aspect=view_aspect("axial", subject["voxel_size"]))
+            _letter_edges(ax, image.shape, edge_letters("axial", convention))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if ax is axes[0][list(columns).index(name)]:
+                ax.set_title(name, fontsize=9)
+        row[0].set_ylabel(subject["title"], fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

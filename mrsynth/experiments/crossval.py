@@ -164,8 +164,51 @@ def write_summary(out: Path, folds: dict[str, int], sites: dict[str, str | None]
     atomic_write_text(out / "folds.csv", "subject,site,fold\n" + "".join(
         f"{s},{sites[s] or ''},{folds[s]}\n" for s in sorted(folds)))
     atomic_write_text(out / "summary.md", summary_markdown(result, by_site, folds))
+    heldout_figure(out, folds, sites, result)
     return {"subjects": len(scored), "methods": {m: result.summary[m] for m in result.methods},
             "sites": {site or "(none)": {m: r.summary[m] for m in r.methods} for site, r in by_site.items()}}
+
+
+FIGURE_SITES = 3
+
+
+def figure_subjects(result: EvaluationResult, sites: dict[str, str | None]) -> list[tuple[str, str, float]]:
+    """(site, subject, psnr_z) of the largest sites' median held-out subjects by the run's
+    psnr_z (the lower middle one of an even count): typical cases, neither the best nor the worst."""
+    method = result.methods[0]
+    counts: dict[str, int] = {}
+    for subject in result.subjects:
+        counts[sites[subject] or ""] = counts.get(sites[subject] or "", 0) + 1
+    chosen = []
+    for site in sorted(counts, key=lambda s: (-counts[s], s))[:FIGURE_SITES]:
+        members = sorted((r["psnr_z"], r["subject"]) for r in result.rows
+                         if r["method"] == method and (sites[r["subject"]] or "") == site)
+        score, subject = members[(len(members) - 1) // 2]
+        chosen.append((site, subject, score))
+    return chosen
+
+
+def heldout_figure(out: Path, folds: dict[str, int], sites: dict[str, str | None], result: EvaluationResult) -> Path:
+    """``heldout_subjects.png``: the :func:`figure_subjects`, as their folds' runs synthesized
+    them (the evaluation's NIfTI), one row each."""
+    from mrsynth.data.contract import read_contract
+    from mrsynth.data.io import read_nifti
+    from mrsynth.data.preprocess import load_volume
+    from mrsynth.evaluation.figures import subjects_rows
+    from mrsynth.evaluation.runner import safe_name
+
+    shown = []
+    for site, subject, score in figure_subjects(result, sites):
+        fold_dir = out / f"fold-{folds[subject]}"
+        cfg = runs.load_run_config(fold_dir / "run")
+        files = next(f for f in available_pairs(cfg.data) if f.subject == subject)
+        volume = load_volume(files, read_contract(fold_dir / "run").with_learned_normalization(cfg.data))
+        name = f"{safe_name(subject)}_{safe_name(result.methods[0])}_T2.nii.gz"
+        pred, _ = read_nifti(fold_dir / "eval" / "nifti" / name)
+        shown.append({"title": f"{subject}\n{site or '(no site)'}, fold {folds[subject]}: psnr_z {score:.1f} dB",
+                      "t1": volume.t1, "t2": volume.t2, "pred": pred, "mask": volume.mask,
+                      "voxel_size": volume.geometry.voxel_size})
+    return subjects_rows(shown, out / "heldout_subjects.png")
 
 
 def _cell(stats: dict[str, Any]) -> str:
