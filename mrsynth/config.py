@@ -23,57 +23,110 @@ from mrsynth.precision import TRAINING_PRECISIONS
 class DataConfig:
     """Where the paired volumes come from and how they are preprocessed and sampled."""
 
-    # phantom: generate (once) IXI-named phantom subjects into `root`, then read them like ixi.
-    # ixi: raw IXI names; course: -T1_fcm/-T2_reg_fcm; manifest: CSV; glob: t1_glob/t2_glob.
+    #: Where the pairs come from: `phantom` generates (once) IXI-named phantom subjects into
+    #: `data.root`, then reads them like `ixi`; `ixi`: raw IXI names (`<id>-T1.nii.gz`,
+    #: `<id>-T2.nii.gz`, optional `-mask`); `course`: `-T1_fcm` / `-T2_reg_fcm` names; `manifest`:
+    #: the CSV in `data.manifest`; `glob`: the patterns `data.t1_glob` / `data.t2_glob`.
     source: str = "phantom"
+    #: Folder the volumes are found in: searched recursively for `phantom`, `ixi` and `course`;
+    #: the base of the `glob` patterns; `phantom` writes its subjects here.
     root: str = "data/phantom"
+    #: `manifest`: a CSV `subject,t1,t2[,mask][,mask_method][,site][,split]` (what `prepare-ixi`
+    #: writes), paths relative to the CSV's folder; a relative path not found from the working
+    #: directory is looked up under `data.root`.
     manifest: str | None = None
+    #: `glob`: pattern of the T1 files under `data.root`; the part matched by `*` is the subject id.
     t1_glob: str | None = None
+    #: `glob`: pattern of the T2 files under `data.root`, paired with the T1s by subject id.
     t2_glob: str | None = None
+    #: `glob`: optional pattern of the brain/head mask files under `data.root`.
     mask_glob: str | None = None
+    #: `phantom`: number of phantom subjects generated.
     phantom_subjects: int = 12
+    #: `phantom`: volume shape of each generated subject (voxels, RAS+ axes; each at least 16).
     phantom_shape: tuple[int, int, int] = (96, 112, 80)
+    #: `phantom`: seed of the generated anatomy and signal; a folder holding other phantom
+    #: settings is refused, not regenerated.
     phantom_seed: int = 0
-    # Split by subject: fractions (train, val, test), or explicit subject lists that win.
+    #: Split by subject (never by slice): train, val and test fractions (>= 0, summing to 1) for
+    #: the subjects no explicit list names; a manifest whose every row has a `split` is used as it
+    #: is when no list is given.
     split_fractions: tuple[float, float, float] = (0.67, 0.17, 0.16)
+    #: Seed of the fraction split's shuffle of the sorted subject ids (independent of file order).
     split_seed: int = 0
+    #: Explicit training subjects (ids); an explicit list wins over the fractions and a
+    #: manifest's `split` column.
     train_subjects: list[str] | None = None
+    #: Explicit validation subjects (ids); wins over the fractions and a manifest's `split` column.
     val_subjects: list[str] | None = None
+    #: Explicit test subjects (ids); wins over the fractions and a manifest's `split` column.
     test_subjects: list[str] | None = None
-    # Preprocessing (identical for train and test).
-    mask: str = "given_or_otsu"  # given_or_otsu | otsu | given | nonzero | none
-    normalization: str = "zscore"  # zscore | percentile | wm_peak | fcm | whitestripe | nyul | kde
+    #: Brain/head mask (the same for training and test): `given_or_otsu` (the subject's mask file
+    #: when there is one, else Otsu) | `otsu` (Otsu threshold of the T1, closing, hole filling,
+    #: largest component) | `given` (mask files required) | `nonzero` (already skull-stripped
+    #: data: the T1's non-zero voxels, holes filled) | `none` (every voxel).
+    mask: str = "given_or_otsu"
+    #: Intensity normalization of T1 and T2, from statistics inside the mask: `zscore` (mean 0,
+    #: SD 1) | `percentile` (`data.percentiles` -> 0 and 1) | `wm_peak` (the brightest mode of the
+    #: smoothed histogram -> 1) |
+    #: `fcm` | `whitestripe` | `nyul` | `kde` (standard MR methods via `intensity-normalization`;
+    #: see `docs/ARCHITECTURE.md`).
+    normalization: str = "zscore"
+    #: Low and high percentiles: `percentile` maps them to 0 and 1; `nyul` uses them as the two
+    #: ends of its landmarks (low < 10, high > 90).
     percentiles: tuple[float, float] = (1.0, 99.0)
-    # nyul: the standard scale, T1 and T2 intensities at NYUL_LANDMARKS percentiles (data.percentiles'
-    # ends -> 0 and 1, the deciles between); empty = learned on the training subjects at run start.
+    #: `nyul`: the T1 standard scale, the intensities at the landmark percentiles (the ends of
+    #: `data.percentiles` -> 0 and 1, the deciles between: 11 increasing values); empty: learned on
+    #: the training subjects when a run starts.
     nyul_t1_landmarks: tuple[float, ...] = ()
+    #: `nyul`: the T2 standard scale (11 increasing values, as `data.nyul_t1_landmarks`); empty:
+    #: learned on the training subjects when a run starts. Set both or neither.
     nyul_t2_landmarks: tuple[float, ...] = ()
+    #: Cache of preprocessed volumes (memory-mapped `.npy`, stored slice-axis-first so a slice is
+    #: one contiguous read), keyed by file contents and settings (`data.slice_axis` included);
+    #: `""` disables it.
     cache_dir: str = ".cache/mrsynth"
-    # Sampling: model.dims == 2 -> slices along slice_axis (RAS axis index), cropped/padded to
-    # patch_size (2 numbers); dims == 3 -> patches of patch_size (3 numbers).
+    #: 2D: the axis of the RAS+ volume that slices are taken along (0, 1 or 2; 2 = axial).
     slice_axis: int = 2
-    # 2D: which slices training sees: those along slice_axis, or along all three axes (a model
-    # that eval.planes: all can apply in every direction and fuse).
-    planes: str = "slice_axis"  # slice_axis | all
-    # 2.5D: a 2D model sees the slice and context_slices neighbours on each side as
-    # 2 * context_slices + 1 input channels (edge slices repeated at the volume's ends).
+    #: 2D: which slices training sees: `slice_axis` (along `data.slice_axis`) | `all` (along each of
+    #: the three axes, slices cropped/padded to `data.patch_size`): a model that `eval.planes: all`
+    #: can apply in every direction and fuse.
+    planes: str = "slice_axis"
+    #: 2.5D: a 2D model also sees this many neighbouring slices on each side, as
+    #: `2 * context_slices + 1` input channels (edge slices repeated at the volume's ends);
+    #: training, validation, `evaluate` and `predict` alike, and the weight file carries it.
     context_slices: int = 0
+    #: 2D: training slices whose foreground (mask) fraction is below this are skipped.
     min_foreground: float = 0.05
+    #: 2D: the slice crop/pad size (2 numbers); 3D: the patch size (3 numbers); each a multiple
+    #: of `2 ** model.depth`.
     patch_size: tuple[int, ...] = (96, 112)
-    # Augmentation (spatial ones applied identically to T1 and T2; intensity ones to T1 only).
+    #: Spatial augmentation (T1, T2 and mask alike): probability of flipping each axis.
     flip_prob: float = 0.5
+    #: Spatial augmentation: largest rotation in degrees, drawn uniformly in each plane (0: off).
     rotate_deg: float = 0.0
+    #: Spatial augmentation: scaling drawn uniformly in `1 +- scale_range` (0: off).
     scale_range: float = 0.0
+    #: Intensity augmentation (input T1 only, inside the mask): gamma drawn in
+    #: `1 +- gamma_range` (0: off).
     gamma_range: float = 0.0
+    #: Intensity augmentation (input T1 only, inside the mask): SD of added Gaussian noise, in
+    #: normalized units (0: off).
     noise_std: float = 0.0
-    # Scanner-like intensity augmentation of the input T1 (inside the mask): a smooth multiplicative
-    # field exp(a p), p a random cubic polynomial with max |p| = 1 and a up to bias_field; deviations
-    # from the in-mask mean scaled by a factor in 1 +- contrast_range.
+    #: Scanner-like intensity augmentation (input T1 only, inside the mask): a smooth multiplicative
+    #: field `exp(a p)`, `p` a random cubic polynomial with max `|p|` = 1 and `a` up to
+    #: `bias_field` (in [0, 1]; 0: off).
     bias_field: float = 0.0
+    #: Scanner-like intensity augmentation (input T1 only, inside the mask): deviations from the
+    #: in-mask mean scaled by a factor in `1 +- contrast_range` (in [0, 1); 0: off).
     contrast_range: float = 0.0
+    #: grain worker processes that make training batches (0 = in-process); batches never depend
+    #: on it.
     workers: int = 0
+    #: Batches the grain pipeline buffers ahead of the training step (the read thread's buffer,
+    #: or each worker's read and output buffers); at least 1.
     prefetch: int = 2
-    # 3D only: patches drawn per training volume per epoch (the epoch length is this x volumes).
+    #: 3D only: patches drawn per training volume per epoch (the epoch length is this x volumes).
     patches_per_volume: int = 16
 
 
@@ -81,27 +134,45 @@ class DataConfig:
 class ModelConfig:
     """The network, named once: fully determines the architecture in both backends."""
 
-    # Which network: a name registered in both backends' model registries (``register_architecture``
-    # in jax_impl/model.py and torch_ref/model.py); checked when the model is built.
+    #: Which network: a name registered in both backends' model registries
+    #: (`register_architecture` in `jax_impl/model.py` and `torch_ref/model.py`); an unregistered
+    #: name fails when the model is built.
     arch: str = "unet"
+    #: Spatial dimensions: 2 (slices, 2.5D) or 3 (patches).
     dims: int = 2
+    #: Number of down-sampling levels of the U-Net (at least 1).
     depth: int = 3
+    #: Channels of the finest level; each level has `base_channels x channel_mults[i]` channels.
     base_channels: int = 16
+    #: Channel multiplier of each level, finest first (`depth + 1` entries).
     channel_mults: tuple[int, ...] = (1, 2, 4, 8)
-    norm: str = "group"  # group | batch | instance | none
+    #: Normalization after each convolution: `group` | `batch` | `instance` | `none`.
+    norm: str = "group"
+    #: `group`: number of groups (`min(groups, channels)`; must divide every level's channels).
     groups: int = 8
+    #: epsilon of every normalization layer (set explicitly in both frameworks).
     norm_eps: float = 1e-5
-    upsample: str = "transpose"  # transpose | resize_conv
-    downsample: str = "maxpool"  # maxpool | conv
-    activation: str = "relu"  # relu | leaky_relu | silu
+    #: Up-sampling in the decoder: `transpose` (2x2 stride-2 transposed convolution) |
+    #: `resize_conv` (nearest x2, then a 3x3 convolution).
+    upsample: str = "transpose"
+    #: Down-sampling in the encoder: `maxpool` (2x2 max pooling) | `conv` (3x3 stride-2 convolution).
+    downsample: str = "maxpool"
+    #: Activation: `relu` | `leaky_relu` (negative slope 0.01) | `silu`.
+    activation: str = "relu"
+    #: Residual conv blocks: each block adds its input (through a 1x1 convolution when the channels
+    #: change) before its last activation.
     residual: bool = False
+    #: Dropout probability between the two convolutions of each block (in [0, 1); training only).
     dropout: float = 0.0
-    # JAX only (same function, same weights; torch ignores it): how 3D convolutions and k2 s2
-    # transposed convolutions are computed. stacked2d: 3x3x3 convs as one 2D conv over depth-shifted
-    # inputs, transposed convs as a matmul; native: XLA's own 3D conv and transposed conv;
-    # auto: stacked2d on a CPU, native on a GPU/TPU (docs/ARCHITECTURE.md).
+    #: JAX only (same function, same weights; torch ignores it): how 3D convolutions and k2 s2
+    #: transposed convolutions are computed. `stacked2d`: 3x3x3 convs as one 2D conv over
+    #: depth-shifted inputs, transposed convs as a matmul | `native`: XLA's own 3D conv and
+    #: transposed conv | `auto`: stacked2d on a CPU, native on a GPU/TPU (`docs/ARCHITECTURE.md`).
     conv3d: str = "auto"
+    #: Not a user key: T1 channels in, `2 * data.context_slices + 1`, derived from `data` (a
+    #: resolved run config records it and validation checks it).
     in_channels: int = 1
+    #: Not a user key: one T2 channel out.
     out_channels: int = 1
 
     def level_channels(self) -> list[int]:
@@ -119,12 +190,20 @@ class DiscriminatorConfig:
     lr 2e-4, b1 0.5) with the generator's warmup-cosine shape.
     """
 
+    #: Output channels of the first convolution; each further stride-2 layer doubles it, capped
+    #: at 8x.
     base_channels: int = 32
+    #: Number of stride-2 4x4 convolutions (3: pix2pix's 70x70 patches).
     layers: int = 3
-    norm: str = "instance"  # instance | none
-    loss: str = "lsgan"  # lsgan (least squares) | nonsaturating
+    #: Normalization of every layer but the first: `instance` | `none`.
+    norm: str = "instance"
+    #: Adversarial loss: `lsgan` (least squares) | `nonsaturating`.
+    loss: str = "lsgan"
+    #: Peak learning rate of the discriminator's own AdamW (on the run's warmup-cosine schedule).
     lr: float = 2e-4
+    #: The discriminator's AdamW beta1 (pix2pix's 0.5).
     b1: float = 0.5
+    #: The discriminator's AdamW beta2.
     b2: float = 0.999
 
     def layer_widths(self) -> list[int]:
@@ -136,39 +215,78 @@ class DiscriminatorConfig:
 class TrainConfig:
     """Optimisation and run-loop settings shared by both backends."""
 
+    #: Optimizer updates (training steps) of the run.
     steps: int = 600
+    #: Global batch size (split over the devices in data-parallel training).
     batch_size: int = 16
+    #: Peak learning rate: linear warmup to it, then cosine decay (one formula for both backends,
+    #: `mrsynth/schedule.py`).
     lr: float = 2e-3
+    #: Steps of linear learning-rate warmup (in [0, `train.steps`)).
     warmup_steps: int = 50
+    #: The cosine decay ends at `lr x end_lr_factor` at the last step.
     end_lr_factor: float = 0.02
+    #: AdamW weight decay, on convolution weights only (never biases or norms).
     weight_decay: float = 1e-4
+    #: AdamW beta1.
     b1: float = 0.9
+    #: AdamW beta2.
     b2: float = 0.999
+    #: AdamW epsilon.
     eps: float = 1e-8
+    #: Global-norm gradient clipping threshold.
     clip_norm: float = 1.0
-    objective: str = "supervised"  # what a step trains: models, optimizers, update (see mrsynth/backend.py)
-    loss: str = "l1"  # l1 | l1_ssim | l1_masked (mrsynth/losses.py)
+    #: What a step trains (models, optimizers, update; see `mrsynth/backend.py`): `supervised` =
+    #: the U-Net on `train.loss` | `pix2pix` = the U-Net and a conditional PatchGAN
+    #: discriminator (`discriminator.*`), the U-Net on `train.loss` + `adv_weight` x the
+    #: adversarial term; logs `adv`, `d_loss`, `d_grad_norm`; the weight file holds the U-Net alone.
+    objective: str = "supervised"
+    #: The supervised loss (`mrsynth/losses.py`): `l1` | `l1_ssim` (L1 + `ssim_weight` x (1 - SSIM))
+    #: | `l1_masked` (L1 inside the brain mask only); every term is logged (`l1`, `ssim`).
+    loss: str = "l1"
+    #: `l1_ssim`: weight of the (1 - SSIM) term.
     ssim_weight: float = 0.2
-    # objective pix2pix: generator loss = train.loss + adv_weight * the adversarial term;
-    # pix2pix weighs L1:adversarial 100:1, hence 0.01.
+    #: `pix2pix`: generator loss = `train.loss` + `adv_weight` x the adversarial term; pix2pix
+    #: weighs L1:adversarial 100:1, hence 0.01.
     adv_weight: float = 0.01
+    #: `l1_ssim`: the data range R of the SSIM term's constants (C1 = (0.01 R)^2, C2 = (0.03 R)^2),
+    #: in normalized units.
     ssim_data_range: float = 4.0
-    precision: str = "float32"  # float32 | tf32 | bfloat16 (mrsynth/precision.py)
+    #: Compute precision (`mrsynth/precision.py`): `float32` (full float32, no TF32) | `tf32`
+    #: (TF32 matmuls/convs on NVIDIA GPUs) | `bfloat16` (bf16 activations, float32 parameters and
+    #: loss); `predict` and `evaluate` compute in it too.
+    precision: str = "float32"
+    #: Seed of the model initialization, the data order, augmentation draws and dropout.
     seed: int = 0
-    # A portable weight file (.safetensors, written by either framework) the generator starts from
-    # instead of train.seed's initialization: fine-tuning a trained model on new pairs, or the same
-    # initial weights in both backends. "": none. Its model config must equal model.
+    #: A portable weight file (`.safetensors`, written by either framework) the generator starts
+    #: from instead of `train.seed`'s initialization: fine-tuning a trained model on new pairs, or
+    #: the same initial weights in both backends. `""`: none. Its model config must equal `model`
+    #: (the discriminator still starts fresh); `run.json` records its sha256.
     init_weights: str = ""
+    #: Log training metrics every this many steps (and at the last); metrics are fetched from
+    #: the device only then.
     log_every: int = 25
+    #: Validate every this many steps (and at the last); the checkpoint with the lowest
+    #: validation MAE is the run's best.
     val_every: int = 200
+    #: Validate on at most this many validation subjects (the first by subject id).
     val_subjects_max: int = 4
+    #: Save a checkpoint every this many steps (and at the last step, and when interrupted).
     ckpt_every: int = 200
+    #: Step checkpoints kept (the newest ones; the best checkpoint is kept besides).
     keep_checkpoints: int = 2
-    parallel: str = "sharded"  # jax: sharded | pmap
-    torch_compile: bool = False  # torch: torch.compile the models' forward (and backward)
-    torch_compile_mode: str = "default"  # torch: the compile mode, default | max-autotune
-    torch_compile_optimizer: bool = False  # torch: torch.compile gradient clipping + the AdamW step too
-    channels_last: bool = True  # torch on CUDA: channels_last (2D) / channels_last_3d (3D) memory format
+    #: JAX data parallelism: `sharded` (jit + NamedSharding over a 'data' mesh) | `pmap`.
+    parallel: str = "sharded"
+    #: PyTorch: `torch.compile` the models' forward (and backward).
+    torch_compile: bool = False
+    #: PyTorch: the compile mode, `default` | `max-autotune`.
+    torch_compile_mode: str = "default"
+    #: PyTorch: also `torch.compile` gradient clipping + the AdamW step.
+    torch_compile_optimizer: bool = False
+    #: PyTorch on CUDA: channels_last (2D) / channels_last_3d (3D) memory format.
+    channels_last: bool = True
+    #: PyTorch: deterministic algorithms (`torch.use_deterministic_algorithms`, cuDNN autotuning
+    #: off); false: cuDNN autotuning on CUDA.
     deterministic: bool = False
 
 
@@ -176,30 +294,46 @@ class TrainConfig:
 class EvalConfig:
     """Whole-volume inference and metric settings (fixed so numbers are comparable)."""
 
-    data_range: float | None = None  # None: range of the target inside the mask, per subject
+    #: PSNR/NRMSE/SSIM data range; empty (`null`): the range of the target inside the mask, per
+    #: subject.
+    data_range: float | None = None
+    #: Slices (2D) or patches (3D) per forward pass in whole-volume inference.
     inference_batch: int = 16
+    #: 3D: fraction by which neighbouring inference patches overlap (in [0, 1)).
     patch_overlap: float = 0.5
-    blend: str = "gaussian"  # gaussian | constant
-    # 2D: synthesize slice-wise along data.slice_axis, or along all three axes and average the
-    # three volumes (needs a model trained with data.planes: all).
-    planes: str = "slice_axis"  # slice_axis | all
+    #: 3D: weights that blend overlapping patches: `gaussian` (nnU-Net's, sigma = size/8) | `constant`.
+    blend: str = "gaussian"
+    #: 2D: synthesize slice-wise along `data.slice_axis` (`slice_axis`), or along all three axes and
+    #: average the three volumes (`all`; their spread is the standard deviation; needs a model
+    #: trained with `data.planes: all`). `predict`/`evaluate --planes` override it.
+    planes: str = "slice_axis"
 
 
 @dataclass
 class RunConfig:
     """Where runs are written."""
 
+    #: Folder the run directories are made in.
     root: str = "runs"
+    #: Name of the run: run directories are `<run.root>/<name>-<backend>-<time>/`.
     name: str = "demo"
 
 
 @dataclass
 class Config:
+    """One run's whole configuration: a section per part of the pipeline."""
+
+    #: Where the paired volumes come from, their preprocessing, sampling and augmentation.
     data: DataConfig = field(default_factory=DataConfig)
+    #: The network (the same architecture in both backends).
     model: ModelConfig = field(default_factory=ModelConfig)
+    #: Optimization and the run loop (cadence, checkpoints, precision, parallelism).
     train: TrainConfig = field(default_factory=TrainConfig)
+    #: pix2pix's PatchGAN discriminator (used by `train.objective: pix2pix` only).
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    #: Whole-volume inference and metrics of validation, `evaluate` and `predict`.
     eval: EvalConfig = field(default_factory=EvalConfig)
+    #: Where and under which name run directories are written.
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
