@@ -89,8 +89,8 @@ class DataConfig:
     #: 2D: the axis of the RAS+ volume that slices are taken along (0, 1 or 2; 2 = axial).
     slice_axis: int = 2
     #: 2D: which slices training sees: `slice_axis` (along `data.slice_axis`) | `all` (along each of
-    #: the three axes, slices cropped/padded to `data.patch_size`): a model that `eval.planes: all`
-    #: can apply in every direction and fuse.
+    #: the three axes, the foreground rule per axis, slices cropped/padded to `data.patch_size`): a
+    #: model that `eval.planes: all` can apply in every direction and fuse.
     planes: str = "slice_axis"
     #: 2.5D: a 2D model also sees this many neighbouring slices on each side, as
     #: `2 * context_slices + 1` input channels (edge slices repeated at the volume's ends);
@@ -254,7 +254,8 @@ class TrainConfig:
     ssim_data_range: float = 4.0
     #: Compute precision (`mrsynth/precision.py`): `float32` (full float32, no TF32) | `tf32`
     #: (TF32 matmuls/convs on NVIDIA GPUs) | `bfloat16` (bf16 activations, float32 parameters and
-    #: loss); `predict` and `evaluate` compute in it too.
+    #: loss); also the names of benchmark variants and `parity --precision`; `predict` and
+    #: `evaluate` compute in the run's precision too.
     precision: str = "float32"
     #: Seed of the model initialization, the data order, augmentation draws and dropout.
     seed: int = 0
