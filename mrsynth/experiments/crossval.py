@@ -129,7 +129,7 @@ def cross_validate(cfg: Config, backend: str, out: Path, k: int = 5, seed: int =
     return write_summary(out, folds, sites)
 
 
-def _fold_rows(out: Path, folds: dict[str, int]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+def fold_rows(out: Path, folds: dict[str, int]) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Every fold's per-subject rows (floats), and each method's kind."""
     rows, kinds = [], {}
     for fold in sorted(set(folds.values())):
@@ -142,7 +142,7 @@ def _fold_rows(out: Path, folds: dict[str, int]) -> tuple[list[dict[str, Any]], 
     return rows, kinds
 
 
-def _result(rows: list[dict[str, Any]], kinds: dict[str, str], subjects: list[str]) -> EvaluationResult:
+def pooled_result(rows: list[dict[str, Any]], kinds: dict[str, str], subjects: list[str]) -> EvaluationResult:
     methods = [m for m in kinds if kinds[m] == "run"] + [m for m in kinds if kinds[m] == "baseline"]
     return finalize(EvaluationResult(methods=methods, kinds=kinds, subjects=subjects,
                                      rows=[r for r in rows if r["subject"] in set(subjects)]))
@@ -151,12 +151,12 @@ def _result(rows: list[dict[str, Any]], kinds: dict[str, str], subjects: list[st
 def write_summary(out: Path, folds: dict[str, int], sites: dict[str, str | None]) -> dict[str, Any]:
     """The pooled held-out subjects of all folds: tables (summary.csv/json, per_subject.csv,
     paired_tests.csv), folds.csv, and summary.md with the per-site means."""
-    rows, kinds = _fold_rows(out, folds)
+    rows, kinds = fold_rows(out, folds)
     scored = sorted({r["subject"] for r in rows})
     if scored != sorted(folds):
         raise MrsynthError(f"{out}: the folds scored {len(scored)} subjects, expected {len(folds)}")
-    result = _result(rows, kinds, scored)
-    by_site = {site: _result(rows, kinds, sorted(s for s in scored if (sites[s] or "") == site))
+    result = pooled_result(rows, kinds, scored)
+    by_site = {site: pooled_result(rows, kinds, sorted(s for s in scored if (sites[s] or "") == site))
                for site in sorted({s or "" for s in sites.values()})}
     context = {"cross_validation": {"folds": len(set(folds.values())), "subjects": len(folds),
                                     "per_site": {site or "(none)": len(r.subjects) for site, r in by_site.items()}}}

@@ -1,0 +1,78 @@
+"""The README's figure: held-out real patients from a cross-validation, and a phantom test subject.
+
+Rows: the median held-out subject (by the run's psnr_z) of each of the largest sites of a
+``cross-validate`` folder, as its fold's run synthesized it, then the first test subject of a
+phantom run (the default ``python run.py --backend jax``), synthesized by that run exactly as
+``evaluate`` and ``predict`` do. Columns: T1 | synthesized T2 | real T2 | |error|.
+
+    python benchmarks/readme_figure.py --cv CV_DIR --demo-run RUN --out docs/results/<folder>/readme_figure.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mrsynth import backend as backends  # noqa: E402
+from mrsynth import runs  # noqa: E402
+from mrsynth.data.contract import read_contract  # noqa: E402
+from mrsynth.data.io import read_nifti  # noqa: E402
+from mrsynth.data.preprocess import load_volume  # noqa: E402
+from mrsynth.evaluation.figures import subjects_rows  # noqa: E402
+from mrsynth.evaluation.metrics import scale_invariant_metrics  # noqa: E402
+from mrsynth.evaluation.runner import safe_name  # noqa: E402
+from mrsynth.experiments.crossval import figure_subjects, fold_rows, pooled_result  # noqa: E402
+from mrsynth.inference.grid import synthesize_on_model_grid  # noqa: E402
+from mrsynth.subjects import available_pairs, subject_splits  # noqa: E402
+
+
+def cohort_rows(cv: Path, sites_shown: int) -> list[dict]:
+    settings = json.loads((cv / "cv.json").read_text())["subjects"]
+    folds = {s: v["fold"] for s, v in settings.items()}
+    sites = {s: v["site"] for s, v in settings.items()}
+    rows, kinds = fold_rows(cv, folds)
+    shown = []
+    for site, subject, score in figure_subjects(pooled_result(rows, kinds, sorted(folds)), sites)[:sites_shown]:
+        run_dir = cv / f"fold-{folds[subject]}" / "run"
+        cfg = runs.load_run_config(run_dir)
+        files = next(f for f in available_pairs(cfg.data) if f.subject == subject)
+        volume = load_volume(files, read_contract(run_dir).with_learned_normalization(cfg.data))
+        pred, _ = read_nifti(run_dir.parent / "eval" / "nifti" / f"{safe_name(subject)}_jax_T2.nii.gz")
+        shown.append({"title": f"held-out patient, {site}\n(its site's median): psnr_z {score:.1f} dB",
+                      "t1": volume.t1, "t2": volume.t2, "pred": pred, "mask": volume.mask,
+                      "voxel_size": volume.geometry.voxel_size})
+    return shown
+
+
+def phantom_row(run_dir: Path) -> dict:
+    cfg = runs.load_run_config(run_dir)
+    contract = read_contract(run_dir)
+    files = subject_splits(cfg.data)["test"][0]
+    volume = load_volume(files, contract.with_learned_normalization(cfg.data))
+    predictor = backends.get_backend(runs.read_run_info(run_dir)["backend"]).load_predictor(run_dir, "best")
+    pred = synthesize_on_model_grid(volume.t1, volume.mask, volume.geometry.voxel_size, predictor, cfg.data,
+                                    cfg.eval, contract)[0].t2
+    score = scale_invariant_metrics(pred, volume.t2, volume.mask > 0)["psnr_z"]
+    return {"title": f"phantom test subject {files.subject}\n(demo run): psnr_z {score:.1f} dB",
+            "t1": volume.t1, "t2": volume.t2, "pred": pred, "mask": volume.mask,
+            "voxel_size": volume.geometry.voxel_size}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cv", type=Path, required=True, help="a cross-validate folder")
+    parser.add_argument("--demo-run", type=Path, required=True, help="a run trained on the phantom")
+    parser.add_argument("--sites", type=int, default=2, help="cohort rows: the largest sites' medians (default 2)")
+    parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    args = parser.parse_args()
+    path = subjects_rows([*cohort_rows(args.cv, args.sites), phantom_row(args.demo_run)], args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
