@@ -5,7 +5,7 @@ options), the output scored against the real T2 inside the subject's brain mask
 (:func:`mrsynth.evaluation.score_files.score_prediction`), next to `run.py evaluate`'s figure for
 the same subject. Prints a Markdown table.
 
-    python benchmarks/predict_vs_evaluate.py --run RUN_DIR [--split test] [--code DIR] \
+    python benchmarks/predict_vs_evaluate.py --run RUN_DIR [--split test] [--code DIR] [--evaluated CSV] \
         [-- --mask-from-data | --skull-strip | --mask nonzero | --tta flip ...]
 
 ``--mask-from-data`` passes each subject's own mask file to predict. ``--code`` runs another
@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--code", type=Path, default=ROOT, help="checkout whose run.py runs predict/evaluate")
     parser.add_argument("--mask-from-data", action="store_true", help="predict --mask <the subject's mask file>")
     parser.add_argument("--skip-evaluate", action="store_true")
+    parser.add_argument("--evaluated", type=Path, default=None,
+                        help="an evaluate per_subject.csv of this run and split to compare with, instead of running evaluate")
     args, predict_extra = parser.parse_known_args()
     predict_extra = [a for a in predict_extra if a != "--"]
     cfg = load_config(args.run / "config.yaml")
@@ -56,7 +58,11 @@ def main() -> None:
     run_py = [sys.executable, str(args.code / "run.py")]
 
     evaluate_rows: dict[str, dict[str, str]] = {}
-    if not args.skip_evaluate:
+    if args.evaluated is not None:
+        with open(args.evaluated) as handle:
+            label = json.loads((args.run / "run.json").read_text())["backend"]
+            evaluate_rows = {r["subject"]: r for r in csv.DictReader(handle) if r["method"] == label}
+    elif not args.skip_evaluate:
         extra = [a for a in predict_extra if a in ("--tta", "flip")]
         subprocess.run([*run_py, "evaluate", "--checkpoint", str(args.run), "--subjects", args.split,
                         "--out", str(work / "eval"), *extra], check=True, stdout=subprocess.DEVNULL)
@@ -66,9 +72,9 @@ def main() -> None:
 
     print(f"run {args.run}, split {args.split}, predict options: {' '.join(predict_extra) or '(none)'}"
           f"{' --mask <subject mask>' if args.mask_from_data else ''}")
-    print("| subject | evaluate PSNR dB | evaluate r | predict PSNR dB | predict r | brain covered | "
-          "predict PSNR dB where synthesized | predict min..max | real T2 max |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| subject | evaluate PSNR dB | evaluate r | evaluate psnr_z dB | predict PSNR dB | predict r | "
+          "predict psnr_z dB | brain covered | predict PSNR dB where synthesized | predict min..max | real T2 max |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for files in subjects:
         out = work / "pred" / files.subject
         mask_args = ["--mask", str(files.mask)] if args.mask_from_data and files.mask else []
@@ -86,7 +92,8 @@ def main() -> None:
         e = evaluate_rows.get(files.subject, {})
         ev_psnr = f"{float(e['psnr']):.2f}" if e else "-"
         ev_r = f"{float(e['pearson']):.3f}" if e else "-"
-        print(f"| {files.subject} | {ev_psnr} | {ev_r} | {s['psnr']:.2f} | {s['pearson']:.3f} | "
+        ev_z = f"{float(e['psnr_z']):.2f}" if e and e.get("psnr_z") else "-"
+        print(f"| {files.subject} | {ev_psnr} | {ev_r} | {ev_z} | {s['psnr']:.2f} | {s['pearson']:.3f} | {s['psnr_z']:.2f} | "
               f"{100 * s['brain_coverage']:.1f}% | {within['psnr']:.2f} | "
               f"{s['min_output']:.0f}..{s['max_output']:.0f} | {t2_max:.0f} |")
 
