@@ -139,14 +139,17 @@ def write_run_start(run_dir: Path, cfg: Config, backend: str) -> None:
 
 def source_revision() -> dict[str, Any]:
     """The git commit of the mrsynth source that runs (``git_sha``, and ``git_dirty``: uncommitted
-    changes to tracked files); both None when mrsynth is not run from a git checkout."""
+    changes to tracked files); both None when mrsynth is not run from a git checkout. The status
+    takes no optional lock: a run killed while git refreshes the index would otherwise leave
+    ``.git/index.lock`` behind and block the user's next commit."""
     root = Path(mrsynth.__file__).resolve().parent.parent
     if not (root / ".git").exists():
         return {"git_sha": None, "git_dirty": None}
     try:
         sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                              check=True, timeout=10).stdout.strip()
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+        status = subprocess.run(["git", "--no-optional-locks", "-C", str(root), "status", "--porcelain",
+                                 "--untracked-files=no"],
                                 capture_output=True, text=True, check=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return {"git_sha": None, "git_dirty": None}
