@@ -10,7 +10,6 @@ phantom run (the default ``python run.py --backend jax``), synthesized by that r
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -20,32 +19,18 @@ sys.path.insert(0, str(ROOT))
 from mrsynth import backend as backends  # noqa: E402
 from mrsynth import runs  # noqa: E402
 from mrsynth.data.contract import read_contract  # noqa: E402
-from mrsynth.data.io import read_nifti  # noqa: E402
 from mrsynth.data.preprocess import load_volume  # noqa: E402
 from mrsynth.evaluation.figures import subjects_rows  # noqa: E402
 from mrsynth.evaluation.metrics import scale_invariant_metrics  # noqa: E402
-from mrsynth.evaluation.runner import safe_name  # noqa: E402
-from mrsynth.experiments.crossval import figure_subjects, fold_rows, pooled_result  # noqa: E402
+from mrsynth.experiments.crossval import heldout_panels, read_cross_validation  # noqa: E402
 from mrsynth.inference.grid import synthesize_on_model_grid  # noqa: E402
-from mrsynth.subjects import available_pairs, subject_splits  # noqa: E402
+from mrsynth.subjects import subject_splits  # noqa: E402
 
 
 def cohort_rows(cv: Path, sites_shown: int) -> list[dict]:
-    settings = json.loads((cv / "cv.json").read_text())["subjects"]
-    folds = {s: v["fold"] for s, v in settings.items()}
-    sites = {s: v["site"] for s, v in settings.items()}
-    rows, kinds = fold_rows(cv, folds)
-    shown = []
-    for site, subject, score in figure_subjects(pooled_result(rows, kinds, sorted(folds)), sites)[:sites_shown]:
-        run_dir = cv / f"fold-{folds[subject]}" / "run"
-        cfg = runs.load_run_config(run_dir)
-        files = next(f for f in available_pairs(cfg.data) if f.subject == subject)
-        volume = load_volume(files, read_contract(run_dir).with_learned_normalization(cfg.data))
-        pred, _ = read_nifti(run_dir.parent / "eval" / "nifti" / f"{safe_name(subject)}_jax_T2.nii.gz")
-        shown.append({"title": f"held-out patient, {site}\n(its site's median): psnr_z {score:.1f} dB",
-                      "t1": volume.t1, "t2": volume.t2, "pred": pred, "mask": volume.mask,
-                      "voxel_size": volume.geometry.voxel_size})
-    return shown
+    folds, sites, result = read_cross_validation(cv)
+    return [{**p, "title": f"held-out patient, {p['site']}\n(its site's median): psnr_z {p['psnr_z']:.1f} dB"}
+            for p in heldout_panels(cv, folds, sites, result)[:sites_shown]]
 
 
 def phantom_row(run_dir: Path) -> dict:

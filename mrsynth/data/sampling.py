@@ -47,10 +47,8 @@ def build_epoch_index(masks: list[np.ndarray], dims: int, cfg: DataConfig, names
         nonzero = np.asarray(mask) > 0
         if not nonzero.any():
             raise DataError(f"{names[v] if names else f'volume {v}'}: empty foreground mask, nothing to sample")
-        for axis in range(3):
-            other = tuple(a for a in range(3) if a != axis)
-            present = np.flatnonzero(nonzero.any(axis=other))
-            bboxes[v, :, axis] = present[0], present[-1]
+        for axis, extent in enumerate(bounding_box(nonzero)):
+            bboxes[v, :, axis] = extent.start, extent.stop - 1
         if dims == 2:
             for axis in training_axes(cfg):
                 fraction = nonzero.mean(axis=tuple(a for a in range(3) if a != axis))
@@ -64,6 +62,15 @@ def build_epoch_index(masks: list[np.ndarray], dims: int, cfg: DataConfig, names
             f"no training samples: no slice has a foreground fraction >= data.min_foreground={cfg.min_foreground}"
         )
     return EpochIndex(rows=table, bboxes=bboxes)
+
+
+def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
+    """The smallest box holding ``mask``'s voxels, widened by ``margin`` and clipped to the array."""
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + margin + 1, mask.shape[axis])))
+    return tuple(box)
 
 
 def training_axes(cfg: DataConfig) -> tuple[int, ...]:

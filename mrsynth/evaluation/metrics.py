@@ -24,6 +24,8 @@ import math
 import numpy as np
 from scipy import ndimage
 
+from mrsynth.data.sampling import bounding_box
+
 SSIM_SIGMA = 1.5
 SSIM_TRUNCATE = 3.5  # radius int(3.5 * 1.5 + 0.5) = 5 -> an 11-wide window, as scikit-image
 SSIM_K1 = 0.01
@@ -113,15 +115,6 @@ def masked_ssim_mean(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, dat
         return math.nan
     box = bounding_box(mask, SSIM_RADIUS)
     return float(ssim_map(pred[box], target[box], data_range)[mask[box]].mean())
-
-
-def bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
-    """The smallest box holding ``mask``'s voxels, widened by ``margin`` and clipped to the array."""
-    box = []
-    for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + margin + 1, mask.shape[axis])))
-    return tuple(box)
 
 
 def slices_along(a: np.ndarray, axis: int) -> np.ndarray:

@@ -68,7 +68,7 @@ def finalize(result: EvaluationResult) -> EvaluationResult:
     return result
 
 
-def _csv_text(header: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
+def csv_text(header: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(header), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -100,10 +100,10 @@ def write_tables(result: EvaluationResult, out_dir: Path, context: dict[str, Any
         "tests": out_dir / "paired_tests.csv",
         "summary_json": out_dir / "summary.json",
     }
-    atomic_write_text(paths["per_subject"], _csv_text(["subject", "method", *result.metrics], result.rows))
-    atomic_write_text(paths["summary_csv"], _csv_text(
+    atomic_write_text(paths["per_subject"], csv_text(["subject", "method", *result.metrics], result.rows))
+    atomic_write_text(paths["summary_csv"], csv_text(
         ["method", "kind", "metric", "mean", "sd", "ci_low", "ci_high", "ci_method", "n"], summary_rows(result)))
-    atomic_write_text(paths["tests"], _csv_text(
+    atomic_write_text(paths["tests"], csv_text(
         ["metric", "a", "b", "n", "mean_diff", "t", "p_t", "w", "p_w", "note"], result.tests))
     payload = {
         **context,

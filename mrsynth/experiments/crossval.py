@@ -129,7 +129,7 @@ def cross_validate(cfg: Config, backend: str, out: Path, k: int = 5, seed: int =
     return write_summary(out, folds, sites)
 
 
-def fold_rows(out: Path, folds: dict[str, int]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+def _fold_rows(out: Path, folds: dict[str, int]) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Every fold's per-subject rows (floats), and each method's kind."""
     rows, kinds = [], {}
     for fold in sorted(set(folds.values())):
@@ -142,7 +142,7 @@ def fold_rows(out: Path, folds: dict[str, int]) -> tuple[list[dict[str, Any]], d
     return rows, kinds
 
 
-def pooled_result(rows: list[dict[str, Any]], kinds: dict[str, str], subjects: list[str]) -> EvaluationResult:
+def _pooled_result(rows: list[dict[str, Any]], kinds: dict[str, str], subjects: list[str]) -> EvaluationResult:
     methods = [m for m in kinds if kinds[m] == "run"] + [m for m in kinds if kinds[m] == "baseline"]
     return finalize(EvaluationResult(methods=methods, kinds=kinds, subjects=subjects,
                                      rows=[r for r in rows if r["subject"] in set(subjects)]))
@@ -151,12 +151,12 @@ def pooled_result(rows: list[dict[str, Any]], kinds: dict[str, str], subjects: l
 def write_summary(out: Path, folds: dict[str, int], sites: dict[str, str | None]) -> dict[str, Any]:
     """The pooled held-out subjects of all folds: tables (summary.csv/json, per_subject.csv,
     paired_tests.csv), folds.csv, and summary.md with the per-site means."""
-    rows, kinds = fold_rows(out, folds)
+    rows, kinds = _fold_rows(out, folds)
     scored = sorted({r["subject"] for r in rows})
     if scored != sorted(folds):
         raise MrsynthError(f"{out}: the folds scored {len(scored)} subjects, expected {len(folds)}")
-    result = pooled_result(rows, kinds, scored)
-    by_site = {site: pooled_result(rows, kinds, sorted(s for s in scored if (sites[s] or "") == site))
+    result = _pooled_result(rows, kinds, scored)
+    by_site = {site: _pooled_result(rows, kinds, sorted(s for s in scored if (sites[s] or "") == site))
                for site in sorted({s or "" for s in sites.values()})}
     context = {"cross_validation": {"folds": len(set(folds.values())), "subjects": len(folds),
                                     "per_site": {site or "(none)": len(r.subjects) for site, r in by_site.items()}}}
@@ -188,16 +188,17 @@ def figure_subjects(result: EvaluationResult, sites: dict[str, str | None]) -> l
     return chosen
 
 
-def heldout_figure(out: Path, folds: dict[str, int], sites: dict[str, str | None], result: EvaluationResult) -> Path:
-    """``heldout_subjects.png``: the :func:`figure_subjects`, as their folds' runs synthesized
-    them (the evaluation's NIfTI), one row each."""
+def heldout_panels(out: Path, folds: dict[str, int], sites: dict[str, str | None],
+                   result: EvaluationResult) -> list[dict[str, Any]]:
+    """The :func:`figure_subjects` as their folds' runs synthesized them (the evaluation's NIfTI):
+    per subject ``site``, ``subject``, ``fold``, ``psnr_z`` and the volumes
+    :func:`~mrsynth.evaluation.figures.subjects_rows` draws."""
     from mrsynth.data.contract import read_contract
     from mrsynth.data.io import read_nifti
     from mrsynth.data.preprocess import load_volume
-    from mrsynth.evaluation.figures import subjects_rows
     from mrsynth.evaluation.runner import safe_name
 
-    shown = []
+    panels = []
     for site, subject, score in figure_subjects(result, sites):
         fold_dir = out / f"fold-{folds[subject]}"
         cfg = runs.load_run_config(fold_dir / "run")
@@ -205,10 +206,28 @@ def heldout_figure(out: Path, folds: dict[str, int], sites: dict[str, str | None
         volume = load_volume(files, read_contract(fold_dir / "run").with_learned_normalization(cfg.data))
         name = f"{safe_name(subject)}_{safe_name(result.methods[0])}_T2.nii.gz"
         pred, _ = read_nifti(fold_dir / "eval" / "nifti" / name)
-        shown.append({"title": f"{subject}\n{site or '(no site)'}, fold {folds[subject]}: psnr_z {score:.1f} dB",
-                      "t1": volume.t1, "t2": volume.t2, "pred": pred, "mask": volume.mask,
-                      "voxel_size": volume.geometry.voxel_size})
-    return subjects_rows(shown, out / "heldout_subjects.png")
+        panels.append({"site": site, "subject": subject, "fold": folds[subject], "psnr_z": score,
+                       "t1": volume.t1, "t2": volume.t2, "pred": pred, "mask": volume.mask,
+                       "voxel_size": volume.geometry.voxel_size})
+    return panels
+
+
+def heldout_figure(out: Path, folds: dict[str, int], sites: dict[str, str | None], result: EvaluationResult) -> Path:
+    """``heldout_subjects.png``: the :func:`heldout_panels`, one row each."""
+    from mrsynth.evaluation.figures import subjects_rows
+
+    panels = [{**p, "title": f"{p['subject']}\n{p['site'] or '(no site)'}, fold {p['fold']}: "
+                             f"psnr_z {p['psnr_z']:.1f} dB"} for p in heldout_panels(out, folds, sites, result)]
+    return subjects_rows(panels, out / "heldout_subjects.png")
+
+
+def read_cross_validation(out: Path) -> tuple[dict[str, int], dict[str, str | None], EvaluationResult]:
+    """A finished cross-validation folder's folds, sites and pooled result (as ``write_summary`` pools it)."""
+    subjects = json.loads((Path(out) / CV_FILE).read_text())["subjects"]
+    folds = {s: v["fold"] for s, v in subjects.items()}
+    sites = {s: v["site"] for s, v in subjects.items()}
+    rows, kinds = _fold_rows(Path(out), folds)
+    return folds, sites, _pooled_result(rows, kinds, sorted(folds))
 
 
 def _cell(stats: dict[str, Any]) -> str:

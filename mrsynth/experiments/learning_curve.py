@@ -13,9 +13,7 @@ The tables and the figure are rebuilt from the finished points after each one.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +24,7 @@ import numpy as np
 from mrsynth.config import Config, with_absolute_paths
 from mrsynth.subjects import available_pairs
 from mrsynth.errors import ConfigError
+from mrsynth.evaluation.results import csv_text
 from mrsynth.experiments.crossval import check_or_write_settings, evaluate_once, stratified_folds, train_or_resume
 from mrsynth.fileio import atomic_write_text
 
@@ -95,13 +94,14 @@ def learning_curve(cfg: Config, backend: str, out: Path, sizes: str, seeds: Sequ
                 train_or_resume(point_config(cfg, order[:n], held_out, seed, f"{cfg.run.name}-n{n}-s{seed}"),
                                 backend, run_dir, log)
                 evaluate_once(run_dir, point / "eval")
-            write_curve(out)
+                write_curve(out)  # a stopped curve still has its finished points' tables
     return write_curve(out)
 
 
 def point_rows(out: Path) -> list[dict[str, Any]]:
     """One row per finished point: its size, seed, and per metric the run's mean, the better
-    baseline (name and mean) and the margin."""
+    baseline (name and mean) and the margin. Identity (the T1 itself) is a reference, not a
+    baseline a model has to beat, so it is not a candidate for the better baseline."""
     rows = []
     for summary in sorted(Path(out).glob("seed-*/n-*/eval/summary.json")):
         point = summary.parent.parent
@@ -127,11 +127,7 @@ def write_curve(out: Path) -> list[dict[str, Any]]:
     rows = point_rows(out)
     if not rows:
         return rows
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(Path(out) / "curve.csv", buffer.getvalue())
+    atomic_write_text(Path(out) / "curve.csv", csv_text(list(rows[0]), rows))
     atomic_write_text(Path(out) / "curve.md", curve_markdown(rows))
     margin_curve(rows, CURVE_METRICS, Path(out) / "learning_curve.png")
     return rows
