@@ -1,0 +1,157 @@
+"""The levers of issue 27, measured the same way: each (variant, fold, seed) point is one
+`run.py learning-curve --sizes all` call (train on the fold's whole training pool with that seed,
+score the fold's held-out subjects against the baselines fitted on the same pool).
+
+Points run ``--parallel`` at a time in priority order (every variant's first point before any
+variant's second, both seeds of the first fold first), until ``--deadline`` seconds: a point whose
+predicted end (the slowest finished point's time) passes the deadline is not started, and points
+still running at the deadline are stopped, so a fixed device lease returns whole points. A later
+call with the same ``--out`` skips finished points (the learning-curve folder continues itself).
+
+    python benchmarks/lever_sweep.py --config configs/brats_2d.yaml --out OUT \\
+        --variants recommended,no-2.5d --folds 0 --seeds 0,1 --parallel 1
+
+Writes ``OUT/<variant>/fold-<F>-seed-<S>/`` (the learning curve's folder, ``point.log`` and
+``timing.json``), ``OUT/progress.log``, and ``OUT/levers.md``: per variant, the points' psnr_z and
+ssim_z margins over the better baseline and their mean. A benchmark, not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+POLL_SECONDS = 2.0  # how often running points are checked
+AUGMENTATION_OFF = ["data.bias_field=0", "data.contrast_range=0", "data.gamma_range=0"]
+#: Each lever as the config overrides that turn it on (or, for the recommended parts, off).
+VARIANTS: dict[str, list[str]] = {
+    "recommended": [],
+    "torch-recommended": [],
+    "no-2.5d": ["data.context_slices=0"],
+    "no-scanner-aug": AUGMENTATION_OFF,
+    "residual": ["model.residual=true"],
+    "l1_ssim": ["train.loss=l1_ssim"],
+    "pix2pix": ["train.objective=pix2pix"],
+    "wide-32": ["model.base_channels=32"],
+    "deep-4": ["model.depth=4", "model.channel_mults=[1,2,4,8,16]"],
+    "steps-3000": ["train.steps=3000", "train.ckpt_every=1000"],
+}
+
+
+def point_dir(out: Path, variant: str, fold: int, seed: int) -> Path:
+    return out / variant / f"fold-{fold}-seed-{seed}"
+
+
+def point_command(args: argparse.Namespace, variant: str, fold: int, seed: int) -> list[str]:
+    """The exact learning-curve call of one point."""
+    backend = "torch" if variant.startswith("torch-") else "jax"
+    cmd = [sys.executable, str(ROOT / "run.py"), "learning-curve", "--config", args.config, "--backend", backend,
+           "--sizes", "all", "--seeds", str(seed), "--fold", str(fold), "--folds", str(args.k), "--no-progress",
+           "--out", str(point_dir(args.out, variant, fold, seed))]
+    for override in args.set + VARIANTS[variant]:
+        cmd += ["--set", override]
+    return cmd
+
+
+def margins(point: Path) -> dict[str, float] | None:
+    """psnr_z / ssim_z: the run's held-out mean minus the better baseline's (identity excluded)."""
+    found = list(point.glob("seed-*/n-*/eval/summary.json"))
+    if not found:
+        return None
+    methods = json.loads(found[0].read_text())["methods"]
+    run = next(e for e in methods.values() if e["kind"] == "run")
+    row = {}
+    for metric in ("psnr_z", "ssim_z"):
+        best = max(e["metrics"][metric]["mean"] for m, e in methods.items() if e["kind"] == "baseline" and m != "identity")
+        row[metric] = run["metrics"][metric]["mean"]
+        row[f"{metric}_margin"] = run["metrics"][metric]["mean"] - best
+    return row
+
+
+def write_table(out: Path, variants: list[str]) -> None:
+    lines = ["# Levers: margin over the better baseline on the held-out subjects (one row per variant)", "",
+             "| variant | points | psnr_z margin: mean (per point) | ssim_z margin: mean (per point) |",
+             "|---|---|---|---|"]
+    for variant in variants:
+        points = sorted(p for p in (out / variant).glob("fold-*-seed-*") if margins(p))
+        if not points:
+            continue
+        rows = [margins(p) for p in points]
+        cells = [f"{np.mean([r[f'{m}_margin'] for r in rows]):+.3f} ("
+                 + ", ".join(f"{r[f'{m}_margin']:+.3f}" for r in rows) + ")" for m in ("psnr_z", "ssim_z")]
+        lines.append(f"| {variant} | {', '.join(p.name for p in points)} | {cells[0]} | {cells[1]} |")
+    tmp = out / "levers.md.tmp"
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, out / "levers.md")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/brats_2d.yaml")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    parser.add_argument("--folds", default="0,1", help="held-out folds to run (of --k)")
+    parser.add_argument("--k", type=int, default=5, help="number of folds of the site-stratified split")
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--parallel", type=int, default=1, help="points at a time")
+    parser.add_argument("--deadline", type=float, default=float("inf"), help="seconds from now")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override for every point (before the variant's own)")
+    args = parser.parse_args()
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"--variants: unknown {', '.join(unknown)}")
+    args.out = args.out.absolute()
+    args.out.mkdir(parents=True, exist_ok=True)
+    deadline = time.time() + args.deadline
+    order = [(int(f), int(s)) for f in args.folds.split(",") for s in args.seeds.split(",")]
+    queue = [(v, f, s) for f, s in order for v in variants if not margins(point_dir(args.out, v, f, s))]
+
+    def log(message: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {message}"
+        print(line, flush=True)
+        with open(args.out / "progress.log", "a") as f:
+            f.write(line + "\n")
+
+    running: dict[tuple[str, int, int], tuple[subprocess.Popen, float]] = {}
+    durations: list[float] = []
+    while queue or running:
+        for key, (proc, started) in list(running.items()):
+            if proc.poll() is not None:
+                seconds = time.time() - started
+                durations.append(seconds)
+                (point_dir(args.out, *key) / "timing.json").write_text(json.dumps({"seconds": seconds, "rc": proc.returncode}))
+                log(f"done {key} rc={proc.returncode} {seconds:.0f}s")
+                del running[key]
+                write_table(args.out, variants)
+        while queue and len(running) < args.parallel:
+            key = queue.pop(0)
+            if time.time() + max(durations, default=0) > deadline:
+                log(f"skip {key}: predicted to end past the deadline")
+                continue
+            where = point_dir(args.out, *key)
+            where.mkdir(parents=True, exist_ok=True)
+            with open(where / "point.log", "a") as sink:
+                running[key] = (subprocess.Popen(point_command(args, *key), stdout=sink, stderr=subprocess.STDOUT,
+                                                 env=dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")),
+                                time.time())
+            log(f"start {key}: {' '.join(point_command(args, *key)[1:])}")
+        if time.time() > deadline:
+            for key, (proc, _) in running.items():
+                proc.kill()
+                log(f"stopped {key} at the deadline")
+            break
+        time.sleep(POLL_SECONDS)
+    write_table(args.out, variants)
+
+
+if __name__ == "__main__":
+    main()

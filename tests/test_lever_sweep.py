@@ -1,0 +1,69 @@
+"""benchmarks/lever_sweep.py: the exact learning-curve call of each point, the priority order,
+continuing a folder without rerunning its finished points, and the margins table (better
+baseline, identity excluded). Points are faked by a subprocess that writes an eval summary."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import lever_sweep  # noqa: E402
+
+PSNR = {"recommended": 21.0, "no-2.5d": 20.5, "torch-recommended": 21.2}
+
+
+def fake_point(args, variant, fold, seed):
+    """A point that 'scores' PSNR[variant] + seed/10 against linear 19.0, histmatch 18.5, identity 30."""
+    summary = lever_sweep.point_dir(args.out, variant, fold, seed) / f"seed-{seed}" / "n-4" / "eval" / "summary.json"
+    methods = {"run": {"kind": "run", "metrics": {"psnr_z": {"mean": PSNR[variant] + seed / 10}, "ssim_z": {"mean": 0.4}}},
+               "identity": {"kind": "baseline", "metrics": {"psnr_z": {"mean": 30.0}, "ssim_z": {"mean": 0.9}}},
+               "linear": {"kind": "baseline", "metrics": {"psnr_z": {"mean": 19.0}, "ssim_z": {"mean": 0.3}}},
+               "histmatch": {"kind": "baseline", "metrics": {"psnr_z": {"mean": 18.5}, "ssim_z": {"mean": 0.35}}}}
+    text = json.dumps({"methods": methods})
+    code = f"import pathlib; p = pathlib.Path({str(summary)!r}); p.parent.mkdir(parents=True); p.write_text({text!r})"
+    return [sys.executable, "-c", code]
+
+
+def sweep(monkeypatch, out: Path, *extra: str) -> list[str]:
+    monkeypatch.setattr(lever_sweep, "point_command", fake_point)
+    monkeypatch.setattr(lever_sweep, "POLL_SECONDS", 0.05)
+    monkeypatch.setattr(sys, "argv", ["lever_sweep.py", "--out", str(out), *extra])
+    lever_sweep.main()
+    return (out / "progress.log").read_text().splitlines()
+
+
+def test_points_run_in_priority_order_and_the_table_uses_the_better_baseline(tmp_path, monkeypatch):
+    log = sweep(monkeypatch, tmp_path, "--variants", "recommended,no-2.5d", "--folds", "0", "--seeds", "0,1")
+    started = [line.split("start ")[1].split(":")[0] for line in log if " start " in line]
+    assert started == ["('recommended', 0, 0)", "('no-2.5d', 0, 0)", "('recommended', 0, 1)", "('no-2.5d', 0, 1)"]
+    table = (tmp_path / "levers.md").read_text()
+    # margins over linear (19.0), never over identity (30.0): 21.0 - 19.0 and 21.1 - 19.0
+    assert "| recommended | fold-0-seed-0, fold-0-seed-1 | +2.050 (+2.000, +2.100) | +0.050 (+0.050, +0.050) |" in table
+    assert "| no-2.5d | fold-0-seed-0, fold-0-seed-1 | +1.550 (+1.500, +1.600) |" in table
+
+
+def test_a_second_call_runs_only_the_missing_points(tmp_path, monkeypatch):
+    sweep(monkeypatch, tmp_path, "--variants", "recommended", "--folds", "0", "--seeds", "0")
+    log = sweep(monkeypatch, tmp_path, "--variants", "recommended,torch-recommended", "--folds", "0", "--seeds", "0")
+    assert sum(" start ('recommended', 0, 0)" in line for line in log) == 1
+    assert sum(" start ('torch-recommended', 0, 0)" in line for line in log) == 1
+
+
+def test_the_point_command_is_a_learning_curve_call_with_the_variant_last(tmp_path):
+    args = lever_sweep.argparse.Namespace(config="configs/brats_2d.yaml", out=tmp_path, k=5,
+                                          set=["train.steps=1000", "data.bias_field=0.5"])
+    jax_cmd = lever_sweep.point_command(args, "no-scanner-aug", 1, 2)
+    assert jax_cmd[2:4] == ["learning-curve", "--config"] and jax_cmd[jax_cmd.index("--backend") + 1] == "jax"
+    assert jax_cmd[jax_cmd.index("--sizes") + 1] == "all" and jax_cmd[jax_cmd.index("--fold") + 1] == "1"
+    sets = [jax_cmd[i + 1] for i, a in enumerate(jax_cmd) if a == "--set"]
+    assert sets.index("data.bias_field=0") > sets.index("data.bias_field=0.5")  # the variant wins
+    torch_cmd = lever_sweep.point_command(args, "torch-recommended", 0, 0)
+    assert torch_cmd[torch_cmd.index("--backend") + 1] == "torch"
+
+
+def test_an_unknown_variant_is_refused(tmp_path, monkeypatch):
+    with pytest.raises(SystemExit):
+        sweep(monkeypatch, tmp_path, "--variants", "recommended,bigger")
