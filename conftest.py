@@ -4,12 +4,33 @@ Four forced host devices let the JAX data-parallel tests run on a CPU; this must
 jax is imported anywhere, so it lives here (pytest imports the root conftest first).
 """
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("MPLBACKEND", "Agg")
-# No persistent JAX compilation cache in tests (predict/evaluate turn it on): tests stay hermetic.
+# No persistent JAX compilation cache from the user's home in tests (predict/evaluate turn one on):
+# tests stay hermetic.
 os.environ.setdefault("MRSYNTH_JAX_CACHE_DIR", "off")
 # pytest -n 2 runs two workers on two cores: one intra-op thread each, or PyTorch's OpenMP
 # threads spin-wait on descheduled peers (steps 10-50x slower on a loaded 2-core machine).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# One JAX compilation cache for this test session only: a fresh folder, made by the first
+# process (the xdist controller, before it starts its workers, or a plain pytest), shared by the
+# workers and every `run.py` subprocess a test starts (they inherit the environment), and
+# removed when the session ends. The same program (a model's initializers, a train step, a
+# predictor) is then compiled once per session rather than once per process, engine and test;
+# nothing is kept between sessions.
+_SESSION_JAX_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _SESSION_JAX_CACHE = (os.getpid(), tempfile.mkdtemp(prefix="mrsynth-tests-jax-cache-"))
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_JAX_CACHE[1]
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+def pytest_unconfigure(config):
+    if _SESSION_JAX_CACHE is not None and _SESSION_JAX_CACHE[0] == os.getpid():
+        shutil.rmtree(_SESSION_JAX_CACHE[1], ignore_errors=True)

@@ -48,9 +48,10 @@ TINY_SETTINGS = [
 
 
 def child_env(work: Path) -> dict[str, str]:
-    """One thread per child, and a shared JAX compilation cache: a resume need not recompile."""
+    """One thread per child, and a shared JAX compilation cache: a resume need not recompile (the
+    caller's cache when it has one, e.g. the test session's, else one in ``work``)."""
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
-            "JAX_COMPILATION_CACHE_DIR": str(work / "jax_cache"),
+            "JAX_COMPILATION_CACHE_DIR": os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(work / "jax_cache"),
             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
+from flax import nnx
 
 from mrsynth.backend import GENERATOR
 from mrsynth.checkpoints import LoadedRun, checkpoint_dir
@@ -29,7 +30,7 @@ def load_run_model(run_dir: Path, which: str) -> LoadedRun:
                           abstract_train_state(cfg))
     path = find_checkpoint(run_dir, which)
     step, state, _ = read_checkpoint(path, target)
-    graphdef, _ = split_model(build_model(cfg.model))
+    graphdef, _ = split_model(nnx.eval_shape(lambda: build_model(cfg.model)))  # the structure, not initialized
     model = merge_model(graphdef, state["models"][GENERATOR])
     model.eval()
     return LoadedRun(model, cfg, step, str(path.relative_to(checkpoint_dir(run_dir))))

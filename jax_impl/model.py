@@ -135,6 +135,6 @@ def in_compute_dtype(model: nnx.Module, cfg: ModelConfig, compute_dtype: str) ->
     ``compute_dtype`` (the dtype is fixed when a network is built)."""
     if compute_dtype == "float32":
         return model
-    target = build_model(cfg, compute_dtype=compute_dtype)
+    target = nnx.eval_shape(lambda: build_model(cfg, compute_dtype=compute_dtype))  # every variable set next
     nnx.update(target, nnx.state(model))
     return target

@@ -92,7 +92,7 @@ def load_weights(path: Path, model_cfg: ModelConfig | None = None
     With ``model_cfg``, a file for another model config is an error.
     """
     tensors, file_cfg, meta = load_portable(Path(path), model_cfg)
-    model = build_model(file_cfg)
+    model = nnx.eval_shape(lambda: build_model(file_cfg))  # the structure only: every variable is set next
     load_torch_into(model, tensors, path)
     model.eval()
     return model, file_cfg, meta

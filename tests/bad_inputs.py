@@ -20,12 +20,16 @@ import torch
 
 from mrsynth.cli import main
 
+# The model, data and optimizer settings (steps included: the schedule is part of the compiled
+# step) of tests/test_training_loop.py's tiny_overrides, so the JAX run reuses the train step
+# other tests compiled in this session; one validation and one checkpoint, at the end.
 TINY_SETTINGS = [
     "data.phantom_subjects=4", "data.phantom_shape=[32,32,24]", "data.patch_size=[32,32]",
     "data.split_fractions=[0.5,0.25,0.25]",
     "model.depth=2", "model.base_channels=4", "model.channel_mults=[1,2,4]", "model.groups=2",
-    "train.steps=2", "train.batch_size=4", "train.warmup_steps=1", "train.log_every=1",
-    "train.val_every=2", "train.ckpt_every=2", "train.val_subjects_max=1", "train.deterministic=true",
+    "model.dropout=0.1",
+    "train.steps=6", "train.batch_size=4", "train.warmup_steps=1", "train.log_every=1",
+    "train.val_every=6", "train.ckpt_every=6", "train.val_subjects_max=1", "train.deterministic=true",
 ]
 
 

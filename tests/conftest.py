@@ -41,3 +41,25 @@ def ixi_head_dir(tmp_path: Path, write_nifti_file: Callable[..., Path]) -> Calla
         return root
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Callable[[str], tuple[Path, Path]]:
+    """``get(backend) -> (home, run)``: an uninterrupted run of test_training_loop's
+    ``tiny_overrides(home)``, trained on first use and shared by the session's tests (pytest-xdist:
+    one per worker). Tests only read it; a run they compare with it is trained with
+    ``tiny_overrides(home)`` too (the same phantom, cache and settings)."""
+    home = tmp_path_factory.mktemp("tiny_runs")
+    trained: dict[str, Path] = {}
+
+    def get(backend: str) -> tuple[Path, Path]:
+        if backend not in trained:
+            from mrsynth.config import load_config
+            from mrsynth.training import loop
+            from test_training_loop import tiny_overrides
+
+            summary = loop.train(load_config(None, tiny_overrides(home)), backend, home / f"{backend}_full")
+            trained[backend] = Path(summary["run_dir"])
+        return home, trained[backend]
+
+    return get

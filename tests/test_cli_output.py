@@ -12,10 +12,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# Model, patch and optimizer settings (steps included: the schedule is part of the compiled step)
+# of tests/test_cross_validation.py's runs: the JAX child reuses the train step compiled there.
 TINY = ["data.root=phantom", "data.cache_dir=cache", "data.phantom_subjects=4", "data.phantom_shape=[48,56,40]",
         "data.patch_size=[48,56]", "data.split_fractions=[0.5,0.25,0.25]", "model.depth=2", "model.base_channels=8",
-        "model.channel_mults=[1,2,4]", "model.groups=2", "train.steps=4", "train.batch_size=4",
-        "train.warmup_steps=1", "train.log_every=2", "train.val_every=4", "train.ckpt_every=4", "run.root=runs"]
+        "model.channel_mults=[1,2,4]", "model.groups=2", "train.steps=20", "train.batch_size=4",
+        "train.warmup_steps=1", "train.log_every=2", "train.val_every=20", "train.ckpt_every=20", "run.root=runs"]
+STEPS = 20
 
 
 @pytest.mark.slow
@@ -30,6 +33,6 @@ def test_the_first_command_prints_each_message_once_and_no_debug_lines(backend, 
     messages = [line for line in lines if not line.startswith(" ")]
     assert len(messages) == len(set(messages)), [m for m in messages if messages.count(m) > 1]
     out = done.stdout.strip().splitlines()
-    assert out[0].startswith("finished: ") and f"({backend}, 4 steps)" in out[0] and "psnr" in out[0], out
+    assert out[0].startswith("finished: ") and f"({backend}, {STEPS} steps)" in out[0] and "psnr" in out[0], out
     assert out[1:] == ["next:", f"  mrsynth evaluate --checkpoint {out[0].split()[1]}",
                        f"  mrsynth predict --checkpoint {out[0].split()[1]} --input T1.nii.gz --out synth/"]

@@ -23,7 +23,7 @@ from mrsynth.experiments.crossval import figure_subjects, stratified_folds
 ROOT = Path(__file__).resolve().parents[1]
 BRATS = ROOT.parent / "shared" / "data" / "brats18"
 TINY = ["data.workers=0", "model.depth=2", "model.base_channels=8", "model.channel_mults=[1,2,4]", "model.groups=2",
-        "train.batch_size=4", "train.warmup_steps=1", "train.log_every=5", "train.ckpt_every=5",
+        "train.batch_size=4", "train.warmup_steps=1", "train.log_every=5", "train.ckpt_every=10",
         "train.val_every=1000", "data.min_foreground=0.05"]
 
 
@@ -77,12 +77,14 @@ def has_checkpoint(run_dir: Path) -> bool:
 
 
 @pytest.mark.slow
-def test_a_killed_cross_validation_continues_to_the_same_summary(tmp_path):
+def test_a_killed_cross_validation_continues_to_the_same_summary(tmp_path, capsys):
+    """The uninterrupted run, the resume and the refused call run in-process (the CLI's main);
+    only the run that is SIGKILLed is a process of its own."""
     manifest = phantom_manifest(tmp_path)
     whole = tmp_path / "whole"
-    done = subprocess.run(cv_command(manifest, whole, 20, "[48,56]"), capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "cross-validated 6 subjects" in done.stdout
+    capsys.readouterr()
+    assert main(cv_command(manifest, whole, 20, "[48,56]")[2:]) == 0
+    assert "cross-validated 6 subjects" in capsys.readouterr().out
     with open(whole / "folds.csv") as handle:
         folds = list(csv.DictReader(handle))
     assert sorted(r["subject"] for r in folds) == sorted({r["subject"] for r in folds})  # each once
@@ -103,12 +105,13 @@ def test_a_killed_cross_validation_continues_to_the_same_summary(tmp_path):
     os.killpg(child.pid, signal.SIGKILL)
     child.wait()
     assert (killed / "fold-0" / "eval" / "per_subject.csv").is_file() and not (killed / "summary.md").exists()
-    again = subprocess.run(cv_command(manifest, killed, 20, "[48,56]"), capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "fold 0: finished earlier, kept" in again.stdout + again.stderr
+    capsys.readouterr()
+    assert main(cv_command(manifest, killed, 20, "[48,56]")[2:]) == 0
+    again = capsys.readouterr()
+    assert "fold 0: finished earlier, kept" in again.out + again.err
     assert tables(killed) == tables(whole)
-    other = subprocess.run(cv_command(manifest, killed, 30, "[48,56]"), capture_output=True, text=True, timeout=900)
-    assert other.returncode != 0 and "other settings (config)" in other.stderr
+    assert main(cv_command(manifest, killed, 30, "[48,56]")[2:]) != 0
+    assert "other settings (config)" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -127,10 +130,9 @@ def test_two_fold_cross_validation_on_four_cohort_subjects(tmp_path):
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("\n".join(lines) + "\n")
     out = tmp_path / "cv"
-    command = cv_command(manifest, out, 6, "[64,64]")
+    command = cv_command(manifest, out, 6, "[64,64]")[2:]  # the CLI's main, in-process
     command[command.index("--out"):command.index("--out")] = ["--config", str(ROOT / "configs" / "brats_2d.yaml")]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert main(command) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["subjects"] == sorted(r["subject"] for r in chosen)
     assert summary["cross_validation"]["per_site"] == {"CBICA": 2, "TCIA01": 2}

@@ -161,11 +161,13 @@ def test_nyul_refuses_tied_landmarks():
 def test_a_nyul_run_predicts_what_evaluate_scores(tmp_path):
     """Training learns the scales, evaluate and predict apply the stored ones: predict's output is
     evaluate's synthesized volume in the T2 reference's units."""
+    # the phantom, model, patch and optimizer of tests/test_cross_validation.py's runs: the same
+    # compiled train step and predictor (the schedule, hence train.steps, is part of the step)
     overrides = ["data.normalization=nyul", f"data.root={tmp_path / 'phantom'}", "data.phantom_subjects=4",
-                 "data.phantom_shape=[64,72,56]", "data.patch_size=[64,64]", "data.split_fractions=[0.5,0.25,0.25]",
+                 "data.phantom_shape=[48,56,40]", "data.patch_size=[48,56]", "data.split_fractions=[0.5,0.25,0.25]",
                  f"data.cache_dir={tmp_path / 'cache'}", "model.depth=2", "model.base_channels=8",
-                 "model.channel_mults=[1,2,4]", "model.groups=2", "train.steps=10", "train.batch_size=4",
-                 "train.warmup_steps=2", "train.val_every=10", "train.ckpt_every=10", "train.log_every=10"]
+                 "model.channel_mults=[1,2,4]", "model.groups=2", "train.steps=20", "train.batch_size=4",
+                 "train.warmup_steps=1", "train.val_every=20", "train.ckpt_every=20", "train.log_every=10"]
     run = tmp_path / "run"
     assert main(["train", "--backend", "jax", "--run-dir", str(run), *[a for o in overrides for a in ("--set", o)]]) == 0
     contract = read_contract(run)

@@ -2,7 +2,9 @@
 killed predict leaves only whole outputs once rerun.
 
 Subprocesses of ``run.py`` on a tiny phantom, killed with the machinery of
-``benchmarks/fault_injection.py`` (which does the same at many random moments).
+``benchmarks/fault_injection.py`` (which does the same at many random moments). What is not
+killed (the uninterrupted reference run, the exports compared, a finishing rerun) runs through
+the CLI's ``main`` in-process.
 """
 from __future__ import annotations
 
@@ -12,7 +14,10 @@ import sys
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 import pytest
+
+from mrsynth.cli import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import fault_injection as fi  # noqa: E402
@@ -21,6 +26,19 @@ import fault_injection as fi  # noqa: E402
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("faults")
+
+
+def finish(argv: list[str]) -> None:
+    """A command that is not killed, to completion, in-process."""
+    assert main(argv) == 0, argv[:3]
+
+
+def final_weights(run_dir: Path) -> dict[str, dict[str, np.ndarray]]:
+    """:func:`fault_injection.final_weights` in-process: the run's portable file and an export of
+    its last checkpoint."""
+    last = run_dir.parent / f"{run_dir.name}_last.safetensors"
+    finish(["export", "--checkpoint", str(run_dir), "--which", "last", "--out", str(last)])
+    return {"model.safetensors": fi.tensors(run_dir / "model.safetensors"), "last": fi.tensors(last)}
 
 
 def kill_in_a_later_checkpoint_write(backend: str, work: Path, attempts: int = 3) -> Path:
@@ -50,8 +68,8 @@ def kill_in_a_later_checkpoint_write(backend: str, work: Path, attempts: int = 3
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_killed_in_checkpoint_write_and_step_resumes_exactly(work, backend):
     reference_dir = work / f"{backend}_reference"
-    fi.finish(fi.train_argv(backend, reference_dir, work), work)
-    reference = fi.final_weights(reference_dir, work)
+    finish(fi.train_argv(backend, reference_dir, work))
+    reference = final_weights(reference_dir)
 
     run_dir = kill_in_a_later_checkpoint_write(backend, work)
     metrics_before = (run_dir / "metrics.jsonl").stat().st_ino
@@ -66,9 +84,9 @@ def test_killed_in_checkpoint_write_and_step_resumes_exactly(work, backend):
     # The second kill lands wherever the resumed process is then (a step, a checkpoint write or a
     # validation, as timing has it): what matters is that it is killed mid-run once more.
     assert fi.kill_when(proc, run_dir, stepping_again) in fi.MOMENTS, fi.stderr_tail(proc)
-    fi.finish(["train", "--resume", str(run_dir)], work)
+    finish(["train", "--resume", str(run_dir)])
 
-    got = fi.final_weights(run_dir, work)
+    got = final_weights(run_dir)
     for name in reference:
         assert fi.identical(got[name], reference[name]), name
     assert not fi.temporaries(run_dir / "checkpoints")
@@ -76,7 +94,7 @@ def test_killed_in_checkpoint_write_and_step_resumes_exactly(work, backend):
 
 def test_killed_predict_leaves_only_whole_outputs_after_rerun(work):
     run_dir = work / "torch_predict_run"
-    fi.finish(fi.train_argv("torch", run_dir, work), work)
+    finish(fi.train_argv("torch", run_dir, work))
     inputs = work / "t1s"
     inputs.mkdir()
     for t1 in sorted((work / "phantom").glob("IXI*-T1.nii.gz")):
@@ -95,7 +113,7 @@ def test_killed_predict_leaves_only_whole_outputs_after_rerun(work):
         if path not in leftovers:
             nib.load(str(path)).get_fdata()
 
-    fi.finish([*argv, "--skip-existing"], work)
+    finish([*argv, "--skip-existing"])
     names = sorted(p.name for p in out.iterdir())
     assert not fi.temporaries(out), names
     assert len([n for n in names if n.endswith("_synthT2.nii.gz")]) == 4

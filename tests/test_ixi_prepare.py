@@ -356,8 +356,11 @@ def test_bad_arguments_are_one_line_errors(raw_ixi, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_skull_strip_writes_brain_masks_not_head_masks(small_raw_ixi, tmp_path):
+def test_skull_strip_writes_brain_masks_not_head_masks(small_raw_ixi, tmp_path, monkeypatch):
     pytest.importorskip("brainextractor")
+    from mrsynth.data import skullstrip
+
+    monkeypatch.setattr(skullstrip, "_ITERATIONS", 300)  # as tests/test_skullstrip.py: 3 s instead of 10 s a volume
     root = small_raw_ixi
     settings = PrepareSettings(grid="course", skull_strip=True)
     summary = prepare_ixi(root / "t1", root / "t2", tmp_path, settings, qc_samples=0, progress=False,
@@ -373,8 +376,8 @@ def test_skull_strip_writes_brain_masks_not_head_masks(small_raw_ixi, tmp_path):
         ijk = np.stack(np.meshgrid(*[np.arange(n) for n in mask.shape], indexing="ij"), -1).reshape(-1, 3)
         world = ijk @ image.affine[:3, :3].T + image.affine[:3, 3]
         inside_skull = ((((world - (0, -2, 10)) / (61, 80, 68)) ** 2).sum(axis=1) <= 1).reshape(mask.shape)
-        # BET on this analytic head stops inside the scalp, around the thin skull (measured: 83% of
-        # the head mask, 99.8% of the brain kept); tests/test_skullstrip.py measures its Dice on
-        # the realistic phantom.
+        # BET on this analytic head stops inside the scalp, around the thin skull (measured with 300
+        # iterations: 75% of the head mask, 99.9% of the brain kept; with BET's default 1000: 83%,
+        # 99.9%); tests/test_skullstrip.py measures its Dice on the realistic phantom.
         assert mask.sum() < 0.9 * head_mask.sum()
         assert (mask & inside_skull).sum() >= 0.97 * inside_skull.sum()

@@ -33,8 +33,10 @@ def test_sizes_are_checked_against_the_pool():
 def test_a_learning_curve_scores_every_point_on_the_same_held_out_fold(tmp_path, capsys):
     """Two folds of 6 phantom subjects: 3 held out, sizes 1 and 3 (all), seeds 0 and 1."""
     manifest = phantom_manifest(tmp_path)
+    # 20 steps, as test_cross_validation's runs: the same compiled train step (the schedule is
+    # part of it), compiled once per test session; one checkpoint a run, at its end
     sets = [*TINY, "data.source=manifest", f"data.manifest={manifest}", "data.patch_size=[48,56]",
-            "train.steps=10", f"data.cache_dir={tmp_path / 'cache'}"]
+            "train.steps=20", "train.ckpt_every=20", f"data.cache_dir={tmp_path / 'cache'}"]
     command = ["learning-curve", "--folds", "2", "--sizes", "1,all", "--seeds", "0,1", "--out", str(tmp_path / "lc"),
                "--no-progress", *[a for s in sets for a in ("--set", s)]]
     assert main(command) == 0

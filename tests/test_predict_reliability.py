@@ -24,16 +24,13 @@ from mrsynth.errors import DataError
 from mrsynth.fileio import is_temporary_name
 from mrsynth.inference.synthesis import list_inputs, output_name, sidecar_name
 
-from test_training_loop import tiny_overrides
-
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path]:
-    """(run dir, phantom folder) of a 6-step JAX run on 32x32x24 phantom heads with brain masks."""
-    home = tmp_path_factory.mktemp("reliability")
-    sets = [a for o in tiny_overrides(home) for a in ("--set", o)]
-    assert main(["train", "--backend", "jax", "--run-dir", str(home / "run"), *sets]) == 0
-    return home / "run", home / "phantom"
+def trained(tiny_run) -> tuple[Path, Path]:
+    """(run dir, phantom folder) of a 6-step JAX run on 32x32x24 phantom heads with brain masks
+    (test_training_loop's tiny_overrides; conftest.py's run, shared with other tests)."""
+    home, run = tiny_run("jax")
+    return run, home / "phantom"
 
 
 @pytest.fixture

@@ -70,10 +70,9 @@ def portable_last(backend: str, run_dir: Path, out: Path) -> dict[str, np.ndarra
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_train_writes_a_complete_run_and_resume_equals_uninterrupted(backend, tmp_path, monkeypatch):
-    cfg = load_config(None, tiny_overrides(tmp_path))
-    full = loop.train(cfg, backend, tmp_path / "full")
-    run = Path(full["run_dir"])
+def test_train_writes_a_complete_run_and_resume_equals_uninterrupted(backend, tmp_path, monkeypatch, tiny_run):
+    home, run = tiny_run(backend)  # the uninterrupted run (conftest.py), shared with other tests
+    cfg = load_config(None, tiny_overrides(home))
     for name in ("config.yaml", "run.json", "metrics.jsonl", "preprocessing.json", "model.safetensors"):
         assert (run / name).is_file(), name
     assert any((run / "tb").iterdir())

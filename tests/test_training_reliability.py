@@ -88,8 +88,9 @@ class SignallingLoader(CrashingLoader):
         return super().__next__()
 
 
-def check_resume_equals_uninterrupted(backend: str, run: Path, tmp: Path, capsys) -> None:
-    """A run stopped at step 5: flags that contradict it are refused, a resume matches a full run."""
+def check_resume_equals_uninterrupted(backend: str, run: Path, full: Path, tmp: Path, capsys) -> None:
+    """A run stopped at step 5: flags that contradict it are refused, a resume matches ``full``, the
+    uninterrupted run of the same settings."""
     info = run_info(run)
     assert info["status"] == "interrupted" and info["steps_done"] == 5
     other = "torch" if backend == "jax" else "jax"
@@ -101,17 +102,17 @@ def check_resume_equals_uninterrupted(backend: str, run: Path, tmp: Path, capsys
     assert run_info(run) == info
     assert main(["train", "--resume", str(run)]) == 0
     assert run_info(run)["status"] == "completed"
-    full = loop.train(load_config(None, tiny_overrides(tmp)), backend, tmp / "full")
-    assert_same_weights(backend, Path(full["run_dir"]), run, tmp)
+    assert_same_weights(backend, full, run, tmp)
 
 
 @pytest.mark.slow
-def test_sigterm_to_a_torch_training_process_saves_and_resume_equals_uninterrupted(tmp_path, capsys):
+def test_sigterm_to_a_torch_training_process_saves_and_resume_equals_uninterrupted(tmp_path, capsys, tiny_run):
+    home, full = tiny_run("torch")  # the uninterrupted run of the same settings (conftest.py)
     wrapper, ready, run = tmp_path / "hold.py", tmp_path / "ready", tmp_path / "run"
     wrapper.write_text(HOLDING_WRAPPER)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, str(wrapper), str(ready), "train", "--backend", "torch",
-                             "--run-dir", str(run), *sets(tmp_path)],
+                             "--run-dir", str(run), *sets(home)],
                             cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     while not ready.exists() and proc.poll() is None:
         time.sleep(0.05)
@@ -119,19 +120,21 @@ def test_sigterm_to_a_torch_training_process_saves_and_resume_equals_uninterrupt
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1] == f"interrupted at step 5; resume with: python run.py train --resume {run}"
-    check_resume_equals_uninterrupted("torch", run, tmp_path, capsys)
+    check_resume_equals_uninterrupted("torch", run, full, tmp_path, capsys)
 
 
 @pytest.mark.slow
-def test_sigint_during_jax_training_saves_and_resume_equals_uninterrupted(tmp_path, monkeypatch, capsys):
+def test_sigint_during_jax_training_saves_and_resume_equals_uninterrupted(tmp_path, monkeypatch, capsys, tiny_run):
+    home, full = tiny_run("jax")  # the uninterrupted run of the same settings (conftest.py)
     real_make = loop.make_train_loader
     monkeypatch.setattr(loop, "make_train_loader", lambda *a, **k: SignallingLoader(real_make(*a, **k), 99))
     run = tmp_path / "run"
-    assert main(["train", "--backend", "jax", "--run-dir", str(run), *sets(tmp_path)]) == 130
+    capsys.readouterr()
+    assert main(["train", "--backend", "jax", "--run-dir", str(run), *sets(home)]) == 130
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last == f"interrupted at step 5; resume with: python run.py train --resume {run}"
     monkeypatch.undo()
-    check_resume_equals_uninterrupted("jax", run, tmp_path, capsys)
+    check_resume_equals_uninterrupted("jax", run, full, tmp_path, capsys)
 
 
 @pytest.mark.slow

@@ -139,7 +139,8 @@ def jax_model_at(pair: ModelPair, precision: str) -> nnx.Module:
     """
     if get_precision(precision).activations == "float32":
         return pair.jax_model
-    model = jax_build_model(pair.cfg, compute_dtype=get_precision(precision).activations)
+    # the structure only (no initializer compiles): every variable is loaded next
+    model = nnx.eval_shape(lambda: jax_build_model(pair.cfg, compute_dtype=get_precision(precision).activations))
     load_torch_into(model, model_to_torch(pair.jax_model), pair.weight_file)
     return model
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from flax import nnx
 
 from mrsynth.config import Config, ModelConfig
 from mrsynth.inference.volume import synthesize_volume
@@ -39,7 +40,7 @@ def export_trained(trace: TrainTrace, cfg: ModelConfig, source: str, path: Path)
     """A trained state as a portable file written by the framework that trained it."""
     tensors = trace.snapshots[max(trace.snapshots)]
     if source == "jax":
-        model = jax_build_model(cfg)
+        model = nnx.eval_shape(lambda: jax_build_model(cfg))  # the structure only: every variable is loaded next
         load_torch_into(model, tensors, "trained state")
         jax_weights.save_weights(path, model, cfg)
     else:

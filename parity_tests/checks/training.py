@@ -8,6 +8,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from mrsynth.backend import GENERATOR
 from mrsynth.config import Config
@@ -38,7 +39,8 @@ class TrainTrace:
 def jax_training(tensors: dict[str, np.ndarray], cfg: Config, batches: Sequence[dict[str, np.ndarray]],
                  snapshot_at: Sequence[int]) -> TrainTrace:
     """The JAX engine's jitted step (the objective's step and optimizers) from ``tensors``."""
-    model = jax_build_model(cfg.model, compute_dtype=get_precision(cfg.train.precision).activations)
+    # the structure only (no initializer compiles): every variable is loaded next
+    model = nnx.eval_shape(lambda: jax_build_model(cfg.model, compute_dtype=get_precision(cfg.train.precision).activations))
     load_torch_into(model, tensors, "parity initial weights")
     objective = JAX_OBJECTIVES.lookup(cfg.train.objective)
     txs = objective.optimizers(cfg)
