@@ -145,6 +145,12 @@ class TrainLoader:
             self._iterator = iter(self._pipeline(self._next_batch))
         batch = next(self._iterator)
         self._next_batch += 1
+        if self._workers > 0:
+            # Workers hand batches over in shared-memory segments that this process unlinks when
+            # it frees them. Copied out here, each segment is released at once; left to the
+            # caller, the last few are freed only as the interpreter exits, too late to unlink
+            # (the resource tracker then reports them as leaked).
+            batch = {key: np.array(value) for key, value in batch.items()}
         return batch
 
     def get_state(self) -> dict[str, Any]:
