@@ -28,6 +28,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from mrsynth.experiments.learning_curve import point_rows  # noqa: E402
+
 POLL_SECONDS = 2.0  # how often running points are checked
 AUGMENTATION_OFF = ["data.bias_field=0", "data.contrast_range=0", "data.gamma_range=0"]
 #: Each lever as the config overrides that turn it on (or, for the recommended parts, off).
@@ -61,18 +64,10 @@ def point_command(args: argparse.Namespace, variant: str, fold: int, seed: int) 
 
 
 def margins(point: Path) -> dict[str, float] | None:
-    """psnr_z / ssim_z: the run's held-out mean minus the better baseline's (identity excluded)."""
-    found = list(point.glob("seed-*/n-*/eval/summary.json"))
-    if not found:
-        return None
-    methods = json.loads(found[0].read_text())["methods"]
-    run = next(e for e in methods.values() if e["kind"] == "run")
-    row = {}
-    for metric in ("psnr_z", "ssim_z"):
-        best = max(e["metrics"][metric]["mean"] for m, e in methods.items() if e["kind"] == "baseline" and m != "identity")
-        row[metric] = run["metrics"][metric]["mean"]
-        row[f"{metric}_margin"] = run["metrics"][metric]["mean"] - best
-    return row
+    """The point's learning-curve row (psnr_z / ssim_z and their margins over the better
+    baseline), or None before it is scored."""
+    rows = point_rows(point)
+    return rows[0] if rows else None
 
 
 def write_table(out: Path, variants: list[str]) -> None:
@@ -139,11 +134,12 @@ def main() -> None:
                 continue
             where = point_dir(args.out, *key)
             where.mkdir(parents=True, exist_ok=True)
+            command = point_command(args, *key)
             with open(where / "point.log", "a") as sink:
-                running[key] = (subprocess.Popen(point_command(args, *key), stdout=sink, stderr=subprocess.STDOUT,
+                running[key] = (subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
                                                  env=dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")),
                                 time.time())
-            log(f"start {key}: {' '.join(point_command(args, *key)[1:])}")
+            log(f"start {key}: {' '.join(command[1:])}")
         if time.time() > deadline:
             for key, (proc, _) in running.items():
                 proc.kill()

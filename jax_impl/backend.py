@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
-from flax import nnx
 
 from mrsynth.backend import GENERATOR
 from mrsynth.checkpoints import LoadedRun, checkpoint_dir
@@ -14,7 +13,7 @@ from mrsynth.precision import get_precision
 from mrsynth.weights import model_source_kind, recorded_precision
 
 from jax_impl.checkpoint import find_checkpoint, read_checkpoint
-from jax_impl.model import build_model, in_compute_dtype
+from jax_impl.model import in_compute_dtype, model_structure
 from jax_impl.predict import JaxPredictor, enable_compilation_cache
 from jax_impl.train import JaxEngine, abstract_train_state
 from jax_impl.train_state import merge_model, split_model
@@ -30,7 +29,7 @@ def load_run_model(run_dir: Path, which: str) -> LoadedRun:
                           abstract_train_state(cfg))
     path = find_checkpoint(run_dir, which)
     step, state, _ = read_checkpoint(path, target)
-    graphdef, _ = split_model(nnx.eval_shape(lambda: build_model(cfg.model)))  # the structure, not initialized
+    graphdef, _ = split_model(model_structure(cfg.model))
     model = merge_model(graphdef, state["models"][GENERATOR])
     model.eval()
     return LoadedRun(model, cfg, step, str(path.relative_to(checkpoint_dir(run_dir))))

@@ -130,11 +130,17 @@ def build_model(cfg: ModelConfig, *, seed: int = 0, compute_dtype: str = "float3
     return builder(cfg, compute_dtype=jnp.dtype(compute_dtype), axis_name=axis_name, rngs=nnx.Rngs(params=seed))
 
 
+def model_structure(cfg: ModelConfig, *, compute_dtype: str = "float32") -> nnx.Module:
+    """The ``cfg.arch`` network with abstract variables (shapes and dtypes, no initializer run or
+    compiled): for a caller that sets every variable next, from a checkpoint or a weight file."""
+    return nnx.eval_shape(lambda: build_model(cfg, compute_dtype=compute_dtype))
+
+
 def in_compute_dtype(model: nnx.Module, cfg: ModelConfig, compute_dtype: str) -> nnx.Module:
     """``model``'s parameters and statistics in a network of the same config computing in
     ``compute_dtype`` (the dtype is fixed when a network is built)."""
     if compute_dtype == "float32":
         return model
-    target = nnx.eval_shape(lambda: build_model(cfg, compute_dtype=compute_dtype))  # every variable set next
+    target = model_structure(cfg, compute_dtype=compute_dtype)
     nnx.update(target, nnx.state(model))
     return target

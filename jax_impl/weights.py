@@ -19,7 +19,7 @@ from flax import nnx
 from mrsynth.config import ModelConfig
 from mrsynth.weights import conform, load_portable, save_portable
 
-from jax_impl.model import build_model
+from jax_impl.model import model_structure
 
 LEAF_TO_TORCH = {"kernel": "weight", "scale": "weight"}
 
@@ -92,7 +92,7 @@ def load_weights(path: Path, model_cfg: ModelConfig | None = None
     With ``model_cfg``, a file for another model config is an error.
     """
     tensors, file_cfg, meta = load_portable(Path(path), model_cfg)
-    model = nnx.eval_shape(lambda: build_model(file_cfg))  # the structure only: every variable is set next
+    model = model_structure(file_cfg)
     load_torch_into(model, tensors, path)
     model.eval()
     return model, file_cfg, meta

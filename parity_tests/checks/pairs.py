@@ -24,7 +24,7 @@ from mrsynth.precision import get_precision
 from mrsynth.weights import load_portable
 
 from jax_impl import weights as jax_weights
-from jax_impl.model import build_model as jax_build_model
+from jax_impl.model import build_model as jax_build_model, model_structure as jax_model_structure
 from jax_impl.weights import load_torch_into, model_to_torch
 from torch_ref.layers import Dropout as TorchDropout
 from torch_ref.model import build_model as torch_build_model
@@ -139,8 +139,7 @@ def jax_model_at(pair: ModelPair, precision: str) -> nnx.Module:
     """
     if get_precision(precision).activations == "float32":
         return pair.jax_model
-    # the structure only (no initializer compiles): every variable is loaded next
-    model = nnx.eval_shape(lambda: jax_build_model(pair.cfg, compute_dtype=get_precision(precision).activations))
+    model = jax_model_structure(pair.cfg, compute_dtype=get_precision(precision).activations)
     load_torch_into(model, model_to_torch(pair.jax_model), pair.weight_file)
     return model
 

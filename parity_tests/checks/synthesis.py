@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from flax import nnx
 
 from mrsynth.config import Config, ModelConfig
 from mrsynth.inference.volume import synthesize_volume
@@ -14,7 +13,7 @@ from mrsynth.parity.tolerances import DEFAULT_TOLERANCES, ToleranceTable
 
 from jax_impl.backend import JaxBackend
 from jax_impl import weights as jax_weights
-from jax_impl.model import build_model as jax_build_model
+from jax_impl.model import model_structure as jax_model_structure
 from jax_impl.weights import load_torch_into
 from torch_ref.backend import TorchBackend
 from torch_ref.model import build_model as torch_build_model
@@ -40,7 +39,7 @@ def export_trained(trace: TrainTrace, cfg: ModelConfig, source: str, path: Path)
     """A trained state as a portable file written by the framework that trained it."""
     tensors = trace.snapshots[max(trace.snapshots)]
     if source == "jax":
-        model = nnx.eval_shape(lambda: jax_build_model(cfg))  # the structure only: every variable is loaded next
+        model = jax_model_structure(cfg)
         load_torch_into(model, tensors, "trained state")
         jax_weights.save_weights(path, model, cfg)
     else:

@@ -8,7 +8,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from mrsynth.backend import GENERATOR
 from mrsynth.config import Config
@@ -17,7 +16,7 @@ from mrsynth.parity.report import CheckResult
 from mrsynth.parity.tolerances import DEFAULT_TOLERANCES, ToleranceTable, trajectory_regime
 from mrsynth.precision import get_precision
 
-from jax_impl.model import build_model as jax_build_model
+from jax_impl.model import model_structure as jax_model_structure
 from jax_impl.objectives import OBJECTIVES as JAX_OBJECTIVES
 from jax_impl.train_state import init_train_state, merge_model
 from jax_impl.weights import load_torch_into, model_to_torch
@@ -39,8 +38,7 @@ class TrainTrace:
 def jax_training(tensors: dict[str, np.ndarray], cfg: Config, batches: Sequence[dict[str, np.ndarray]],
                  snapshot_at: Sequence[int]) -> TrainTrace:
     """The JAX engine's jitted step (the objective's step and optimizers) from ``tensors``."""
-    # the structure only (no initializer compiles): every variable is loaded next
-    model = nnx.eval_shape(lambda: jax_build_model(cfg.model, compute_dtype=get_precision(cfg.train.precision).activations))
+    model = jax_model_structure(cfg.model, compute_dtype=get_precision(cfg.train.precision).activations)
     load_torch_into(model, tensors, "parity initial weights")
     objective = JAX_OBJECTIVES.lookup(cfg.train.objective)
     txs = objective.optimizers(cfg)
