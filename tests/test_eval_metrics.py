@@ -10,7 +10,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from mrsynth.phantom.dataset import TISSUES
 from mrsynth.evaluation.metrics import (MIN_SLICE_VOXELS, SSIM_RADIUS, literature_slice_metrics, masked_ssim_mean,
-                                        slice_psnr_z, ssim_map, volume_metrics)
+                                        scale_invariant_metrics, slice_psnr_z, ssim_map, volume_metrics, volume_ssim)
 
 
 def _pair(shape=(24, 26, 22), seed=0):
@@ -54,6 +54,33 @@ def test_the_masked_ssim_on_the_bounding_box_equals_the_whole_map(where):
     assert masked_ssim_mean(pred, target, mask | ring, 4.0) == pytest.approx(
         ssim_map(pred, target, 4.0)[mask | ring].mean(), rel=1e-13, abs=0)
     assert math.isnan(masked_ssim_mean(pred, target, np.zeros_like(mask), 4.0))
+
+
+@pytest.mark.parametrize("where", ["interior", "touching_the_edge", "whole_volume"])
+def test_volume_ssim_on_the_non_zero_box_equals_scikit_image_on_the_whole_volume(where):
+    """A brain in a zero background: the whole volume's SSIM (border excluded) from the map on the
+    non-zero box, every other window counted as exactly 1, as scikit-image computes everywhere."""
+    pred, target, _ = _pair(shape=(40, 36, 30))
+    brain = np.zeros(pred.shape, bool)
+    brain[{"interior": np.s_[12:25, 10:20, 9:18], "touching_the_edge": np.s_[0:9, 20:36, 5:12],
+           "whole_volume": np.s_[:, :, :]}[where]] = True
+    pred, target = np.where(brain, pred, 0.0), np.where(brain, target, 0.0)
+    mask = brain & (np.arange(pred.shape[0])[:, None, None] % 3 > 0)  # inside the non-zero part
+    ssim, ssim_full = volume_ssim(pred, target, mask, 4.0)
+    assert ssim_full == pytest.approx(_skimage_ssim(pred, target, 4.0), rel=1e-12, abs=0)
+    assert ssim == pytest.approx(ssim_map(pred, target, 4.0)[mask].mean(), rel=1e-13, abs=0)
+    if where != "whole_volume":
+        assert ssim_full > ssim  # the zero background's windows count, as 1
+
+
+def test_scale_invariant_metrics_read_only_the_mask_and_its_window():
+    """Computed on the mask's box: values outside it, beyond the SSIM window, change nothing."""
+    pred, target, mask = _pair(shape=(40, 36, 30))
+    mask = mask.astype(bool) & (np.arange(40)[:, None, None] < 20)
+    far = np.zeros_like(mask)
+    far[20 + SSIM_RADIUS + 1:, :, :] = True
+    moved = scale_invariant_metrics(np.where(far, 1e3, pred), np.where(far, -7.0, target), mask)
+    assert moved == scale_invariant_metrics(pred, target, mask)
 
 
 def test_volume_metrics_match_references():

@@ -129,6 +129,27 @@ def mean_without_border(smap: np.ndarray) -> float:
     return float(interior.mean()) if interior.size else float(smap.mean())
 
 
+def volume_ssim(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, data_range: float) -> tuple[float, float]:
+    """(``ssim``, ``ssim_full``) of a volume from one SSIM map on the box where either volume is
+    non-zero, widened by the window radius. Outside that box every window sees zeros in both
+    volumes, where SSIM is exactly (C1 C2) / (C1 C2) = 1, and inside it the map equals the
+    whole volume's (as in ``masked_ssim_mean``); a skull-stripped brain fills a fraction of its
+    volume, so this is the whole volume's figure for that fraction of the work."""
+    box = bounding_box(mask | (pred != 0) | (target != 0), SSIM_RADIUS)
+    smap = ssim_map(pred[box], target[box], data_range)
+    r = SSIM_RADIUS
+    interior = tuple(slice(r, n - r) for n in pred.shape)
+    if any(s.start >= s.stop for s in interior):  # thinner than the window: scikit-image's whole mean
+        interior = tuple(slice(0, n) for n in pred.shape)
+    overlap = []  # the interior's part inside the box, in the box's coordinates
+    for i, b in zip(interior, box):
+        start = max(i.start, b.start)
+        overlap.append(slice(start - b.start, max(min(i.stop, b.stop), start) - b.start))
+    inside = smap[tuple(overlap)]
+    total = math.prod(s.stop - s.start for s in interior)
+    return float(smap[mask[box]].mean()), float((inside.sum() + (total - inside.size)) / total)
+
+
 def ssim2d_mean(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, data_range: float,
                 axis: int = AXIAL_AXIS) -> float:
     """Mean over slices (along ``axis``) holding foreground of the 2D SSIM inside the mask."""
@@ -171,7 +192,12 @@ def sharpness_ratio(pred_z: np.ndarray, target_z: np.ndarray, mask: np.ndarray) 
 
 
 def scale_invariant_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    """psnr_z, ssim_z, mae_z and sharpness (see the module docstring) of one volume."""
+    """psnr_z, ssim_z, mae_z and sharpness (see the module docstring) of one volume.
+
+    Each reads the mask and its neighbours within the SSIM window only, so all four are computed
+    on the mask's box widened by that radius: the same values for a fraction of the work."""
+    box = bounding_box(mask, SSIM_RADIUS)
+    pred, target, mask = pred[box], target[box], mask[box]
     zp, zt = zscore_inside(pred, mask), zscore_inside(target, mask)
     r = resolve_data_range(zt, mask, None)
     inside = zp[mask] - zt[mask]
@@ -226,17 +252,17 @@ def volume_metrics(
     t64 = target.astype(np.float64)
     diff = p64 - t64
     inside = diff[mask]
-    smap = ssim_map(p64, t64, r)
+    ssim_in_mask, ssim_full = volume_ssim(p64, t64, mask, r)
     rmse = math.sqrt(float(np.mean(inside**2)))
     out = {
         "psnr": psnr(p64[mask], t64[mask], r),
-        "ssim": float(smap[mask].mean()),
+        "ssim": ssim_in_mask,
         "ssim2d": ssim2d_mean(p64, t64, mask, r),
         "mae": float(np.mean(np.abs(inside))),
         "nrmse": rmse / r,
         "pearson": pearson(p64[mask], t64[mask]),
         "psnr_full": psnr(p64, t64, r),
-        "ssim_full": mean_without_border(smap),
+        "ssim_full": ssim_full,
         "mae_full": float(np.mean(np.abs(diff))),
         "data_range": r,
         **scale_invariant_metrics(p64, t64, mask),
