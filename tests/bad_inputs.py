@@ -1,6 +1,6 @@
 """A corpus of bad inputs: every user mistake must end in one ``error:`` line, exit 1, no output.
 
-``make_corpus(root)`` trains two tiny runs (torch and JAX, in-process) under ``root`` and
+``make_corpus(root)`` trains two tiny runs (torch and JAX, in-process) under ``root`` (or reuses them) and
 writes each case's files into ``root/cases/<name>``; each ``Case`` says the command line and
 what its error line must mention. ``tests/test_bad_inputs.py`` runs them; the cases are also
 a checklist for anyone adding a command. Cases marked ``newer`` cover fixes that landed after
@@ -19,18 +19,7 @@ import numpy as np
 import torch
 
 from mrsynth.cli import main
-
-# The model, data and optimizer settings (steps included: the schedule is part of the compiled
-# step) of tests/test_training_loop.py's tiny_overrides, so the JAX run reuses the train step
-# other tests compiled in this session; one validation and one checkpoint, at the end.
-TINY_SETTINGS = [
-    "data.phantom_subjects=4", "data.phantom_shape=[32,32,24]", "data.patch_size=[32,32]",
-    "data.split_fractions=[0.5,0.25,0.25]",
-    "model.depth=2", "model.base_channels=4", "model.channel_mults=[1,2,4]", "model.groups=2",
-    "model.dropout=0.1",
-    "train.steps=6", "train.batch_size=4", "train.warmup_steps=1", "train.log_every=1",
-    "train.val_every=6", "train.ckpt_every=6", "train.val_subjects_max=1", "train.deterministic=true",
-]
+from test_training_loop import tiny_overrides, train_tiny_run
 
 
 @dataclass(frozen=True)
@@ -61,17 +50,8 @@ class Corpus:
 
 
 def tiny_sets(root: Path) -> list[str]:
-    overrides = [f"data.root={root / 'phantom'}", f"data.cache_dir={root / 'cache'}", *TINY_SETTINGS]
-    return [a for o in overrides for a in ("--set", o)]
-
-
-def train_tiny_run(root: Path, backend: str) -> Path:
-    """A finished tiny run of ``backend`` under ``root`` (reused when already there)."""
-    run = root / f"{backend}_run"
-    if not (run / "model.safetensors").is_file():
-        code = main(["train", "--backend", backend, "--run-dir", str(run), *tiny_sets(root)])
-        assert code == 0, f"tiny {backend} training failed"
-    return run
+    """``--set`` arguments of the tiny run's settings (test_training_loop's ``tiny_overrides``)."""
+    return [a for o in tiny_overrides(root) for a in ("--set", o)]
 
 
 def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
@@ -319,7 +299,8 @@ def resume_without_checkpoint(c: Corpus) -> Case:
 
 
 def prepare(root: Path) -> Corpus:
-    """Train the two tiny runs the cases share (the phantom is generated on the way)."""
+    """The two tiny runs the cases share, trained in ``root`` unless they are there (the test
+    passes the session's ``tiny_run`` home, so they are trained once per worker)."""
     root = Path(root)
     torch_run = train_tiny_run(root, "torch")
     jax_run = train_tiny_run(root, "jax")

@@ -54,12 +54,9 @@ def tiny_run(tmp_path_factory) -> Callable[[str], tuple[Path, Path]]:
 
     def get(backend: str) -> tuple[Path, Path]:
         if backend not in trained:
-            from mrsynth.config import load_config
-            from mrsynth.training import loop
-            from test_training_loop import tiny_overrides
+            from test_training_loop import train_tiny_run
 
-            summary = loop.train(load_config(None, tiny_overrides(home)), backend, home / f"{backend}_full")
-            trained[backend] = Path(summary["run_dir"])
+            trained[backend] = train_tiny_run(home, backend)
         return home, trained[backend]
 
     return get

@@ -15,8 +15,9 @@ from mrsynth.fileio import is_temporary_name
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> bad_inputs.Corpus:
-    return bad_inputs.prepare(tmp_path_factory.mktemp("bad_inputs"))
+def corpus(tiny_run) -> bad_inputs.Corpus:
+    home, _ = tiny_run("torch")  # the session's tiny runs: read, or copied before a case changes them
+    return bad_inputs.prepare(home)
 
 
 def files_under(folder: Path) -> set[Path]:

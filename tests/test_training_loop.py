@@ -35,6 +35,16 @@ def tiny_overrides(tmp: Path) -> list[str]:
     ]
 
 
+def train_tiny_run(home: Path, backend: str) -> Path:
+    """The uninterrupted ``tiny_overrides(home)`` run of ``backend`` in ``home``, trained unless
+    it is already there: the session's ``tiny_run`` (conftest.py) and the bad-inputs corpus
+    (bad_inputs.py) share it."""
+    run = home / f"{backend}_full"
+    if not (run / "model.safetensors").is_file():
+        loop.train(load_config(None, tiny_overrides(home)), backend, run)
+    return run
+
+
 class CrashingLoader:
     """Wraps the real loader and raises after ``crash_after`` batches (a simulated kill)."""
 
