@@ -67,12 +67,20 @@ def white_matter_gaps(cfg: DataConfig, patients) -> list[float]:
     return gaps
 
 
+def central_slab(patients, keep: slice = slice(50, 110)):
+    """The patients' central 60 axial slices (of 155): white matter of both scanners, for 40% of
+    the voxels that fcm's fuzzy c-means iterates over."""
+    files, subjects, common = patients
+    slabs = [dataclasses.replace(s, t1=s.t1[..., keep], t2=s.t2[..., keep], mask=s.mask[..., keep]) for s in subjects]
+    return files, slabs, common[..., keep]
+
+
 def test_fcm_and_nyul_bring_the_two_scanners_white_matter_together(patients):
-    files = patients[0]
-    zscore_t1, zscore_t2 = white_matter_gaps(dataclasses.replace(BASE, normalization="zscore"), patients)
+    files, slab = patients[0], central_slab(patients)
+    zscore_t1, zscore_t2 = white_matter_gaps(dataclasses.replace(BASE, normalization="zscore"), slab)
     nyul = fit_training_normalization(dataclasses.replace(BASE, normalization="nyul"), files[:1])
     for cfg in (dataclasses.replace(BASE, normalization="fcm"), nyul):
-        t1_gap, t2_gap = white_matter_gaps(cfg, patients)
+        t1_gap, t2_gap = white_matter_gaps(cfg, slab)
         assert t1_gap < 0.05 and t1_gap < zscore_t1 / 2, (cfg.normalization, t1_gap, zscore_t1)
         assert t2_gap < 0.06, (cfg.normalization, t2_gap, zscore_t2)
 
