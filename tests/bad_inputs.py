@@ -1,7 +1,7 @@
 """A corpus of bad inputs: every user mistake must end in one ``error:`` line, exit 1, no output.
 
-``make_corpus(root)`` trains two tiny runs (torch and JAX, in-process) under ``root`` (or reuses them) and
-writes each case's files into ``root/cases/<name>``; each ``Case`` says the command line and
+``make_corpus(home, cases)`` trains two tiny runs (torch and JAX, in-process) in ``home``, or
+reuses them, and writes each case's files into ``cases/<name>``; each ``Case`` says the command line and
 what its error line must mention. ``tests/test_bad_inputs.py`` runs them; the cases are also
 a checklist for anyone adding a command. Cases marked ``newer`` cover fixes that landed after
 the first corpus (they name the fix so a failure points at it).
@@ -34,9 +34,11 @@ class Case:
 
 @dataclass
 class Corpus:
-    """The shared material of the cases: two trained runs and a readable phantom T1."""
+    """The shared material of the cases: two trained runs and a readable phantom T1 in ``home``
+    (read, or copied before a case changes them); the cases' own files go under ``cases``."""
 
-    root: Path
+    home: Path
+    cases: Path
     torch_run: Path
     jax_run: Path
     t1: Path
@@ -44,7 +46,7 @@ class Corpus:
     built: list[Case] = field(default_factory=list)
 
     def folder(self, name: str) -> Path:
-        path = self.root / "cases" / name
+        path = self.cases / name
         path.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -88,7 +90,7 @@ def train_case(corpus: Corpus, name: str, extra: list[str], mentions: tuple[str,
                newer: str = "") -> Case:
     """train with one bad setting on top of the tiny settings; the run folder must not appear."""
     folder = corpus.folder(name)
-    argv = ["train", "--backend", "torch", "--run-dir", str(folder / "run"), *tiny_sets(corpus.root), *extra]
+    argv = ["train", "--backend", "torch", "--run-dir", str(folder / "run"), *tiny_sets(corpus.home), *extra]
     return Case(name, argv, mentions, folder, marker, newer)
 
 
@@ -168,7 +170,7 @@ def grids_not_aligned(c: Corpus) -> Case:
     """A T2 whose field of view is 10 km from its T1's: the pair cannot be aligned by affines."""
     data = c.folder("grids_not_aligned") / "data"
     data.mkdir(exist_ok=True)
-    for path in sorted((c.root / "phantom").glob("IXI*-T[12].nii.gz")) + sorted((c.root / "phantom").glob("IXI*-mask.nii.gz")):
+    for path in sorted((c.home / "phantom").glob("IXI*-T[12].nii.gz")) + sorted((c.home / "phantom").glob("IXI*-mask.nii.gz")):
         shutil.copyfile(path, data / path.name)
     t2 = data / "IXI901-Phantom-0001-T2.nii.gz"
     image = nib.load(str(t2))
@@ -298,18 +300,18 @@ def resume_without_checkpoint(c: Corpus) -> Case:
                 newer="resume of a run without a checkpoint")
 
 
-def prepare(root: Path) -> Corpus:
-    """The two tiny runs the cases share, trained in ``root`` unless they are there (the test
+def prepare(home: Path, cases: Path) -> Corpus:
+    """The two tiny runs the cases share, trained in ``home`` unless they are there (the test
     passes the session's ``tiny_run`` home, so they are trained once per worker)."""
-    root = Path(root)
-    torch_run = train_tiny_run(root, "torch")
-    jax_run = train_tiny_run(root, "jax")
-    phantom = root / "phantom"
-    return Corpus(root, torch_run, jax_run, phantom / "IXI901-Phantom-0001-T1.nii.gz",
+    home = Path(home)
+    torch_run = train_tiny_run(home, "torch")
+    jax_run = train_tiny_run(home, "jax")
+    phantom = home / "phantom"
+    return Corpus(home, Path(cases), torch_run, jax_run, phantom / "IXI901-Phantom-0001-T1.nii.gz",
                   phantom / "IXI901-Phantom-0001-mask.nii.gz")
 
 
-def make_corpus(root: Path) -> list[Case]:
-    """Every case, its files written under ``root``."""
-    corpus = prepare(root)
+def make_corpus(home: Path, cases: Path) -> list[Case]:
+    """Every case, its files written under ``cases``."""
+    corpus = prepare(home, cases)
     return [build(corpus) for build in CASES.values()]

@@ -15,9 +15,9 @@ from mrsynth.fileio import is_temporary_name
 
 
 @pytest.fixture(scope="module")
-def corpus(tiny_run) -> bad_inputs.Corpus:
+def corpus(tiny_run, tmp_path_factory) -> bad_inputs.Corpus:
     home, _ = tiny_run("torch")  # the session's tiny runs: read, or copied before a case changes them
-    return bad_inputs.prepare(home)
+    return bad_inputs.prepare(home, tmp_path_factory.mktemp("bad_input_cases"))
 
 
 def files_under(folder: Path) -> set[Path]:
@@ -49,5 +49,5 @@ def test_bad_input_is_one_error_line(corpus, name, capsys, monkeypatch):
 
 
 def test_make_corpus_builds_every_case(corpus):
-    cases = bad_inputs.make_corpus(corpus.root)  # the runs are reused
+    cases = bad_inputs.make_corpus(corpus.home, corpus.cases)  # the runs are reused
     assert [c.name for c in cases] == list(bad_inputs.CASES)

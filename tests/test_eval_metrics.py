@@ -10,7 +10,8 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from mrsynth.phantom.dataset import TISSUES
 from mrsynth.evaluation.metrics import (MIN_SLICE_VOXELS, SSIM_RADIUS, literature_slice_metrics, masked_ssim_mean,
-                                        scale_invariant_metrics, slice_psnr_z, ssim_map, volume_metrics, volume_ssim)
+                                        scale_invariant_metrics, sharpness_ratio, slice_psnr_z, ssim_map, volume_metrics,
+                                        volume_ssim, zscore_inside)
 
 
 def _pair(shape=(24, 26, 22), seed=0):
@@ -67,20 +68,33 @@ def test_volume_ssim_on_the_non_zero_box_equals_scikit_image_on_the_whole_volume
     pred, target = np.where(brain, pred, 0.0), np.where(brain, target, 0.0)
     mask = brain & (np.arange(pred.shape[0])[:, None, None] % 3 > 0)  # inside the non-zero part
     ssim, ssim_full = volume_ssim(pred, target, mask, 4.0)
-    assert ssim_full == pytest.approx(_skimage_ssim(pred, target, 4.0), rel=1e-12, abs=0)
+    assert ssim_full == pytest.approx(_skimage_ssim(pred, target, 4.0), rel=1e-13, abs=0)
     assert ssim == pytest.approx(ssim_map(pred, target, 4.0)[mask].mean(), rel=1e-13, abs=0)
     if where != "whole_volume":
         assert ssim_full > ssim  # the zero background's windows count, as 1
+    assert volume_ssim(pred, target, mask.astype(np.uint8), 4.0) == (ssim, ssim_full)  # a 0/1 mask is a mask
 
 
-def test_scale_invariant_metrics_read_only_the_mask_and_its_window():
-    """Computed on the mask's box: values outside it, beyond the SSIM window, change nothing."""
-    pred, target, mask = _pair(shape=(40, 36, 30))
-    mask = mask.astype(bool) & (np.arange(40)[:, None, None] < 20)
-    far = np.zeros_like(mask)
-    far[20 + SSIM_RADIUS + 1:, :, :] = True
-    moved = scale_invariant_metrics(np.where(far, 1e3, pred), np.where(far, -7.0, target), mask)
-    assert moved == scale_invariant_metrics(pred, target, mask)
+@pytest.mark.parametrize("where", ["interior", "touching_the_edge", "one_voxel"])
+def test_scale_invariant_metrics_on_the_mask_box_equal_the_whole_volume(where):
+    """Computed on the mask's box widened by the SSIM window: the values of the whole volume."""
+    pred, target, _ = _pair(shape=(40, 36, 30))
+    mask = np.zeros(pred.shape, bool)
+    box = {"interior": np.s_[12:25, 10:20, 9:18], "touching_the_edge": np.s_[0:9, 20:36, 5:12],
+           "one_voxel": np.s_[20:21, 18:19, 15:16]}[where]
+    mask[box] = True
+    if where != "one_voxel":
+        mask[box][::2] = False  # not a solid block
+    zp, zt = zscore_inside(pred, mask), zscore_inside(target, mask)
+    r = float(zt[mask].max() - zt[mask].min()) or 1.0
+    got = scale_invariant_metrics(pred, target, mask)
+    assert got["ssim_z"] == pytest.approx(ssim_map(zp, zt, r)[mask].mean(), rel=1e-13, abs=0)
+    with np.errstate(divide="ignore"):  # one voxel: both z-scores 0, an infinite PSNR
+        assert got["psnr_z"] == pytest.approx(10 * np.log10(r**2 / np.mean((zp[mask] - zt[mask]) ** 2)), rel=1e-13)
+    assert got["mae_z"] == pytest.approx(np.abs(zp[mask] - zt[mask]).mean(), rel=1e-13)
+    assert got["sharpness"] == pytest.approx(sharpness_ratio(zp, zt, mask), rel=1e-13, nan_ok=True)
+    with pytest.raises(ValueError, match="the mask is empty"):
+        scale_invariant_metrics(pred, target, np.zeros_like(mask))
 
 
 def test_volume_metrics_match_references():

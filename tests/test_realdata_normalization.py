@@ -68,8 +68,10 @@ def white_matter_gaps(cfg: DataConfig, patients) -> list[float]:
 
 
 def central_slab(patients, keep: slice = slice(50, 110)):
-    """The patients' central 60 axial slices (of 155): white matter of both scanners, for 40% of
-    the voxels that fcm's fuzzy c-means iterates over."""
+    """Axial slices 50-109 (of 155; the brain spans 4-142): white matter of both scanners in about
+    two thirds of the brain voxels that fcm's fuzzy c-means iterates over. Nyul's scale is still
+    learned on AURORA's whole volume, as a run trained on it would; both patients are scored on
+    the same slab."""
     files, subjects, common = patients
     slabs = [dataclasses.replace(s, t1=s.t1[..., keep], t2=s.t2[..., keep], mask=s.mask[..., keep]) for s in subjects]
     return files, slabs, common[..., keep]

@@ -134,7 +134,10 @@ def volume_ssim(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, data_ran
     non-zero, widened by the window radius. Outside that box every window sees zeros in both
     volumes, where SSIM is exactly (C1 C2) / (C1 C2) = 1, and inside it the map equals the
     whole volume's (as in ``masked_ssim_mean``); a skull-stripped brain fills a fraction of its
-    volume, so this is the whole volume's figure for that fraction of the work."""
+    volume, so this is the whole volume's figure (to rounding) for that fraction of the work."""
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        raise ValueError("the mask is empty")
     box = bounding_box(mask | (pred != 0) | (target != 0), SSIM_RADIUS)
     smap = ssim_map(pred[box], target[box], data_range)
     r = SSIM_RADIUS
@@ -196,6 +199,9 @@ def scale_invariant_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarr
 
     Each reads the mask and its neighbours within the SSIM window only, so all four are computed
     on the mask's box widened by that radius: the same values for a fraction of the work."""
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        raise ValueError("the mask is empty")
     box = bounding_box(mask, SSIM_RADIUS)
     pred, target, mask = pred[box], target[box], mask[box]
     zp, zt = zscore_inside(pred, mask), zscore_inside(target, mask)
