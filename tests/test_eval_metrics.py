@@ -29,6 +29,20 @@ def _skimage_ssim(a, b, data_range, full=False):
                                  data_range=data_range, full=full)
 
 
+MASK_BOXES = {"interior": np.s_[12:25, 10:20, 9:18], "touching_the_edge": np.s_[0:9, 20:36, 5:12],
+              "one_voxel": np.s_[20:21, 18:19, 15:16]}
+
+
+def _mask_in_a_box(shape, where):
+    """A mask filling every other plane of one of MASK_BOXES (one voxel: that voxel), and the box."""
+    mask = np.zeros(shape, bool)
+    box = MASK_BOXES[where]
+    mask[box] = True
+    if where != "one_voxel":
+        mask[box][::2] = False  # not a solid block
+    return mask, box
+
+
 def test_ssim_map_equals_skimage_3d_and_2d():
     pred, target, _ = _pair()
     _, ref_map = _skimage_ssim(pred, target, 5.0, full=True)
@@ -37,16 +51,11 @@ def test_ssim_map_equals_skimage_3d_and_2d():
     np.testing.assert_allclose(ssim_map(pred[:, :, 7], target[:, :, 7], 5.0), ref_2d, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("where", ["interior", "touching_the_edge", "one_voxel"])
+@pytest.mark.parametrize("where", list(MASK_BOXES))
 def test_the_masked_ssim_on_the_bounding_box_equals_the_whole_map(where):
     """The box is the mask's extent widened by the window radius: no value read is left out."""
     pred, target, _ = _pair(shape=(40, 36, 30))
-    mask = np.zeros(pred.shape, bool)
-    box = {"interior": np.s_[12:25, 10:20, 9:18], "touching_the_edge": np.s_[0:9, 20:36, 5:12],
-           "one_voxel": np.s_[20:21, 18:19, 15:16]}[where]
-    mask[box] = True
-    if where != "one_voxel":
-        mask[box][::2] = False  # not a solid block
+    mask, box = _mask_in_a_box(pred.shape, where)
     whole = ssim_map(pred, target, 4.0)[mask].mean()
     assert masked_ssim_mean(pred, target, mask, 4.0) == pytest.approx(whole, rel=1e-13, abs=0)
     ring = mask.copy()
@@ -75,16 +84,11 @@ def test_volume_ssim_on_the_non_zero_box_equals_scikit_image_on_the_whole_volume
     assert volume_ssim(pred, target, mask.astype(np.uint8), 4.0) == (ssim, ssim_full)  # a 0/1 mask is a mask
 
 
-@pytest.mark.parametrize("where", ["interior", "touching_the_edge", "one_voxel"])
+@pytest.mark.parametrize("where", list(MASK_BOXES))
 def test_scale_invariant_metrics_on_the_mask_box_equal_the_whole_volume(where):
     """Computed on the mask's box widened by the SSIM window: the values of the whole volume."""
     pred, target, _ = _pair(shape=(40, 36, 30))
-    mask = np.zeros(pred.shape, bool)
-    box = {"interior": np.s_[12:25, 10:20, 9:18], "touching_the_edge": np.s_[0:9, 20:36, 5:12],
-           "one_voxel": np.s_[20:21, 18:19, 15:16]}[where]
-    mask[box] = True
-    if where != "one_voxel":
-        mask[box][::2] = False  # not a solid block
+    mask, _ = _mask_in_a_box(pred.shape, where)
     zp, zt = zscore_inside(pred, mask), zscore_inside(target, mask)
     r = float(zt[mask].max() - zt[mask].min()) or 1.0
     got = scale_invariant_metrics(pred, target, mask)
