@@ -1,8 +1,8 @@
 """A corpus of bad inputs: every user mistake must end in one ``error:`` line, exit 1, no output.
 
 ``make_corpus(home, cases)`` trains two tiny runs (torch and JAX, in-process) in ``home``, or
-reuses them, and writes each case's files into ``cases/<name>``; each ``Case`` says the command line and
-what its error line must mention. ``tests/test_bad_inputs.py`` runs them; the cases are also
+reuses them, and writes each case's files into ``cases/<name>``; each ``Case`` says the command
+line and what its error line must mention. ``tests/test_bad_inputs.py`` runs them; the cases are also
 a checklist for anyone adding a command. Cases marked ``newer`` cover fixes that landed after
 the first corpus (they name the fix so a failure points at it).
 """

@@ -129,27 +129,29 @@ def mean_without_border(smap: np.ndarray) -> float:
     return float(interior.mean()) if interior.size else float(smap.mean())
 
 
+def nonempty_mask(mask: np.ndarray) -> np.ndarray:
+    """``mask`` as booleans (a 0/1 array indexes as a mask, not as positions); an empty one is an error."""
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        raise ValueError("the mask is empty")
+    return mask
+
+
 def volume_ssim(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, data_range: float) -> tuple[float, float]:
     """(``ssim``, ``ssim_full``) of a volume from one SSIM map on the box where either volume is
     non-zero, widened by the window radius. Outside that box every window sees zeros in both
     volumes, where SSIM is exactly (C1 C2) / (C1 C2) = 1, and inside it the map equals the
     whole volume's (as in ``masked_ssim_mean``); a skull-stripped brain fills a fraction of its
     volume, so this is the whole volume's figure (to rounding) for that fraction of the work."""
-    mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        raise ValueError("the mask is empty")
+    mask = nonempty_mask(mask)
     box = bounding_box(mask | (pred != 0) | (target != 0), SSIM_RADIUS)
     smap = ssim_map(pred[box], target[box], data_range)
-    r = SSIM_RADIUS
-    interior = tuple(slice(r, n - r) for n in pred.shape)
-    if any(s.start >= s.stop for s in interior):  # thinner than the window: scikit-image's whole mean
-        interior = tuple(slice(0, n) for n in pred.shape)
-    overlap = []  # the interior's part inside the box, in the box's coordinates
-    for i, b in zip(interior, box):
-        start = max(i.start, b.start)
-        overlap.append(slice(start - b.start, max(min(i.stop, b.stop), start) - b.start))
-    inside = smap[tuple(overlap)]
-    total = math.prod(s.stop - s.start for s in interior)
+    interior = np.zeros(pred.shape, bool)  # as mean_without_border: the window radius off each border
+    interior[tuple(slice(SSIM_RADIUS, n - SSIM_RADIUS) for n in pred.shape)] = True
+    if not interior.any():  # thinner than the window: scikit-image's whole mean
+        interior[...] = True
+    inside = smap[interior[box]]
+    total = int(np.count_nonzero(interior))
     return float(smap[mask[box]].mean()), float((inside.sum() + (total - inside.size)) / total)
 
 
@@ -199,9 +201,7 @@ def scale_invariant_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarr
 
     Each reads the mask and its neighbours within the SSIM window only, so all four are computed
     on the mask's box widened by that radius: the same values for a fraction of the work."""
-    mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        raise ValueError("the mask is empty")
+    mask = nonempty_mask(mask)
     box = bounding_box(mask, SSIM_RADIUS)
     pred, target, mask = pred[box], target[box], mask[box]
     zp, zt = zscore_inside(pred, mask), zscore_inside(target, mask)
