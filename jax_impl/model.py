@@ -130,10 +130,20 @@ def build_model(cfg: ModelConfig, *, seed: int = 0, compute_dtype: str = "float3
     return builder(cfg, compute_dtype=jnp.dtype(compute_dtype), axis_name=axis_name, rngs=nnx.Rngs(params=seed))
 
 
+# (builder, config, compute dtype) -> (graphdef, abstract state): tracing a network's
+# initializers costs about as much as a small forward; a process that loads runs (evaluate,
+# predict, the learning curve's points) traces each architecture once.
+_STRUCTURES: dict[tuple[Builder, str, str], tuple[nnx.GraphDef, nnx.State]] = {}
+
+
 def model_structure(cfg: ModelConfig, *, compute_dtype: str = "float32") -> nnx.Module:
     """The ``cfg.arch`` network with abstract variables (shapes and dtypes, no initializer run or
-    compiled): for a caller that sets every variable next, from a checkpoint or a weight file."""
-    return nnx.eval_shape(lambda: build_model(cfg, compute_dtype=compute_dtype))
+    compiled): for a caller that sets every variable next, from a checkpoint or a weight file.
+    Each call returns a new module."""
+    key = (ARCHITECTURES.lookup(cfg.arch), repr(cfg), compute_dtype)
+    if key not in _STRUCTURES:
+        _STRUCTURES[key] = nnx.split(nnx.eval_shape(lambda: build_model(cfg, compute_dtype=compute_dtype)))
+    return nnx.merge(*_STRUCTURES[key], copy=True)
 
 
 def in_compute_dtype(model: nnx.Module, cfg: ModelConfig, compute_dtype: str) -> nnx.Module:

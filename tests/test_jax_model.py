@@ -13,7 +13,7 @@ from flax import nnx  # noqa: E402
 from mrsynth.config import ModelConfig  # noqa: E402
 from jax_impl.layers import (BatchNorm, ConvTranspose2x, DepthStackedConv3d, Dropout, GroupNorm,  # noqa: E402
                              conv3d_formulation, group_norm)
-from jax_impl.model import build_model  # noqa: E402
+from jax_impl.model import build_model, model_structure  # noqa: E402
 from jax_impl.predict import JaxPredictor  # noqa: E402
 from jax_impl.weights import model_to_torch  # noqa: E402
 
@@ -257,3 +257,21 @@ def test_bfloat16_head_bias_gradient_matches_float32():
 
     exact, half = head_bias_grad("float32"), head_bias_grad("bfloat16")
     assert abs(half - exact) <= 0.01 * abs(exact)
+
+
+def test_model_structure_gives_an_independent_abstract_network_on_every_call():
+    """The abstract network is traced once per architecture and config; a caller that fills one
+    (from a checkpoint) must leave the next caller's abstract, and a config change is a new one."""
+    cfg = tiny(norm="batch")
+    first = model_structure(cfg)
+    nnx.update(first, nnx.state(build_model(cfg, seed=3)))
+    first.eval()
+    second = model_structure(cfg)
+    assert all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(nnx.state(second)))
+    assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(nnx.state(first)))
+    reference = build_model(cfg, seed=3)
+    reference.eval()
+    x = jnp.ones((1, 8, 8, 1))
+    np.testing.assert_array_equal(np.asarray(first(x)), np.asarray(reference(x)))
+    wider = model_structure(replace(cfg, base_channels=8))
+    assert jax.tree.leaves(nnx.state(wider))[0].shape != jax.tree.leaves(nnx.state(second))[0].shape
