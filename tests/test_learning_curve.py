@@ -31,8 +31,8 @@ def test_sizes_are_checked_against_the_pool():
 
 @pytest.mark.slow
 def test_a_learning_curve_scores_every_point_on_the_same_held_out_fold(tmp_path, capsys):
-    """Two folds of 6 phantom subjects: 3 held out, sizes 1 and 3 (all), seeds 0 and 1."""
-    manifest = phantom_manifest(tmp_path)
+    """Two folds of 4 phantom subjects: 2 held out, sizes 1 and 2 (all), seeds 0 and 1."""
+    manifest = phantom_manifest(tmp_path, subjects=4)
     # 20 steps, as test_cross_validation's runs: the same compiled train step (the schedule is
     # part of it), compiled once per test session; one checkpoint a run, at its end
     sets = [*TINY, "data.source=manifest", f"data.manifest={manifest}", "data.patch_size=[48,56]",
@@ -43,7 +43,7 @@ def test_a_learning_curve_scores_every_point_on_the_same_held_out_fold(tmp_path,
     out = tmp_path / "lc"
     settings = json.loads((out / "curve.json").read_text())
     rows = list(csv.DictReader(open(out / "curve.csv")))
-    assert sorted((int(r["n"]), int(r["seed"])) for r in rows) == [(1, 0), (1, 1), (3, 0), (3, 1)]
+    assert sorted((int(r["n"]), int(r["seed"])) for r in rows) == [(1, 0), (1, 1), (2, 0), (2, 1)]
     for row in rows:
         point = out / f"seed-{row['seed']}" / f"n-{row['n']}"
         data = load_run_config(point / "run").data
@@ -52,12 +52,12 @@ def test_a_learning_curve_scores_every_point_on_the_same_held_out_fold(tmp_path,
         summary = json.loads((point / "eval" / "summary.json").read_text())["methods"]
         best = max(summary[m]["metrics"]["psnr_z"]["mean"] for m in ("linear", "histmatch"))
         assert float(row["psnr_z_margin"]) == pytest.approx(summary["jax"]["metrics"]["psnr_z"]["mean"] - best)
-    first, whole = (load_run_config(out / "seed-0" / f"n-{n}" / "run").data.train_subjects for n in (1, 3))
+    first, whole = (load_run_config(out / "seed-0" / f"n-{n}" / "run").data.train_subjects for n in (1, 2))
     assert set(first) < set(whole)
-    assert (out / "learning_curve.png").stat().st_size > 0 and "| 3 | 2 |" in (out / "curve.md").read_text()
+    assert (out / "learning_curve.png").stat().st_size > 0 and "| 2 | 2 |" in (out / "curve.md").read_text()
     table = (out / "curve.csv").read_text()
     capsys.readouterr()
     assert main(command) == 0  # a second call finds every point finished and rewrites the same table
-    assert (out / "curve.csv").read_text() == table and "3 training subject(s), 2 seed(s)" in capsys.readouterr().out
+    assert (out / "curve.csv").read_text() == table and "2 training subject(s), 2 seed(s)" in capsys.readouterr().out
     assert main([*command[:6], "0", *command[7:]]) != 0  # other seeds: refused, the folder untouched
     assert "other settings (seeds)" in capsys.readouterr().err and (out / "curve.csv").read_text() == table
