@@ -171,6 +171,26 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, restore_de
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_compiled_model_draws_the_engines_dropout_masks(tmp_path, monkeypatch):
+    """train.torch_compile with dropout: the compiled model draws its masks from the engine's
+    generator, as the eager one does, so their steps agree and both generators end in one state.
+    Dynamo's eager backend: the graph capture is what is checked, not inductor's kernels."""
+    import torch._dynamo
+
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: compile_(fn, backend="eager"))
+    torch._dynamo.reset()
+    model = {"model": {"depth": 2, "base_channels": 4, "channel_mults": [1, 2, 2], "groups": 2, "dropout": 0.3}}
+    configs = [config_from_dict({**model, "data": {"patch_size": [16, 16]},
+                                 "train": {"steps": 20, "warmup_steps": 3, "lr": 3e-3, "torch_compile": compiled}})
+               for compiled in (False, True)]
+    eager, compiled = (TorchEngine(cfg, tmp_path / str(i)) for i, cfg in enumerate(configs))
+    for batch in batches(3):
+        expected, got = eager.train_step(batch), compiled.train_step(batch)
+        assert float(got["loss"]) == pytest.approx(float(expected["loss"]), rel=1e-5)
+    assert compiled.dropout_generator.get_state().equal(eager.dropout_generator.get_state())
+
+
 def test_restore_without_checkpoint_returns_none(tmp_path):
     assert TorchEngine(tiny_config(), tmp_path).restore_checkpoint() is None
 

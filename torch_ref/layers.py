@@ -42,6 +42,12 @@ def make_activation(name: str) -> nn.Module:
     return nn.SiLU()
 
 
+def keep_mask(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Dropout's mask: 1 where a uniform draw from ``generator`` is at least ``p``, else 0."""
+    noise = torch.rand(x.shape, generator=generator, device=x.device)
+    return (noise >= p).to(x.dtype)
+
+
 class Dropout(nn.Module):
     """Elementwise dropout drawing its mask from an explicit generator.
 
@@ -53,26 +59,27 @@ class Dropout(nn.Module):
         super().__init__()
         self.p = p
         self.generator: torch.Generator | None = None
-
-    @torch.compiler.disable
-    def _keep_mask(self, x: torch.Tensor) -> torch.Tensor:
-        noise = torch.rand(x.shape, generator=self.generator, device=x.device)
-        return (noise >= self.p).to(x.dtype)
+        self.draw_keep_mask = keep_mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return x
-        return x * self._keep_mask(x) * (1.0 / (1.0 - self.p))
+        return x * self.draw_keep_mask(x, self.p, self.generator) * (1.0 / (1.0 - self.p))
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
 
-def set_dropout_generator(model: nn.Module, generator: torch.Generator | None) -> None:
-    """Point every dropout layer of ``model`` at ``generator``."""
+def set_dropout_generator(model: nn.Module, generator: torch.Generator | None, compiled: bool = False) -> None:
+    """Point every dropout layer of ``model`` at ``generator``. ``compiled`` (the model goes
+    through ``torch.compile``): the masks are drawn outside the compiled graph, eagerly from that
+    generator. Only then is ``torch._dynamo`` imported: the import costs seconds in every torch
+    process, so a decorator at class level would charge it to every ``predict``."""
+    draw = torch.compiler.disable(keep_mask) if compiled else keep_mask
     for module in model.modules():
         if isinstance(module, Dropout):
             module.generator = generator
+            module.draw_keep_mask = draw
 
 
 class ResizeConv(nn.Module):

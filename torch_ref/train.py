@@ -64,7 +64,7 @@ class TorchEngine:
         self.dropout_generator.manual_seed(t.seed * 1000 + self.ctx.rank + 1)
         forwards = {}
         for name, model in self.models.items():
-            set_dropout_generator(model, self.dropout_generator)
+            set_dropout_generator(model, self.dropout_generator, compiled=t.torch_compile)
             # wrap_model converts BatchNorm layers in place, so self.models keep canonical names.
             wrapped = wrap_model(model, self.ctx)
             forwards[name] = torch.compile(wrapped, mode=t.torch_compile_mode) if t.torch_compile else wrapped
