@@ -180,10 +180,9 @@ def test_a_compiled_model_draws_the_engines_dropout_masks(tmp_path, monkeypatch)
     compile_ = torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: compile_(fn, backend="eager"))
     torch._dynamo.reset()
-    model = {"model": {"depth": 2, "base_channels": 4, "channel_mults": [1, 2, 2], "groups": 2, "dropout": 0.3}}
-    configs = [config_from_dict({**model, "data": {"patch_size": [16, 16]},
-                                 "train": {"steps": 20, "warmup_steps": 3, "lr": 3e-3, "torch_compile": compiled}})
-               for compiled in (False, True)]
+    configs = [tiny_config(torch_compile=compiled) for compiled in (False, True)]
+    for cfg in configs:
+        cfg.model.dropout = 0.3
     eager, compiled = (TorchEngine(cfg, tmp_path / str(i)) for i, cfg in enumerate(configs))
     for batch in batches(3):
         expected, got = eager.train_step(batch), compiled.train_step(batch)
