@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +86,24 @@ def test_preview_is_a_fixed_slice_with_fixed_windows():
     np.testing.assert_allclose((strip[:, 20:30] - strip[:, 10:20])[inside & (strip[:, 20:30] < 1)
                                                                     & (strip[:, 10:20] > 0)],
                                0.1 / (hi - lo), rtol=1e-4)
+
+
+def test_the_tensorboard_writer_leaves_torch_unloaded_and_importable(tmp_path):
+    """A JAX run's logger must not pull in torch through tensorboardX (seconds of start-up); the
+    writer still writes numpy images and scalars, and torch can be imported afterwards."""
+    script = (
+        "import sys, numpy as np\n"
+        "from mrsynth.training.logging import summary_writer_class\n"
+        f"writer = summary_writer_class()({str(tmp_path)!r})\n"
+        "writer.add_scalar('train/loss', 0.5, 1)\n"
+        "writer.add_image('val_images/a', np.zeros((4, 5), np.float32), 1, dataformats='HW')\n"
+        "writer.close()\n"
+        "print('torch' in sys.modules)\n"
+        "import torch\n"
+        "print(torch.zeros(1).shape)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[:2] == ["False", "torch.Size([1])"]
+    events = read_events(tmp_path)
+    assert any(v.tag == "train/loss" and v.simple_value == 0.5 for e in events for v in e.summary.value)
+    assert any(v.tag == "val_images/a" and v.image.width == 5 for e in events for v in e.summary.value)
