@@ -39,6 +39,10 @@ class JaxBackend:
     name = "jax"
 
     def create_engine(self, cfg: Config, run_dir: Path) -> JaxEngine:
+        """A training engine; its compiled programs (the model's initializers, the train and
+        validation steps) go to the persistent cache, so the next run of the same model starts
+        without recompiling them (the initializers alone took 25 s to compile on 2 cores)."""
+        enable_compilation_cache()
         return JaxEngine(cfg, run_dir)
 
     def load_predictor(self, source: Path, which: str = "best") -> JaxPredictor:

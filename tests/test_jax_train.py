@@ -120,6 +120,24 @@ def test_resume_continues_exactly(reference, tmp_path):
         JaxEngine(other, reference["run_dir"]).restore_checkpoint()
 
 
+def test_a_training_engine_turns_on_the_compilation_cache(monkeypatch, tmp_path):
+    """A user's second run of a model skips compiling its initializers and steps. The tests share
+    a session cache, so the setting is checked with the engine stubbed (nothing compiles while
+    the folder is switched) and then put back."""
+    import jax_impl.backend
+    from jax_impl.predict import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "jit"))
+    monkeypatch.setattr(jax_impl.backend, "JaxEngine", lambda cfg, run_dir: (cfg, run_dir))
+    previous = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", None)
+    try:
+        assert create_backend().create_engine(make_cfg(), tmp_path / "run")[1] == tmp_path / "run"
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "jit")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", previous)
+
+
 # orbax abandons a read it had started when the trees do not match; pytest reports that coroutine
 # (outside pytest nothing but the CheckpointError reaches the user).
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
