@@ -1,6 +1,11 @@
-"""The JAX backend object (:class:`mrsynth.backend.Backend`): engines, predictors, export."""
+"""The JAX backend object (:class:`mrsynth.backend.Backend`): engines, predictors, export.
+
+Training engines and predictors keep their compiled programs on disk between processes
+(:func:`enable_compilation_cache`).
+"""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import jax
@@ -14,10 +19,31 @@ from mrsynth.weights import model_source_kind, recorded_precision
 
 from jax_impl.checkpoint import find_checkpoint, read_checkpoint
 from jax_impl.model import in_compute_dtype, model_structure
-from jax_impl.predict import JaxPredictor, enable_compilation_cache
+from jax_impl.predict import JaxPredictor
 from jax_impl.train import JaxEngine, abstract_train_state
 from jax_impl.train_state import merge_model, split_model
 from jax_impl.weights import load_weights, save_weights
+
+
+CACHE_ENV = "MRSYNTH_JAX_CACHE_DIR"  # a folder, or "off"
+
+
+def compilation_cache_dir() -> Path | None:
+    """Where compiled programs are kept: ``$MRSYNTH_JAX_CACHE_DIR`` ("off" or empty: nowhere),
+    else ``$XDG_CACHE_HOME/mrsynth/jax`` (default ``~/.cache/mrsynth/jax``)."""
+    setting = os.environ.get(CACHE_ENV)
+    if setting is not None:
+        return None if setting.strip().lower() in ("", "off") else Path(setting).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mrsynth" / "jax"
+
+
+def enable_compilation_cache() -> Path | None:
+    """Turn on JAX's persistent compilation cache (before the first compile of the process to
+    take effect); returns the folder, or None when it is off."""
+    folder = compilation_cache_dir()
+    if folder is not None and jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+    return folder
 
 
 def load_run_model(run_dir: Path, which: str) -> LoadedRun:

@@ -8,15 +8,10 @@ of ``2**depth`` and the output cropped back. The jitted functions are cached on 
 graphdef, so a new predictor for the same architecture, e.g. one per validation, does not
 recompile; the volume verbs take full-size batches and a traced ``count``, so a volume compiles
 each verb once, and donate the sums they update, so XLA adds into them in place.
-
-:func:`enable_compilation_cache` keeps compiled programs on disk between ``predict`` and
-``evaluate`` processes.
 """
 from __future__ import annotations
 
-import os
 from functools import partial
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -27,27 +22,6 @@ from mrsynth.config import ModelConfig
 from mrsynth.inference.volume import crop_to, pad_to_multiple
 
 from jax_impl.precision import precision_scope
-
-CACHE_ENV = "MRSYNTH_JAX_CACHE_DIR"  # a folder, or "off"
-
-
-def compilation_cache_dir() -> Path | None:
-    """Where compiled programs are kept: ``$MRSYNTH_JAX_CACHE_DIR`` ("off" or empty: nowhere),
-    else ``$XDG_CACHE_HOME/mrsynth/jax`` (default ``~/.cache/mrsynth/jax``)."""
-    setting = os.environ.get(CACHE_ENV)
-    if setting is not None:
-        return None if setting.strip().lower() in ("", "off") else Path(setting).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mrsynth" / "jax"
-
-
-def enable_compilation_cache() -> Path | None:
-    """Turn on JAX's persistent compilation cache (before the first compile of the process to
-    take effect); returns the folder, or None when it is off."""
-    folder = compilation_cache_dir()
-    if folder is not None and jax.config.jax_compilation_cache_dir is None:
-        jax.config.update("jax_compilation_cache_dir", str(folder))
-    return folder
-
 
 def _network(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array, multiple: int) -> jax.Array:
     """The network on a channels-last batch, its spatial axes zero-padded to ``multiple``."""

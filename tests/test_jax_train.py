@@ -125,7 +125,7 @@ def test_a_training_engine_turns_on_the_compilation_cache(monkeypatch, tmp_path)
     a session cache, so the setting is checked with the engine stubbed (nothing compiles while
     the folder is switched) and then put back."""
     import jax_impl.backend
-    from jax_impl.predict import CACHE_ENV
+    from jax_impl.backend import CACHE_ENV
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "jit"))
     monkeypatch.setattr(jax_impl.backend, "JaxEngine", lambda cfg, run_dir: (cfg, run_dir))

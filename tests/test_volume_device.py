@@ -164,7 +164,7 @@ def test_weight_files_predict_in_their_training_precision(tmp_path, backend):
 
 def test_compilation_cache_folder(monkeypatch, tmp_path):
     pytest.importorskip("jax")
-    from jax_impl.predict import CACHE_ENV, compilation_cache_dir
+    from jax_impl.backend import CACHE_ENV, compilation_cache_dir
 
     monkeypatch.setenv(CACHE_ENV, "off")
     assert compilation_cache_dir() is None

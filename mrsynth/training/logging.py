@@ -40,14 +40,14 @@ def summary_writer_class() -> type:
     A ``None`` entry in ``sys.modules`` makes ``import torch`` raise ImportError, which
     tensorboardX handles; the entry is removed at once, so torch stays importable.
     """
-    if "torch" in sys.modules or "tensorboardX" in sys.modules:
-        from tensorboardX import SummaryWriter
-        return SummaryWriter
-    sys.modules["torch"] = None
+    blocked = "torch" not in sys.modules
+    if blocked:
+        sys.modules["torch"] = None
     try:
         from tensorboardX import SummaryWriter
     finally:
-        del sys.modules["torch"]
+        if blocked:
+            del sys.modules["torch"]
     return SummaryWriter
 
 
