@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,34 +96,41 @@ def subject_figure(
     squashed."""
     centre = mask_centre(mask)
     inside = mask > 0
-    t2_lo, t2_hi = np.percentile(t2[inside], [0.5, 99.5]) if inside.any() else (t2.min(), t2.max())
-    t1_lo, t1_hi = np.percentile(t1[inside], [0.5, 99.5]) if inside.any() else (t1.min(), t1.max())
-    errors = {name: np.abs(pred - t2) for name, pred in predictions.items()}
-    err_hi = max((float(np.percentile(e[inside], 99)) if inside.any() else float(e.max()))
-                 for e in errors.values()) if errors else 1.0
+    any_inside = bool(inside.any())
+    t2_lo, t2_hi = np.percentile(t2[inside], [0.5, 99.5]) if any_inside else (t2.min(), t2.max())
+    t1_lo, t1_hi = np.percentile(t1[inside], [0.5, 99.5]) if any_inside else (t1.min(), t1.max())
+    err_hi = max((float(np.percentile(np.abs(pred[inside] - t2[inside]), 99)) if any_inside
+                  else float(np.abs(pred - t2).max())) for pred in predictions.values()) if predictions else 1.0
     err_hi = err_hi if err_hi > 0 else 1.0
 
-    def shown(volume: np.ndarray, lo: float) -> np.ndarray:
-        """Background drawn black: after normalization 0 sits mid-grey inside the brain's range."""
-        return np.where(inside, volume, lo) if inside.any() else volume
+    def shown(volume: np.ndarray, lo: float) -> Callable[[str], np.ndarray]:
+        """A view's slice with the background drawn black (after normalization 0 sits mid-grey
+        inside the brain's range); only the shown slices are touched, never the whole volume."""
+        def image(view: str) -> np.ndarray:
+            plane = view_slice(volume, view, centre, convention)
+            return np.where(view_slice(inside, view, centre, convention), plane, lo) if any_inside else plane
+        return image
 
-    groups = [  # (columns of (title, volume), colour map, range, colour bar label)
+    def error(pred: np.ndarray) -> Callable[[str], np.ndarray]:
+        return lambda view: np.abs(view_slice(pred, view, centre, convention) - view_slice(t2, view, centre, convention))
+
+    groups = [  # (columns of (title, slice of a view), colour map, range, colour bar label)
         ([("T1", shown(t1, t1_lo))], "gray", (t1_lo, t1_hi), f"T1 ({units})"),
         ([("real T2", shown(t2, t2_lo))] + [(name, shown(pred, t2_lo)) for name, pred in predictions.items()],
          "gray", (t2_lo, t2_hi), f"T2 ({units})"),
     ]
-    if errors:
-        groups.append(([(f"|error| {name}", err) for name, err in errors.items()], "magma", (0.0, err_hi),
-                       f"|synthesized − real T2| ({units})"))
+    if predictions:
+        groups.append(([(f"|error| {name}", error(pred)) for name, pred in predictions.items()], "magma",
+                       (0.0, err_hi), f"|synthesized − real T2| ({units})"))
     widths = [w for columns, *_ in groups for w in [1.0] * len(columns) + [BAR_FRACTION, BAR_LABEL_ROOM]][:-1]
     fig = plt.figure(figsize=(IMAGE_INCHES * sum(widths) + 0.8, 2.0 * len(VIEWS) + 0.6))
     grid = fig.add_gridspec(len(VIEWS), len(widths), width_ratios=widths, wspace=0.08, hspace=0.08)
     col = 0
     for columns, cmap, (lo, hi), label in groups:
-        for name, volume in columns:
+        for name, slice_of in columns:
             for row, view in enumerate(VIEWS):
                 ax = fig.add_subplot(grid[row, col])
-                image = view_slice(volume, view, centre, convention)
+                image = slice_of(view)
                 drawn = ax.imshow(image, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest",
                                   aspect=view_aspect(view, voxel_size))
                 _letter_edges(ax, image.shape, edge_letters(view, convention))
