@@ -13,7 +13,8 @@ call with the same ``--out`` skips finished points (the learning-curve folder co
 
 Writes ``OUT/<variant>/fold-<F>-seed-<S>/`` (the learning curve's folder, ``point.log`` and
 ``timing.json``), ``OUT/progress.log``, and ``OUT/levers.md``: per variant, the points' psnr_z and
-ssim_z margins over the better baseline and their mean. A benchmark, not a test.
+ssim_z margins over the better baseline and their mean, then each variant against the first on
+the points both have, beside the first variant's seed spread. A benchmark, not a test.
 """
 from __future__ import annotations
 
@@ -70,18 +71,65 @@ def margins(point: Path) -> dict[str, float] | None:
     return rows[0] if rows else None
 
 
+METRICS = ("psnr_z", "ssim_z")
+
+
+def scored_points(out: Path, variant: str) -> dict[str, dict[str, float]]:
+    """``{"fold-F-seed-S": learning-curve row}`` of the variant's scored points, in name order."""
+    return {p.name: row for p in sorted((out / variant).glob("fold-*-seed-*")) if (row := margins(p))}
+
+
+def seed_spread(points: dict[str, dict[str, float]]) -> dict[str, float] | None:
+    """Per metric, the largest range of margins between seeds of one fold (None without a fold
+    of two seeds): how far a variant moves with the seed alone."""
+    by_fold: dict[str, list[dict[str, float]]] = {}
+    for name, row in points.items():
+        by_fold.setdefault(name.split("-seed-")[0], []).append(row)
+    folds = [rows for rows in by_fold.values() if len(rows) > 1]
+    if not folds:
+        return None
+    return {m: max(np.ptp([r[f"{m}_margin"] for r in rows]) for rows in folds) for m in METRICS}
+
+
+def paired_lines(out: Path, variants: list[str]) -> list[str]:
+    """Each variant against the first on the (fold, seed) points both have: ssim_z moves more
+    between folds than between seeds, so only the same points compare, and a difference inside
+    the first variant's seed spread is not a ranking."""
+    reference = scored_points(out, variants[0])
+    spread = seed_spread(reference)
+    lines = ["", f"## Against {variants[0]} on the same (fold, seed) points", "",
+             f"A variant's margin minus {variants[0]}'s on each point both have. {variants[0]}'s seed spread "
+             + ("(the largest range between seeds of one fold): " + ", ".join(f"{m} {spread[m]:.3f}" for m in METRICS)
+                if spread else "is not measured yet (no fold with two seeds)") + ".", "",
+             "| variant | shared points | psnr_z difference: mean (per point) | ssim_z difference: mean (per point) |",
+             "|---|---|---|---|"]
+    for variant in variants[1:]:
+        own = scored_points(out, variant)
+        shared = [name for name in own if name in reference]
+        if not shared:
+            continue
+        cells = []
+        for m in METRICS:
+            diffs = [own[n][f"{m}_margin"] - reference[n][f"{m}_margin"] for n in shared]
+            verdict = ("" if spread is None else
+                       ", inside the seed spread" if abs(np.mean(diffs)) <= spread[m] else ", beyond the seed spread")
+            cells.append(f"{np.mean(diffs):+.3f} (" + ", ".join(f"{d:+.3f}" for d in diffs) + f"){verdict}")
+        lines.append(f"| {variant} | {', '.join(shared)} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
 def write_table(out: Path, variants: list[str]) -> None:
     lines = ["# Levers: margin over the better baseline on the held-out subjects (one row per variant)", "",
              "| variant | points | psnr_z margin: mean (per point) | ssim_z margin: mean (per point) |",
              "|---|---|---|---|"]
     for variant in variants:
-        points = sorted(p for p in (out / variant).glob("fold-*-seed-*") if margins(p))
-        if not points:
+        rows = scored_points(out, variant)
+        if not rows:
             continue
-        rows = [margins(p) for p in points]
-        cells = [f"{np.mean([r[f'{m}_margin'] for r in rows]):+.3f} ("
-                 + ", ".join(f"{r[f'{m}_margin']:+.3f}" for r in rows) + ")" for m in ("psnr_z", "ssim_z")]
-        lines.append(f"| {variant} | {', '.join(p.name for p in points)} | {cells[0]} | {cells[1]} |")
+        cells = [f"{np.mean([r[f'{m}_margin'] for r in rows.values()]):+.3f} ("
+                 + ", ".join(f"{r[f'{m}_margin']:+.3f}" for r in rows.values()) + ")" for m in METRICS]
+        lines.append(f"| {variant} | {', '.join(rows)} | {cells[0]} | {cells[1]} |")
+    lines += paired_lines(out, variants)
     tmp = out / "levers.md.tmp"
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, out / "levers.md")

@@ -43,6 +43,18 @@ def test_points_run_in_priority_order_and_the_table_uses_the_better_baseline(tmp
     # margins over linear (19.0), never over identity (30.0): 21.0 - 19.0 and 21.1 - 19.0
     assert "| recommended | fold-0-seed-0, fold-0-seed-1 | +2.050 (+2.000, +2.100) | +0.050 (+0.050, +0.050) |" in table
     assert "| no-2.5d | fold-0-seed-0, fold-0-seed-1 | +1.550 (+1.500, +1.600) |" in table
+    # paired on the same points: -0.5 dB each, beyond recommended's seed spread (0.1 dB); ssim_z
+    # equal (0.000), inside its spread (0.000)
+    assert "seed spread (the largest range between seeds of one fold): psnr_z 0.100, ssim_z 0.000" in table
+    assert ("| no-2.5d | fold-0-seed-0, fold-0-seed-1 | -0.500 (-0.500, -0.500), beyond the seed spread "
+            "| +0.000 (+0.000, +0.000), inside the seed spread |") in table
+
+
+def test_without_two_seeds_on_a_fold_no_difference_is_called_a_ranking(tmp_path, monkeypatch):
+    sweep(monkeypatch, tmp_path, "--variants", "recommended,no-2.5d", "--folds", "0,1", "--seeds", "0")
+    table = (tmp_path / "levers.md").read_text()
+    assert "is not measured yet (no fold with two seeds)" in table
+    assert "| no-2.5d | fold-0-seed-0, fold-1-seed-0 | -0.500 (-0.500, -0.500) | +0.000 (+0.000, +0.000) |" in table
 
 
 def test_a_second_call_runs_only_the_missing_points(tmp_path, monkeypatch):
