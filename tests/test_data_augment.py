@@ -107,3 +107,18 @@ def test_batched_warp_equals_a_per_sample_linear_warp_with_zeros_outside(size, m
         want = ndimage.affine_transform(images[b, ..., 1], matrices[b], offset=centre - matrices[b] @ centre,
                                         order=0, mode="grid-constant")
         assert np.mean(nearest[1, b] == want) > 0.99  # ties at .5 may round the other way
+
+
+def test_a_stack_of_context_slices_meets_one_scanner_with_each_slices_own_statistics():
+    """Channels last (the 2.5D input): the same draws and bias field for every slice, as if each
+    slice were augmented alone from a copy of the sample's generator; each slice keeps its own
+    in-mask mean and range (the contrast and gamma act on those)."""
+    arrays = _arrays()
+    stack, mask = arrays["t1"][:, :, 8:13], arrays["mask"][:, :, 10]
+    stack = stack * np.linspace(0.5, 1.5, 5, dtype=np.float32)  # slices with different statistics
+    cfg = DataConfig(contrast_range=0.3, gamma_range=0.3, bias_field=0.4, noise_std=0.05)
+    together = augment_intensity(stack, mask, np.random.default_rng(7), cfg)
+    alone = np.stack([augment_intensity(np.ascontiguousarray(stack[..., c]), mask, np.random.default_rng(7), cfg)
+                      for c in range(5)], axis=-1)
+    assert together.shape == stack.shape and together.dtype == np.float32
+    np.testing.assert_array_equal(together, alone)

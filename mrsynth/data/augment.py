@@ -116,30 +116,41 @@ def intensity_augmented(cfg: DataConfig) -> bool:
 def augment_intensity(t1: np.ndarray, mask: np.ndarray, rng: np.random.Generator, cfg: DataConfig) -> np.ndarray:
     """Contrast (factor in ``1 +- contrast_range``), gamma (exponent in ``1 +- gamma_range`` on the
     in-sample range), bias field (up to ``bias_field``) and noise (``noise_std``), in that order;
-    a transform that is off draws nothing, so the others' draws do not move."""
+    a transform that is off draws nothing, so the others' draws do not move.
+
+    ``t1`` is one image of ``mask``'s shape or, channels last, a stack of them (the 2.5D context
+    slices): one scanner for every slice, so the draws (and the bias field) are made once and
+    applied to each channel, each with its own in-mask statistics.
+    """
     inside = mask > 0
     if not inside.any() or not intensity_augmented(cfg):
         return t1
-    out = t1.astype(np.float32, copy=True)
-    if cfg.contrast_range > 0:
-        factor = rng.uniform(1.0 - cfg.contrast_range, 1.0 + cfg.contrast_range)
-        mean = float(out[inside].mean())
-        out[inside] = mean + factor * (out[inside] - mean)
-    if cfg.gamma_range > 0:
-        gamma = max(0.05, rng.uniform(1.0 - cfg.gamma_range, 1.0 + cfg.gamma_range))
-        low, high = float(out[inside].min()), float(out[inside].max())
-        if high > low:
-            unit = (out[inside] - low) / (high - low)
-            out[inside] = unit**gamma * (high - low) + low
-    if cfg.bias_field > 0:
-        # MR signal is about 0 at the sample's darkest brain voxel; a normalized volume's own zero
-        # is not (z-scores are centred), so the field multiplies the signal above that floor.
-        field = bias_field(out.shape, rng, cfg.bias_field)
-        low = float(out[inside].min())
-        out[inside] = low + (out[inside] - low) * field[inside]
-    if cfg.noise_std > 0:
-        out[inside] += rng.normal(0.0, cfg.noise_std, size=int(inside.sum())).astype(np.float32)
-    return out
+    planes = t1[None] if t1.ndim == mask.ndim else np.moveaxis(t1, -1, 0)
+    factor = rng.uniform(1.0 - cfg.contrast_range, 1.0 + cfg.contrast_range) if cfg.contrast_range > 0 else None
+    gamma = max(0.05, rng.uniform(1.0 - cfg.gamma_range, 1.0 + cfg.gamma_range)) if cfg.gamma_range > 0 else None
+    field = bias_field(mask.shape, rng, cfg.bias_field)[inside] if cfg.bias_field > 0 else None
+    noise = (rng.normal(0.0, cfg.noise_std, size=int(inside.sum())).astype(np.float32)
+             if cfg.noise_std > 0 else None)
+    out = np.empty((len(planes), *mask.shape), np.float32)
+    for plane, source in zip(out, planes):
+        values = source[inside].astype(np.float32)
+        if factor is not None:
+            mean = float(values.mean())
+            values = (mean + factor * (values - mean)).astype(np.float32)
+        if gamma is not None:
+            low, high = float(values.min()), float(values.max())
+            if high > low:
+                values = (((values - low) / (high - low))**gamma * (high - low) + low).astype(np.float32)
+        if field is not None:
+            # MR signal is about 0 at the sample's darkest brain voxel; a normalized volume's own
+            # zero is not (z-scores are centred), so the field multiplies the signal above that floor.
+            low = float(values.min())
+            values = (low + (values - low) * field).astype(np.float32)
+        if noise is not None:
+            values += noise
+        plane[...] = source
+        plane[inside] = values
+    return out[0] if t1.ndim == mask.ndim else np.moveaxis(out, 0, -1)
 
 
 def bias_field(shape: tuple[int, ...], rng: np.random.Generator, strength: float, degree: int = 3) -> np.ndarray:
@@ -147,14 +158,16 @@ def bias_field(shape: tuple[int, ...], rng: np.random.Generator, strength: float
 
     ``p`` is a random polynomial of degree <= ``degree`` in the sample's coordinates (each axis
     scaled to [-1, 1]) without a constant term, scaled to max |p| = 1; ``a`` is drawn from
-    [0, strength], so fields from none to the strongest occur.
+    [0, strength], so fields from none to the strongest occur. Each monomial is a broadcast
+    product of per-axis powers (1D), never a stack of full-size coordinate grids.
     """
-    axes = np.meshgrid(*[np.linspace(-1.0, 1.0, n) for n in shape], indexing="ij")
+    powers_of = [[np.linspace(-1.0, 1.0, n).reshape([n if a == axis else 1 for a in range(len(shape))])**k
+                  for k in range(degree + 1)] for axis, n in enumerate(shape)]
     powers = [p for p in itertools.product(range(degree + 1), repeat=len(shape)) if 0 < sum(p) <= degree]
     coefficients = rng.uniform(-1.0, 1.0, len(powers))
     poly = np.zeros(shape)
     for coefficient, power in zip(coefficients, powers):
-        poly += coefficient * np.prod([axis**k for axis, k in zip(axes, power)], axis=0)
+        poly += coefficient * functools.reduce(np.multiply, [powers_of[axis][k] for axis, k in enumerate(power)])
     peak = float(np.abs(poly).max())
     unit = poly / peak if peak > 0 else poly
     return np.exp(rng.uniform(0.0, strength) * unit).astype(np.float32)

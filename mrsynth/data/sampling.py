@@ -15,7 +15,6 @@ one vectorized warp; :func:`draw_sample` is one sample of it.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -131,10 +130,8 @@ def draw_batch(samples: list[SampleAt], dims: int, cfg: DataConfig, *, seed: int
     batch = {"t1": channels_last(buffer[:channels]), "t2": channels_last(buffer[channels:channels + 1]),
              "mask": channels_last(buffer[channels + 1:])}
     if augment and intensity_augmented(cfg):
-        for i, (_, _, intensity_rng) in enumerate(rngs):
-            for c in range(channels):  # one draw for all channels: the same scanner for every slice
-                batch["t1"][i, ..., c] = augment_intensity(batch["t1"][i, ..., c], batch["mask"][i, ..., 0],
-                                                           copy.deepcopy(intensity_rng), cfg)
+        for i, (_, _, intensity_rng) in enumerate(rngs):  # one draw for all channels: one scanner
+            batch["t1"][i] = augment_intensity(batch["t1"][i], batch["mask"][i, ..., 0], intensity_rng, cfg)
     return batch
 
 
