@@ -96,6 +96,9 @@ def paired_lines(out: Path, variants: list[str]) -> list[str]:
     between folds than between seeds, so only the same points compare, and a difference inside
     the first variant's seed spread is not a ranking."""
     reference = scored_points(out, variants[0])
+    others = {variant: scored_points(out, variant) for variant in variants[1:]}
+    if not reference or not any(set(points) & set(reference) for points in others.values()):
+        return []
     spread = seed_spread(reference)
     lines = ["", f"## Against {variants[0]} on the same (fold, seed) points", "",
              f"A variant's margin minus {variants[0]}'s on each point both have. {variants[0]}'s seed spread "
@@ -103,8 +106,7 @@ def paired_lines(out: Path, variants: list[str]) -> list[str]:
                 if spread else "is not measured yet (no fold with two seeds)") + ".", "",
              "| variant | shared points | psnr_z difference: mean (per point) | ssim_z difference: mean (per point) |",
              "|---|---|---|---|"]
-    for variant in variants[1:]:
-        own = scored_points(out, variant)
+    for variant, own in others.items():
         shared = [name for name in own if name in reference]
         if not shared:
             continue

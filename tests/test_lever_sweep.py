@@ -59,6 +59,7 @@ def test_without_two_seeds_on_a_fold_no_difference_is_called_a_ranking(tmp_path,
 
 def test_a_second_call_runs_only_the_missing_points(tmp_path, monkeypatch):
     sweep(monkeypatch, tmp_path, "--variants", "recommended", "--folds", "0", "--seeds", "0")
+    assert "## Against" not in (tmp_path / "levers.md").read_text()  # nothing to compare with yet
     log = sweep(monkeypatch, tmp_path, "--variants", "recommended,torch-recommended", "--folds", "0", "--seeds", "0")
     assert sum(" start ('recommended', 0, 0)" in line for line in log) == 1
     assert sum(" start ('torch-recommended', 0, 0)" in line for line in log) == 1

@@ -112,7 +112,9 @@ def subject_figure(
         return image
 
     def error(pred: np.ndarray) -> Callable[[str], np.ndarray]:
-        return lambda view: np.abs(view_slice(pred, view, centre, convention) - view_slice(t2, view, centre, convention))
+        """A view's |synthesized - real T2|, taken on the shown slices only."""
+        return lambda view: np.abs(view_slice(pred, view, centre, convention)
+                                   - view_slice(t2, view, centre, convention))
 
     groups = [  # (columns of (title, slice of a view), colour map, range, colour bar label)
         ([("T1", shown(t1, t1_lo))], "gray", (t1_lo, t1_hi), f"T1 ({units})"),

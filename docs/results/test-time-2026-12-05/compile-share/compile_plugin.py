@@ -1,4 +1,5 @@
-"""Per-test JAX trace/lower/compile seconds (in-process only), written per worker at the end."""
+"""Per-test JAX trace/lower/compile seconds (in-process only), written per worker at the end as
+$COMPILE_SHARE_OUT/<pid>.json (default: the current folder)."""
 import json, os, time, collections
 import pytest
 _current = ["<none>"]
@@ -20,5 +21,5 @@ def pytest_runtest_setup(item):
     _hook(); _current[0] = item.nodeid
 
 def pytest_sessionfinish(session):
-    with open(f"/work/exp/compile/{os.getpid()}.json", "w") as f:
+    with open(os.path.join(os.environ.get("COMPILE_SHARE_OUT", "."), f"{os.getpid()}.json"), "w") as f:
         json.dump({k: dict(v) for k, v in _acc.items()}, f)
