@@ -109,16 +109,26 @@ def test_batched_warp_equals_a_per_sample_linear_warp_with_zeros_outside(size, m
         assert np.mean(nearest[1, b] == want) > 0.99  # ties at .5 may round the other way
 
 
-def test_a_stack_of_context_slices_meets_one_scanner_with_each_slices_own_statistics():
-    """Channels last (the 2.5D input): the same draws and bias field for every slice, as if each
-    slice were augmented alone from a copy of the sample's generator; each slice keeps its own
-    in-mask mean and range (the contrast and gamma act on those)."""
+def test_a_stack_of_context_slices_meets_one_scanner_with_each_slices_own_statistics_and_noise():
+    """Channels last (the 2.5D input): the same contrast, gamma and bias field for every slice, as
+    if each slice were augmented alone from a copy of the sample's generator, each slice keeping
+    its own in-mask mean and range; the noise differs from slice to slice (one channel's is the
+    first slice's)."""
     arrays = _arrays()
     stack, mask = arrays["t1"][:, :, 8:13], arrays["mask"][:, :, 10]
+    inside = mask > 0
     stack = stack * np.linspace(0.5, 1.5, 5, dtype=np.float32)  # slices with different statistics
-    cfg = DataConfig(contrast_range=0.3, gamma_range=0.3, bias_field=0.4, noise_std=0.05)
+    cfg = DataConfig(contrast_range=0.3, gamma_range=0.3, bias_field=0.4)
     together = augment_intensity(stack, mask, np.random.default_rng(7), cfg)
     alone = np.stack([augment_intensity(np.ascontiguousarray(stack[..., c]), mask, np.random.default_rng(7), cfg)
                       for c in range(5)], axis=-1)
     assert together.shape == stack.shape and together.dtype == np.float32
     np.testing.assert_array_equal(together, alone)
+
+    noisy = DataConfig(contrast_range=0.3, gamma_range=0.3, bias_field=0.4, noise_std=0.05)
+    with_noise = augment_intensity(stack, mask, np.random.default_rng(7), noisy)
+    added = (with_noise - together)[inside]  # (voxels, 5): the noise each slice got
+    assert np.allclose(added.std(axis=0), 0.05, rtol=0.2)  # 312 voxels: the SD of an SD estimate is 4%
+    assert np.abs(np.corrcoef(added.T)[np.triu_indices(5, 1)]).max() < 0.2  # not one pattern repeated
+    first = augment_intensity(np.ascontiguousarray(stack[..., 0]), mask, np.random.default_rng(7), noisy)
+    np.testing.assert_array_equal(with_noise[..., 0], first)

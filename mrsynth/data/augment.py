@@ -119,8 +119,10 @@ def augment_intensity(t1: np.ndarray, mask: np.ndarray, rng: np.random.Generator
     a transform that is off draws nothing, so the others' draws do not move.
 
     ``t1`` is one image of ``mask``'s shape or, channels last, a stack of them (the 2.5D context
-    slices): one scanner for every slice, so the draws (and the bias field) are made once and
-    applied to each channel, each with its own in-mask statistics.
+    slices): one scanner for every slice, so contrast, gamma and the bias field are drawn once and
+    applied to each channel, each with its own in-mask statistics; the noise is the slices' own
+    (thermal noise does not repeat from slice to slice, and a repeated pattern would be one a
+    model could learn to subtract). One channel's noise is the first row of the same draw.
     """
     inside = mask > 0
     if not inside.any() or not intensity_augmented(cfg):
@@ -129,10 +131,10 @@ def augment_intensity(t1: np.ndarray, mask: np.ndarray, rng: np.random.Generator
     factor = rng.uniform(1.0 - cfg.contrast_range, 1.0 + cfg.contrast_range) if cfg.contrast_range > 0 else None
     gamma = max(0.05, rng.uniform(1.0 - cfg.gamma_range, 1.0 + cfg.gamma_range)) if cfg.gamma_range > 0 else None
     field = bias_field(mask.shape, rng, cfg.bias_field)[inside] if cfg.bias_field > 0 else None
-    noise = (rng.normal(0.0, cfg.noise_std, size=int(inside.sum())).astype(np.float32)
-             if cfg.noise_std > 0 else None)
+    noise = (rng.normal(0.0, cfg.noise_std, size=(len(planes), int(inside.sum()))).astype(np.float32)
+             if cfg.noise_std > 0 else [None] * len(planes))
     out = np.empty((len(planes), *mask.shape), np.float32)
-    for plane, source in zip(out, planes):
+    for plane, source, plane_noise in zip(out, planes, noise):
         values = source[inside].astype(np.float32)
         if factor is not None:
             mean = float(values.mean())
@@ -146,8 +148,8 @@ def augment_intensity(t1: np.ndarray, mask: np.ndarray, rng: np.random.Generator
             # zero is not (z-scores are centred), so the field multiplies the signal above that floor.
             low = float(values.min())
             values = (low + (values - low) * field).astype(np.float32)
-        if noise is not None:
-            values += noise
+        if plane_noise is not None:
+            values += plane_noise
         plane[...] = source
         plane[inside] = values
     return out[0] if t1.ndim == mask.ndim else np.moveaxis(out, 0, -1)
