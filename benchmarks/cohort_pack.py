@@ -25,6 +25,7 @@ import bz2
 import csv
 import gzip
 import hashlib
+import io
 import json
 import re
 import shutil
@@ -56,14 +57,15 @@ def file_bytes(path: Path) -> bytes:
 def encode(path: Path) -> tuple[dict, bytes, bytes]:
     """(index entry, compressed payload, header bytes) of one single-file NIfTI-1 volume, checked
     to decode to the file's own bytes."""
-    try:
-        image = nib.load(str(path))
-        if not isinstance(image, nib.Nifti1Image) or isinstance(image, nib.Nifti2Image) or image.dataobj.offset < 352:
-            raise ValueError("only single-file NIfTI-1 volumes (.nii, .nii.gz) are packed")
+    try:  # the file is read once: the stored values are a view of its own bytes
         original = file_bytes(path)
-        header = original[:image.dataobj.offset]  # header and extensions as stored
-        raw = np.asarray(image.dataobj.get_unscaled())
-    except (OSError, ValueError, EOFError, nib.filebasedimages.ImageFileError) as error:
+        stored = nib.Nifti1Header.from_fileobj(io.BytesIO(original))
+        offset = int(stored.get_data_offset())
+        if stored["magic"].item() != b"n+1" or offset < 352:
+            raise ValueError("only single-file NIfTI-1 volumes (.nii, .nii.gz) are packed")
+        header = original[:offset]  # header and extensions as stored
+        raw = np.ndarray(stored.get_data_shape(), stored.get_data_dtype(), original, offset, order="F")
+    except (OSError, ValueError, TypeError, EOFError, nib.spatialimages.HeaderDataError) as error:
         raise ValueError(f"{path}: {error}") from None
     stored_bits = raw.view(f"u{raw.itemsize}") != 0  # -0.0 is a value to keep, not background
     spans = [np.flatnonzero(stored_bits.any(axis=tuple(a for a in range(raw.ndim) if a != axis)))

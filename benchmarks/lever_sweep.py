@@ -91,17 +91,19 @@ def seed_spread(points: dict[str, dict[str, float]]) -> dict[str, float] | None:
     return {m: max(np.ptp([r[f"{m}_margin"] for r in rows]) for rows in folds) for m in METRICS}
 
 
-def paired_lines(out: Path, variants: list[str]) -> list[str]:
-    """Each variant against the first on the (fold, seed) points both have: ssim_z moves more
-    between folds than between seeds, so only the same points compare, and a difference inside
-    the first variant's seed spread is not a ranking."""
-    reference = scored_points(out, variants[0])
-    others = {variant: scored_points(out, variant) for variant in variants[1:]}
+def paired_lines(points: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """Each variant against the first (``points``: variant -> its scored points, in order) on the
+    (fold, seed) points both have: ssim_z moves more between folds than between seeds, so only
+    the same points compare, and a difference inside the first variant's seed spread is not a
+    ranking."""
+    first, *_ = points
+    reference = points[first]
+    others = {variant: own for variant, own in points.items() if variant != first}
     if not reference or not any(set(points) & set(reference) for points in others.values()):
         return []
     spread = seed_spread(reference)
-    lines = ["", f"## Against {variants[0]} on the same (fold, seed) points", "",
-             f"A variant's margin minus {variants[0]}'s on each point both have. {variants[0]}'s seed spread "
+    lines = ["", f"## Against {first} on the same (fold, seed) points", "",
+             f"A variant's margin minus {first}'s on each point both have. {first}'s seed spread "
              + ("(the largest range between seeds of one fold): " + ", ".join(f"{m} {spread[m]:.3f}" for m in METRICS)
                 if spread else "is not measured yet (no fold with two seeds)") + ".", "",
              "| variant | shared points | psnr_z difference: mean (per point) | ssim_z difference: mean (per point) |",
@@ -124,14 +126,14 @@ def write_table(out: Path, variants: list[str]) -> None:
     lines = ["# Levers: margin over the better baseline on the held-out subjects (one row per variant)", "",
              "| variant | points | psnr_z margin: mean (per point) | ssim_z margin: mean (per point) |",
              "|---|---|---|---|"]
-    for variant in variants:
-        rows = scored_points(out, variant)
+    points = {variant: scored_points(out, variant) for variant in variants}  # each summary read once
+    for variant, rows in points.items():
         if not rows:
             continue
         cells = [f"{np.mean([r[f'{m}_margin'] for r in rows.values()]):+.3f} ("
                  + ", ".join(f"{r[f'{m}_margin']:+.3f}" for r in rows.values()) + ")" for m in METRICS]
         lines.append(f"| {variant} | {', '.join(rows)} | {cells[0]} | {cells[1]} |")
-    lines += paired_lines(out, variants)
+    lines += paired_lines(points)
     tmp = out / "levers.md.tmp"
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, out / "levers.md")
