@@ -9,7 +9,8 @@ from scipy import ndimage
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from mrsynth.phantom.dataset import TISSUES
-from mrsynth.evaluation.metrics import (MIN_SLICE_VOXELS, SSIM_RADIUS, literature_slice_metrics, masked_ssim_mean,
+from mrsynth.evaluation.metrics import (MIN_SLICE_VOXELS, SSIM_RADIUS, TargetCache, literature_slice_metrics,
+                                        masked_ssim_mean,
                                         scale_invariant_metrics, sharpness_ratio, slice_psnr_z, ssim_map, volume_metrics,
                                         volume_ssim, zscore_inside)
 
@@ -99,6 +100,31 @@ def test_scale_invariant_metrics_on_the_mask_box_equal_the_whole_volume(where):
     assert got["sharpness"] == pytest.approx(sharpness_ratio(zp, zt, mask), rel=1e-13, nan_ok=True)
     with pytest.raises(ValueError, match="the mask is empty"):
         scale_invariant_metrics(pred, target, np.zeros_like(mask))
+
+
+def test_one_target_cache_scores_every_prediction_as_it_scores_each_alone():
+    """evaluate keeps the real T2's side of the metrics for all its methods: each method's values
+    must be exactly those it gets alone, whatever the prediction (one non-zero outside the mask
+    widens the volume SSIM's box beyond the target's)."""
+    _, target, _ = _pair(shape=(40, 42, 30))
+    mask = np.zeros(target.shape, bool)
+    mask[12:28, 12:30, 6:24] = True
+    mask[:, :, 12:15] = False
+    target = np.where(ndimage.binary_dilation(mask, iterations=2), target, 0.0)  # a skull-stripped T2
+    labels = mask.astype(np.int16) * (1 + (target > 0))
+    rng = np.random.default_rng(3)
+    predictions = [np.where(mask, target + rng.normal(size=target.shape), 0),
+                   target * 0.5 + 2.0 * rng.normal(size=target.shape),  # non-zero everywhere
+                   np.where(mask, -target, 0),
+                   np.where(mask, rng.normal(size=target.shape), 0)]
+    cache = TargetCache()
+    for pred in predictions:
+        shared = {**volume_metrics(pred, target, mask, None, labels, cache),
+                  **literature_slice_metrics(pred, target, mask, cache=cache)}
+        alone = {**volume_metrics(pred, target, mask, None, labels), **literature_slice_metrics(pred, target, mask)}
+        assert shared == alone
+    with pytest.raises(ValueError, match="one target and mask"):
+        volume_metrics(predictions[0], target.copy(), mask, None, labels, cache)
 
 
 def test_volume_metrics_match_references():

@@ -20,6 +20,8 @@ Conventions (stated in every report):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Hashable
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -84,37 +86,76 @@ def psnr(pred: np.ndarray, target: np.ndarray, data_range: float) -> float:
     return 10.0 * math.log10(data_range**2 / mse)
 
 
-def ssim_map(pred: np.ndarray, target: np.ndarray, data_range: float) -> np.ndarray:
-    """Local SSIM map (2D or 3D) with a Gaussian window, computed in float64."""
-    x = pred.astype(np.float64)
-    y = target.astype(np.float64)
+class TargetCache:
+    """What the metrics derive from one target and mask alone (its z-scored copy, the local means
+    and variances of its regions under the SSIM window, ...), computed on first use and kept:
+    scoring several predictions of one subject computes it once, with the values each would get
+    alone. One cache serves one (target, mask) pair: ``bind`` refuses another."""
 
-    def blur(a: np.ndarray) -> np.ndarray:
-        return ndimage.gaussian_filter(a, sigma=SSIM_SIGMA, truncate=SSIM_TRUNCATE, mode="reflect")
+    def __init__(self) -> None:
+        self._values: dict[Hashable, Any] = {}
+        self._bound: tuple[np.ndarray, np.ndarray] | None = None
 
-    ux, uy = blur(x), blur(y)
-    vx = blur(x * x) - ux * ux
-    vy = blur(y * y) - uy * uy
-    vxy = blur(x * y) - ux * uy
+    def bind(self, target: np.ndarray, mask: np.ndarray) -> None:
+        if self._bound is None:
+            self._bound = (target, mask)
+        elif self._bound[0] is not target or self._bound[1] is not mask:
+            raise ValueError("a TargetCache holds one target and mask; make one per subject")
+
+    def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        if key not in self._values:
+            self._values[key] = compute()
+        return self._values[key]
+
+
+def _window_blur(a: np.ndarray) -> np.ndarray:
+    return ndimage.gaussian_filter(a, sigma=SSIM_SIGMA, truncate=SSIM_TRUNCATE, mode="reflect")
+
+
+def window_moments(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(local mean, its square, local variance) of ``a`` (float64) under the SSIM window."""
+    a = np.asarray(a, dtype=np.float64)
+    mean = _window_blur(a)
+    mean_sq = mean * mean
+    return mean, mean_sq, _window_blur(a * a) - mean_sq
+
+
+def ssim_map(pred: np.ndarray, target: np.ndarray, data_range: float,
+             target_moments: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Local SSIM map (2D or 3D) with a Gaussian window, computed in float64; ``target_moments``
+    (``window_moments(target)``, when already known) saves the target's two filters."""
+    x = np.asarray(pred, dtype=np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    ux, ux_sq, vx = window_moments(x)
+    uy, uy_sq, vy = target_moments if target_moments is not None else window_moments(y)
+    vxy = _window_blur(x * y) - ux * uy
     c1 = (SSIM_K1 * data_range) ** 2
     c2 = (SSIM_K2 * data_range) ** 2
     num = (2 * ux * uy + c1) * (2 * vxy + c2)
-    den = (ux * ux + uy * uy + c1) * (vx + vy + c2)
+    den = (ux_sq + uy_sq + c1) * (vx + vy + c2)
     return num / den
+
+
+def box_key(box: tuple[slice, ...]) -> tuple[tuple[int, int], ...]:
+    """A box as a hashable key (slices are not hashable before Python 3.12)."""
+    return tuple((s.start, s.stop) for s in box)
 
 
 SSIM_RADIUS = int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5)
 
 
-def masked_ssim_mean(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, data_range: float) -> float:
+def masked_ssim_mean(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, data_range: float,
+                     cache: TargetCache | None = None, key: Hashable = ()) -> float:
     """Mean of ``ssim_map`` inside ``mask``, computed on the mask's bounding box widened by the
     window radius: every in-mask value reads the same voxels as on the whole array (the
-    separable filter's passes included), so the mean is the same, for a fraction of the work."""
+    separable filter's passes included), so the mean is the same, for a fraction of the work.
+    ``cache`` keeps the target's window moments under ``key`` (which names the region)."""
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return math.nan
     box = bounding_box(mask, SSIM_RADIUS)
-    return float(ssim_map(pred[box], target[box], data_range)[mask[box]].mean())
+    moments = (cache or TargetCache()).get(("ssim", key, box_key(box)), lambda: window_moments(target[box]))
+    return float(ssim_map(pred[box], target[box], data_range, moments)[mask[box]].mean())
 
 
 def slices_along(a: np.ndarray, axis: int) -> np.ndarray:
@@ -137,7 +178,8 @@ def nonempty_mask(mask: np.ndarray) -> np.ndarray:
     return mask
 
 
-def volume_ssim(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, data_range: float) -> tuple[float, float]:
+def volume_ssim(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, data_range: float,
+                cache: TargetCache | None = None) -> tuple[float, float]:
     """(``ssim``, ``ssim_full``) of a volume from one SSIM map on the box where either volume is
     non-zero, widened by the window radius. Outside that box every window sees zeros in both
     volumes, where SSIM is exactly (C1 C2) / (C1 C2) = 1, and inside it the map equals the
@@ -145,7 +187,8 @@ def volume_ssim(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, data_ran
     volume, so this is the whole volume's figure (to rounding) for that fraction of the work."""
     mask = nonempty_mask(mask)
     box = bounding_box(mask | (pred != 0) | (target != 0), SSIM_RADIUS)
-    smap = ssim_map(pred[box], target[box], data_range)
+    moments = (cache or TargetCache()).get(("volume", box_key(box)), lambda: window_moments(target[box]))
+    smap = ssim_map(pred[box], target[box], data_range, moments)
     interior = np.zeros(pred.shape, bool)  # as mean_without_border: the window radius off each border
     interior[tuple(slice(SSIM_RADIUS, n - SSIM_RADIUS) for n in pred.shape)] = True
     if not interior.any():  # thinner than the window: scikit-image's whole mean
@@ -156,11 +199,13 @@ def volume_ssim(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, data_ran
 
 
 def ssim2d_mean(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, data_range: float,
-                axis: int = AXIAL_AXIS) -> float:
+                axis: int = AXIAL_AXIS, cache: TargetCache | None = None) -> float:
     """Mean over slices (along ``axis``) holding foreground of the 2D SSIM inside the mask."""
-    values = [masked_ssim_mean(p, t, m, data_range)
-              for p, t, m in zip(slices_along(pred, axis), slices_along(target, axis), slices_along(mask, axis))
-              if m.any()]
+    cache = cache or TargetCache()
+    targets = cache.get(("slices", axis), lambda: slices_along(target, axis))
+    masks = cache.get(("mask slices", axis), lambda: slices_along(mask, axis))
+    values = [masked_ssim_mean(p, t, m, data_range, cache, ("2d", axis, i))
+              for i, (p, t, m) in enumerate(zip(slices_along(pred, axis), targets, masks)) if m.any()]
     return float(np.mean(values)) if values else math.nan
 
 
@@ -186,32 +231,46 @@ def gradient_magnitude(x: np.ndarray) -> np.ndarray:
     return np.sqrt(sum(g * g for g in np.gradient(x.astype(np.float64))))
 
 
-def sharpness_ratio(pred_z: np.ndarray, target_z: np.ndarray, mask: np.ndarray) -> float:
-    """Mean |grad| of the prediction over that of the target inside the mask eroded by one
-    voxel (the mask's own edge against the zero background is not image detail)."""
+def _sharpness_reference(target_z: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
+    """The mask eroded by one voxel (the mask's own edge against the zero background is not
+    image detail), and the target's mean |grad| inside it."""
     inner = ndimage.binary_erosion(mask)
     if not inner.any():
         inner = mask
-    reference = float(gradient_magnitude(target_z)[inner].mean())
+    return inner, float(gradient_magnitude(target_z)[inner].mean())
+
+
+def sharpness_ratio(pred_z: np.ndarray, target_z: np.ndarray, mask: np.ndarray,
+                    cache: TargetCache | None = None) -> float:
+    """Mean |grad| of the prediction over that of the target inside the mask eroded by one voxel."""
+    inner, reference = (cache or TargetCache()).get("sharpness", lambda: _sharpness_reference(target_z, mask))
     return float(gradient_magnitude(pred_z)[inner].mean()) / reference if reference > 0 else math.nan
 
 
-def scale_invariant_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+def _z_target(target: np.ndarray, mask: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray, float]:
+    """The mask's box widened by the SSIM radius, the mask and the z-scored target on it, and R."""
+    mask = nonempty_mask(mask)
+    box = bounding_box(mask, SSIM_RADIUS)
+    zt = zscore_inside(target[box], mask[box])
+    return box, mask[box], zt, resolve_data_range(zt, mask[box], None)
+
+
+def scale_invariant_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarray,
+                            cache: TargetCache | None = None) -> dict[str, float]:
     """psnr_z, ssim_z, mae_z and sharpness (see the module docstring) of one volume.
 
     Each reads the mask and its neighbours within the SSIM window only, so all four are computed
     on the mask's box widened by that radius: the same values for a fraction of the work."""
-    mask = nonempty_mask(mask)
-    box = bounding_box(mask, SSIM_RADIUS)
-    pred, target, mask = pred[box], target[box], mask[box]
-    zp, zt = zscore_inside(pred, mask), zscore_inside(target, mask)
-    r = resolve_data_range(zt, mask, None)
-    inside = zp[mask] - zt[mask]
+    cache = cache or TargetCache()
+    box, mask, zt, r = cache.get("z", lambda: _z_target(target, mask))
+    zp = zscore_inside(pred[box], mask)
+    zt_inside = cache.get("z inside", lambda: zt[mask])
+    zp_inside = zp[mask]
     return {
-        "psnr_z": psnr(zp[mask], zt[mask], r),
-        "ssim_z": masked_ssim_mean(zp, zt, mask, r),
-        "mae_z": float(np.mean(np.abs(inside))),
-        "sharpness": sharpness_ratio(zp, zt, mask),
+        "psnr_z": psnr(zp_inside, zt_inside, r),
+        "ssim_z": masked_ssim_mean(zp, zt, mask, r, cache, "z"),
+        "mae_z": float(np.mean(np.abs(zp_inside - zt_inside))),
+        "sharpness": sharpness_ratio(zp, zt, mask, cache),
     }
 
 
@@ -243,35 +302,40 @@ def volume_metrics(
     mask: np.ndarray,
     data_range: float | None = None,
     labels: np.ndarray | None = None,
+    cache: TargetCache | None = None,
 ) -> dict[str, float]:
     """All per-subject metrics of a synthesized volume against its real T2 (same grid).
 
     Keys: psnr, ssim, ssim2d, mae, nrmse, pearson (inside ``mask``), psnr_full, ssim_full,
     mae_full (whole volume), data_range (the R used), the scale-invariant psnr_z, ssim_z, mae_z
     and sharpness, and ``mae_<tissue>`` for each non-zero label present in ``labels``.
+    ``cache``: one ``TargetCache`` per subject, to score several predictions of it.
     """
     if pred.shape != target.shape or mask.shape != target.shape:
         raise ValueError(f"shape mismatch: pred {pred.shape}, target {target.shape}, mask {mask.shape}")
-    mask = np.asarray(mask) > 0
-    r = resolve_data_range(target, mask, data_range)
+    cache = cache or TargetCache()
+    cache.bind(target, mask)
+    mask = cache.get("mask", lambda: np.asarray(mask) > 0)
+    r = cache.get(("data range", data_range), lambda: resolve_data_range(target, mask, data_range))
     p64 = pred.astype(np.float64)
-    t64 = target.astype(np.float64)
+    t64 = cache.get("float64", lambda: target.astype(np.float64))
+    t64_inside = cache.get("float64 inside", lambda: t64[mask])
     diff = p64 - t64
     inside = diff[mask]
-    ssim_in_mask, ssim_full = volume_ssim(p64, t64, mask, r)
+    ssim_in_mask, ssim_full = volume_ssim(p64, t64, mask, r, cache)
     rmse = math.sqrt(float(np.mean(inside**2)))
     out = {
-        "psnr": psnr(p64[mask], t64[mask], r),
+        "psnr": psnr(p64[mask], t64_inside, r),
         "ssim": ssim_in_mask,
-        "ssim2d": ssim2d_mean(p64, t64, mask, r),
+        "ssim2d": ssim2d_mean(p64, t64, mask, r, cache=cache),
         "mae": float(np.mean(np.abs(inside))),
         "nrmse": rmse / r,
-        "pearson": pearson(p64[mask], t64[mask]),
+        "pearson": pearson(p64[mask], t64_inside),
         "psnr_full": psnr(p64, t64, r),
         "ssim_full": ssim_full,
         "mae_full": float(np.mean(np.abs(diff))),
         "data_range": r,
-        **scale_invariant_metrics(p64, t64, mask),
+        **scale_invariant_metrics(p64, t64, mask, cache),
     }
     if labels is not None:
         if labels.shape != target.shape:
@@ -286,8 +350,21 @@ def volume_metrics(
     return out
 
 
+def _literature_targets(target: np.ndarray, mask: np.ndarray | None, axis: int) -> list[tuple[int, np.ndarray, Any]]:
+    """(index, slice scaled to [0, 1], its window moments) of each target slice the protocol scores."""
+    kept = []
+    masks = slices_along(mask, axis) if mask is not None else [None] * target.shape[axis]
+    for i, (t, m) in enumerate(zip(slices_along(target.astype(np.float64), axis), masks)):
+        if (m is not None and not m.any()) or t.max() == t.min():
+            continue
+        t = (t - t.min()) / (t.max() - t.min())
+        kept.append((i, t, window_moments(t)))
+    return kept
+
+
 def literature_slice_metrics(
-    pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None, axis: int = AXIAL_AXIS
+    pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None, axis: int = AXIAL_AXIS,
+    cache: TargetCache | None = None,
 ) -> dict[str, float]:
     """The protocol common in synthesis papers: 2D slices, each image scaled to [0, 1] on its own.
 
@@ -297,20 +374,18 @@ def literature_slice_metrics(
     computed over the whole slice and averaged over
     slices that hold foreground (the mask when given, else a non-constant target).
     Numbers from this protocol are higher than the in-mask ones and not comparable to them.
+    ``cache``: as ``volume_metrics``'.
     """
+    cache = cache or TargetCache()
+    cache.bind(target, mask)
     psnrs, ssims = [], []
-    masks = slices_along(mask, axis) if mask is not None else [None] * target.shape[axis]
-    for p, t, m in zip(slices_along(pred.astype(np.float64), axis), slices_along(target.astype(np.float64), axis),
-                       masks):
-        if m is not None and not m.any():
-            continue
-        if t.max() == t.min():
-            continue
-        t = (t - t.min()) / (t.max() - t.min())
+    slices = slices_along(pred.astype(np.float64), axis)
+    for i, t, moments in cache.get(("literature", axis), lambda: _literature_targets(target, mask, axis)):
+        p = slices[i]
         p_span = p.max() - p.min()
         p = (p - p.min()) / p_span if p_span > 0 else np.zeros_like(p)
         psnrs.append(psnr(p, t, 1.0))
-        ssims.append(mean_without_border(ssim_map(p, t, 1.0)))
+        ssims.append(mean_without_border(ssim_map(p, t, 1.0, moments)))
     return {
         "psnr_lit": float(np.mean(psnrs)) if psnrs else math.nan,
         "ssim_lit": float(np.mean(ssims)) if ssims else math.nan,

@@ -27,7 +27,7 @@ from mrsynth.evaluation.baselines import fit_baselines
 from mrsynth.data.contract import read_contract
 from mrsynth.inference.synthesis import NOTICE, SYNTHETIC_INTENT
 from mrsynth.inference.grid import synthesize_on_model_grid
-from mrsynth.evaluation.metrics import literature_slice_metrics, volume_metrics
+from mrsynth.evaluation.metrics import TargetCache, literature_slice_metrics, volume_metrics
 from mrsynth.evaluation.report import write_report
 from mrsynth.evaluation.results import MAIN_METRICS, EvaluationResult, finalize, write_tables
 from mrsynth.fileio import atomic_dir
@@ -210,10 +210,11 @@ def evaluate_runs(
             for name, baseline in baselines.items():  # clipped to the same range as the runs' outputs
                 pred = baseline.predict(volume)
                 predictions[name] = np.where(inside, np.clip(pred, *contracts[0].t2_range), pred)
+            target = TargetCache()  # the real T2's side of the metrics, computed once for every method
             for method, pred in predictions.items():
                 row = {"subject": files.subject, "method": method,
-                       **volume_metrics(pred, volume.t2, volume.mask, cfg.eval.data_range, volume.labels),
-                       **literature_slice_metrics(pred, volume.t2, volume.mask)}
+                       **volume_metrics(pred, volume.t2, volume.mask, cfg.eval.data_range, volume.labels, target),
+                       **literature_slice_metrics(pred, volume.t2, volume.mask, cache=target)}
                 result.rows.append(row)
             if index < FIGURE_SUBJECTS:
                 title_s = f"{files.subject}: T1, real T2, synthesized T2 and |error|"
