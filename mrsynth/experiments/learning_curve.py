@@ -13,8 +13,8 @@ The tables and the figure are rebuilt from the finished points after each one.
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -101,18 +101,21 @@ def learning_curve(cfg: Config, backend: str, out: Path, sizes: str, seeds: Sequ
 def point_rows(out: Path) -> list[dict[str, Any]]:
     """One row per finished point: its size, seed, and per metric the run's mean, the better
     baseline (name and mean) and the margin. Identity (the T1 itself) is a reference, not a
-    baseline a model has to beat, so it is not a candidate for the better baseline."""
+    baseline a model has to beat, so it is not a candidate for the better baseline. Read from each
+    point's ``eval/summary.csv``, the table a results folder keeps, so a kept curve rebuilds."""
     rows = []
-    for summary in sorted(Path(out).glob("seed-*/n-*/eval/summary.json")):
+    for summary in sorted(Path(out).glob("seed-*/n-*/eval/summary.csv")):
         point = summary.parent.parent
-        methods = json.loads(summary.read_text())["methods"]
-        run = next(m for m, e in methods.items() if e["kind"] == "run")
+        with open(summary, newline="") as handle:
+            table = list(csv.DictReader(handle))
+        kinds = {r["method"]: r["kind"] for r in table}
+        means = {(r["method"], r["metric"]): float(r["mean"]) for r in table}
+        run = next(m for m, kind in kinds.items() if kind == "run")
         row: dict[str, Any] = {"n": int(point.name[2:]), "seed": int(point.parent.name[5:])}
         for metric in CURVE_METRICS:
-            baselines = {m: e["metrics"][metric]["mean"] for m, e in methods.items()
-                         if e["kind"] == "baseline" and m != "identity"}
+            baselines = {m: means[m, metric] for m, kind in kinds.items() if kind == "baseline" and m != "identity"}
             best = max(baselines, key=baselines.get)
-            value = methods[run]["metrics"][metric]["mean"]
+            value = means[run, metric]
             row.update({metric: value, f"{metric}_baseline": best, f"{metric}_baseline_mean": baselines[best],
                         f"{metric}_margin": value - baselines[best]})
         rows.append(row)
