@@ -37,6 +37,20 @@ def add_out_argument(parser: argparse.ArgumentParser, help: str, **kwargs: Any) 
     parser.add_argument("--out", "--output", dest="out", help=help, **kwargs)
 
 
+def add_score_workers_argument(parser: argparse.ArgumentParser) -> None:
+    """``--score-workers``: processes that score held-out subjects beside the synthesis."""
+    parser.add_argument("--score-workers", type=_non_negative, default=0, metavar="N",
+                        help="processes that score each subject's metrics while the next subject is synthesized "
+                             "(default 0: score in this process); each holds one subject's volumes, the "
+                             "metrics are the same")
+
+
+def _non_negative(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return int(text)
+
+
 def add_terminal_arguments(parser: argparse.ArgumentParser, inherit: bool = False) -> None:
     """-q/--quiet, -v/--verbose, --no-progress. ``inherit``: a subcommand's copy, whose absent
     flags leave the values given before the command name in place."""

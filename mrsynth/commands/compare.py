@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from mrsynth.backend import BACKENDS
-from mrsynth.commands.common import add_out_argument
+from mrsynth.commands.common import add_out_argument, add_score_workers_argument
 from mrsynth.errors import ConfigError
 from mrsynth.evaluation.figures import CONVENTIONS
 from mrsynth.evaluation.runner import SUBJECT_CHOICES, evaluate_runs, load_run, print_summary
@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "right (radiological)")
     parser.add_argument("--which", choices=("best", "last"), default="best",
                         help="which checkpoint of each run (default: best)")
+    add_score_workers_argument(parser)
     add_out_argument(parser, "report directory (default: <first run's parent>/compare_<subjects>)", type=Path)
 
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path(run_dirs[0]).parent / f"compare_{args.subjects}"
     result, report = evaluate_runs(runs, args.subjects, out,
                                    title="mrsynth comparison: " + " vs ".join(r.backend for r in runs) + " vs baselines",
-                                   convention=args.display)
+                                   convention=args.display, score_workers=args.score_workers)
     print_summary(result, report)
     return 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mrsynth.commands.common import add_out_argument
+from mrsynth.commands.common import add_out_argument, add_score_workers_argument
 from mrsynth.inference.volume import PLANES_CHOICES, TTA_CHOICES
 from mrsynth.evaluation.figures import CONVENTIONS
 from mrsynth.evaluation.runner import SUBJECT_CHOICES, evaluate_runs, load_run, print_summary
@@ -23,12 +23,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="test-time augmentation, as predict --tta (default: none)")
     parser.add_argument("--planes", choices=PLANES_CHOICES,
                         help="as predict --planes (default: the run's eval.planes)")
+    add_score_workers_argument(parser)
     add_out_argument(parser, "report directory (default: RUN_DIR/eval_<subjects>)", type=Path)
 
 
 def run(args: argparse.Namespace) -> int:
     run_spec = load_run(args.checkpoint, args.which, args.tta, args.planes)
     out = args.out or Path(args.checkpoint) / f"eval_{args.subjects}"
-    result, report = evaluate_runs([run_spec], args.subjects, out, convention=args.display)
+    result, report = evaluate_runs([run_spec], args.subjects, out, convention=args.display,
+                                   score_workers=args.score_workers)
     print_summary(result, report)
     return 0

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mrsynth.commands.common import add_backend_argument, add_config_arguments, add_out_argument
+from mrsynth.commands.common import (add_backend_argument, add_config_arguments, add_out_argument,
+                                     add_score_workers_argument)
 from mrsynth.config import load_config
 
 
@@ -27,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fold", type=int, default=0, help="the held-out fold that scores every point (default 0)")
     parser.add_argument("--folds", type=int, default=5,
                         help="number of folds of the site-stratified split, as cross-validate's (default 5)")
+    add_score_workers_argument(parser)
     add_out_argument(parser, "the learning-curve folder: a later call with the same settings continues it",
                      type=Path, required=True)
 
@@ -35,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from mrsynth.experiments.learning_curve import learning_curve
 
     cfg = load_config(args.config, args.overrides)
-    rows = learning_curve(cfg, args.backend, args.out, args.sizes, args.seeds, args.fold, args.folds)
+    rows = learning_curve(cfg, args.backend, args.out, args.sizes, args.seeds, args.fold, args.folds,
+                          score_workers=args.score_workers)
     for n in sorted({r["n"] for r in rows}):
         at = [r for r in rows if r["n"] == n]
         print(f"{n} training subject(s), {len(at)} seed(s): psnr_z margin "

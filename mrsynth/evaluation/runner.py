@@ -27,9 +27,9 @@ from mrsynth.evaluation.baselines import fit_baselines
 from mrsynth.data.contract import read_contract
 from mrsynth.inference.synthesis import NOTICE, SYNTHETIC_INTENT
 from mrsynth.inference.grid import synthesize_on_model_grid
-from mrsynth.evaluation.metrics import TargetCache, literature_slice_metrics, volume_metrics
 from mrsynth.evaluation.report import write_report
 from mrsynth.evaluation.results import MAIN_METRICS, EvaluationResult, finalize, write_tables
+from mrsynth.evaluation.scoring import subject_scorer
 from mrsynth.fileio import atomic_dir
 from mrsynth.reporting import format_number, text_table
 from mrsynth import runs
@@ -146,11 +146,13 @@ def evaluate_runs(
     predictors: list[Predictor] | None = None,
     title: str | None = None,
     convention: str = "neurological",
+    score_workers: int = 0,
 ) -> tuple[EvaluationResult, Path]:
     """Synthesize the chosen split with every run and baseline, score, and write the report.
 
     ``predictors`` (one per run) defaults to each run's backend ``load_predictor(run_dir, which)``;
-    ``convention``: the figures' left-right display (``figures.CONVENTIONS``).
+    ``convention``: the figures' left-right display (``figures.CONVENTIONS``); ``score_workers``:
+    processes that score subjects while the next is synthesized (``scoring.subject_scorer``).
     Returns the result and the path of report.html. The output folder appears only when complete.
     """
     if subjects not in SUBJECT_CHOICES:
@@ -192,7 +194,7 @@ def evaluate_runs(
     result = EvaluationResult(methods=methods, kinds={**{r.label: "run" for r in runs},
                                                       **{b: "baseline" for b in baselines}},
                               subjects=[f.subject for f in chosen], rows=[])
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out) as tmp, subject_scorer(score_workers) as scorer:
         figure_paths: dict[str, Path] = {}
         for index, files in enumerate(tqdm(chosen, desc=f"evaluate {subjects}", unit="subject",
                                                disable=not progress_enabled())):
@@ -210,18 +212,14 @@ def evaluate_runs(
             for name, baseline in baselines.items():  # clipped to the same range as the runs' outputs
                 pred = baseline.predict(volume)
                 predictions[name] = np.where(inside, np.clip(pred, *contracts[0].t2_range), pred)
-            target = TargetCache()  # the real T2's side of the metrics, computed once for every method
-            for method, pred in predictions.items():
-                row = {"subject": files.subject, "method": method,
-                       **volume_metrics(pred, volume.t2, volume.mask, cfg.eval.data_range, volume.labels, target),
-                       **literature_slice_metrics(pred, volume.t2, volume.mask, cache=target)}
-                result.rows.append(row)
+            scorer.submit(files.subject, predictions, volume.t2, volume.mask, cfg.eval.data_range, volume.labels)
             if index < FIGURE_SUBJECTS:
                 title_s = f"{files.subject}: T1, real T2, synthesized T2 and |error|"
                 figure_paths[f"Subject {files.subject}"] = figures.subject_panel(
                     volume.t1, volume.t2, {titles[m]: p for m, p in predictions.items()}, volume.mask,
                     tmp / "figures" / f"subject_{safe_name(files.subject)}.png", title_s, convention,
                     voxel_size=volume.geometry.voxel_size)
+        result.rows.extend(scorer.rows())
         finalize(result)
         context = {
             "title": title or f"mrsynth evaluation: {', '.join(r.label for r in runs)} vs baselines",

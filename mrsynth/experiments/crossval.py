@@ -100,17 +100,18 @@ def train_or_resume(cfg: Config, backend: str, run_dir: Path, log: Callable[[str
     train(cfg, backend, run_dir, resume=False)
 
 
-def evaluate_once(run_dir: Path, out: Path) -> None:
+def evaluate_once(run_dir: Path, out: Path, score_workers: int = 0) -> None:
     """``evaluate`` of the run's last checkpoint on its test subjects, unless ``out`` holds it."""
     from mrsynth.evaluation.runner import evaluate_runs, load_run
 
     if not (out / "per_subject.csv").is_file():
-        evaluate_runs([load_run(run_dir, "last")], "test", out)
+        evaluate_runs([load_run(run_dir, "last")], "test", out, score_workers=score_workers)
 
 
 def cross_validate(cfg: Config, backend: str, out: Path, k: int = 5, seed: int = 0,
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or continue) a K-fold cross-validation of ``cfg`` into ``out``; return the summary."""
+                   log: Callable[[str], None] = print, score_workers: int = 0) -> dict[str, Any]:
+    """Run (or continue) a K-fold cross-validation of ``cfg`` into ``out``; return the summary.
+    ``score_workers``: as ``evaluate --score-workers``."""
     cfg = with_absolute_paths(cfg)
     sites = {f.subject: f.site for f in available_pairs(cfg.data)}
     folds = stratified_folds(sites, k, seed)
@@ -125,7 +126,7 @@ def cross_validate(cfg: Config, backend: str, out: Path, k: int = 5, seed: int =
         log(f"fold {fold}: training on {len(folds) - len(held_out)} subjects, holding out {len(held_out)}")
         run_dir = fold_dir / "run"
         train_or_resume(fold_config(cfg, folds, fold, f"{cfg.run.name}-fold{fold}"), backend, run_dir, log)
-        evaluate_once(run_dir, fold_dir / "eval")
+        evaluate_once(run_dir, fold_dir / "eval", score_workers)
     return write_summary(out, folds, sites)
 
 

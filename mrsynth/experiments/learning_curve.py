@@ -70,8 +70,10 @@ def point_config(cfg: Config, subjects: Sequence[str], held_out: Sequence[str], 
 
 
 def learning_curve(cfg: Config, backend: str, out: Path, sizes: str, seeds: Sequence[int], fold: int = 0,
-                   k: int = 5, split_seed: int = 0, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Run (or continue) the learning curve of ``cfg`` into ``out``; return its rows."""
+                   k: int = 5, split_seed: int = 0, log: Callable[[str], None] = print,
+                   score_workers: int = 0) -> list[dict[str, Any]]:
+    """Run (or continue) the learning curve of ``cfg`` into ``out``; return its rows.
+    ``score_workers``: as ``evaluate --score-workers``."""
     cfg = with_absolute_paths(cfg)
     sites = {f.subject: f.site for f in available_pairs(cfg.data)}
     folds = stratified_folds(sites, k, split_seed)
@@ -93,7 +95,7 @@ def learning_curve(cfg: Config, backend: str, out: Path, sizes: str, seeds: Sequ
                 run_dir = point / "run"
                 train_or_resume(point_config(cfg, order[:n], held_out, seed, f"{cfg.run.name}-n{n}-s{seed}"),
                                 backend, run_dir, log)
-                evaluate_once(run_dir, point / "eval")
+                evaluate_once(run_dir, point / "eval", score_workers)
                 write_curve(out)  # a stopped curve still has its finished points' tables
     return write_curve(out)
 
