@@ -41,8 +41,8 @@ def add_score_workers_argument(parser: argparse.ArgumentParser) -> None:
     """``--score-workers``: processes that score held-out subjects beside the synthesis."""
     parser.add_argument("--score-workers", type=_non_negative, default=0, metavar="N",
                         help="processes that score each subject's metrics while the next subject is synthesized "
-                             "(default 0: score in this process); each holds one subject's volumes, the "
-                             "metrics are the same")
+                             "(default 0: score in this process); each holds one subject's volumes; the "
+                             "metrics are the same to float64 rounding")
 
 
 def _non_negative(text: str) -> int:

@@ -2,8 +2,9 @@
 
 ``evaluate`` spends most of its time in the float64 metrics of each subject (SSIM maps above
 all), on one core, while the model waits. Worker processes score a subject while the evaluating
-process synthesizes the next; a subject's rows are the same wherever they are computed, and the
-report keeps the subjects' order. Workers are spawned, not forked (the evaluating process holds
+process synthesizes the next; a subject's rows are the same wherever they are computed (to the
+last bit or so: numpy's SIMD sums of a large array depend on where its memory starts, which
+differs between processes), and the report keeps the subjects' order. Workers are spawned, not forked (the evaluating process holds
 JAX's or PyTorch's threads), and ignore Ctrl-C, which the evaluating process handles.
 """
 from __future__ import annotations
