@@ -42,7 +42,7 @@ def add_score_workers_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--score-workers", type=_non_negative, default=0, metavar="N",
                         help="processes that score each subject's metrics while the next subject is synthesized "
                              "(default 0: score in this process); each holds one subject's volumes; the "
-                             "metrics are the same to float64 rounding")
+                             "metrics are the same")
 
 
 def _non_negative(text: str) -> int:

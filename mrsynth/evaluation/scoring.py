@@ -2,9 +2,8 @@
 
 ``evaluate`` spends most of its time in the float64 metrics of each subject (SSIM maps above
 all), on one core, while the model waits. Worker processes score a subject while the evaluating
-process synthesizes the next; a subject's rows are the same wherever they are computed (to the
-last bit or so: numpy's SIMD sums of a large array depend on where its memory starts, which
-differs between processes), and the report keeps the subjects' order. Workers are spawned, not forked (the evaluating process holds
+process synthesizes the next; a subject's rows are the same, bit for bit, wherever they are
+computed, and the report keeps the subjects' order. Workers are spawned, not forked (the evaluating process holds
 JAX's or PyTorch's threads), and ignore Ctrl-C, which the evaluating process handles.
 """
 from __future__ import annotations
@@ -24,7 +23,13 @@ from mrsynth.evaluation.metrics import TargetCache, literature_slice_metrics, vo
 def score_subject(subject: str, predictions: dict[str, np.ndarray], t2: np.ndarray, mask: np.ndarray,
                   data_range: float | None, labels: np.ndarray | None) -> list[dict[str, Any]]:
     """One row per method: every metric of its prediction against the real T2 (the T2's side of
-    the metrics computed once for all methods)."""
+    the metrics computed once for all methods). The volumes are scored as C-ordered copies: a
+    loaded volume is a strided view of its file's order, which pickling to a worker makes
+    C-ordered, and a whole-volume mean sums in memory order, so the last bit would otherwise
+    depend on where the subject was scored."""
+    t2, mask = np.ascontiguousarray(t2), np.ascontiguousarray(mask)
+    labels = None if labels is None else np.ascontiguousarray(labels)
+    predictions = {method: np.ascontiguousarray(pred) for method, pred in predictions.items()}
     target = TargetCache()
     return [{"subject": subject, "method": method,
              **volume_metrics(pred, t2, mask, data_range, labels, target),
