@@ -58,7 +58,7 @@ def point_command(args: argparse.Namespace, variant: str, fold: int, seed: int) 
     backend = "torch" if variant.startswith("torch-") else "jax"
     cmd = [sys.executable, str(ROOT / "run.py"), "learning-curve", "--config", args.config, "--backend", backend,
            "--sizes", "all", "--seeds", str(seed), "--fold", str(fold), "--folds", str(args.k), "--no-progress",
-           "--out", str(point_dir(args.out, variant, fold, seed))]
+           "--score-workers", str(args.score_workers), "--out", str(point_dir(args.out, variant, fold, seed))]
     for override in args.set + VARIANTS[variant]:
         cmd += ["--set", override]
     return cmd
@@ -148,6 +148,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=5, help="number of folds of the site-stratified split")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--parallel", type=int, default=1, help="points at a time")
+    parser.add_argument("--score-workers", type=int, default=0,
+                        help="each point's learning-curve --score-workers (processes scoring its held-out subjects)")
     parser.add_argument("--deadline", type=float, default=float("inf"), help="seconds from now")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override for every point (before the variant's own)")

@@ -66,11 +66,12 @@ def test_a_second_call_runs_only_the_missing_points(tmp_path, monkeypatch):
 
 
 def test_the_point_command_is_a_learning_curve_call_with_the_variant_last(tmp_path):
-    args = lever_sweep.argparse.Namespace(config="configs/brats_2d.yaml", out=tmp_path, k=5,
+    args = lever_sweep.argparse.Namespace(config="configs/brats_2d.yaml", out=tmp_path, k=5, score_workers=3,
                                           set=["train.steps=1000", "data.bias_field=0.5"])
     jax_cmd = lever_sweep.point_command(args, "no-scanner-aug", 1, 2)
     assert jax_cmd[2:4] == ["learning-curve", "--config"] and jax_cmd[jax_cmd.index("--backend") + 1] == "jax"
     assert jax_cmd[jax_cmd.index("--sizes") + 1] == "all" and jax_cmd[jax_cmd.index("--fold") + 1] == "1"
+    assert jax_cmd[jax_cmd.index("--score-workers") + 1] == "3"
     sets = [jax_cmd[i + 1] for i, a in enumerate(jax_cmd) if a == "--set"]
     assert sets.index("data.bias_field=0") > sets.index("data.bias_field=0.5")  # the variant wins
     torch_cmd = lever_sweep.point_command(args, "torch-recommended", 0, 0)
