@@ -3,7 +3,6 @@ continuing a folder without rerunning its finished points, and the margins table
 baseline, identity excluded). Points are faked by a subprocess that writes an eval summary."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -16,13 +15,13 @@ PSNR = {"recommended": 21.0, "no-2.5d": 20.5, "torch-recommended": 21.2}
 
 
 def fake_point(args, variant, fold, seed):
-    """A point that 'scores' PSNR[variant] + seed/10 against linear 19.0, histmatch 18.5, identity 30."""
-    summary = lever_sweep.point_dir(args.out, variant, fold, seed) / f"seed-{seed}" / "n-4" / "eval" / "summary.json"
-    methods = {"run": {"kind": "run", "metrics": {"psnr_z": {"mean": PSNR[variant] + seed / 10}, "ssim_z": {"mean": 0.4}}},
-               "identity": {"kind": "baseline", "metrics": {"psnr_z": {"mean": 30.0}, "ssim_z": {"mean": 0.9}}},
-               "linear": {"kind": "baseline", "metrics": {"psnr_z": {"mean": 19.0}, "ssim_z": {"mean": 0.3}}},
-               "histmatch": {"kind": "baseline", "metrics": {"psnr_z": {"mean": 18.5}, "ssim_z": {"mean": 0.35}}}}
-    text = json.dumps({"methods": methods})
+    """A point that 'scores' PSNR[variant] + seed/10 against linear 19.0, histmatch 18.5, identity
+    30.0, written as evaluate writes its summary.csv."""
+    summary = lever_sweep.point_dir(args.out, variant, fold, seed) / f"seed-{seed}" / "n-4" / "eval" / "summary.csv"
+    means = {("run", "run"): (PSNR[variant] + seed / 10, 0.4), ("identity", "baseline"): (30.0, 0.9),
+             ("linear", "baseline"): (19.0, 0.3), ("histmatch", "baseline"): (18.5, 0.35)}
+    text = "method,kind,metric,mean\n" + "".join(f"{m},{k},psnr_z,{p}\n{m},{k},ssim_z,{q}\n"
+                                                 for (m, k), (p, q) in means.items())
     code = f"import pathlib; p = pathlib.Path({str(summary)!r}); p.parent.mkdir(parents=True); p.write_text({text!r})"
     return [sys.executable, "-c", code]
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -100,18 +101,31 @@ def learning_curve(cfg: Config, backend: str, out: Path, sizes: str, seeds: Sequ
     return write_curve(out)
 
 
+def method_means(eval_dir: Path) -> tuple[dict[str, str], dict[tuple[str, str], float]] | None:
+    """(kind per method, mean per (method, metric)) of a finished evaluation: from its
+    summary.json, or from summary.csv where a kept results folder holds only the table; None
+    before the evaluation has finished."""
+    if (eval_dir / "summary.json").is_file():
+        methods = json.loads((eval_dir / "summary.json").read_text())["methods"]
+        return ({m: e["kind"] for m, e in methods.items()},
+                {(m, metric): v["mean"] for m, e in methods.items() for metric, v in e["metrics"].items()})
+    if (eval_dir / "summary.csv").is_file():
+        with open(eval_dir / "summary.csv", newline="") as handle:
+            table = list(csv.DictReader(handle))
+        return {r["method"]: r["kind"] for r in table}, {(r["method"], r["metric"]): float(r["mean"]) for r in table}
+    return None
+
+
 def point_rows(out: Path) -> list[dict[str, Any]]:
     """One row per finished point: its size, seed, and per metric the run's mean, the better
     baseline (name and mean) and the margin. Identity (the T1 itself) is a reference, not a
-    baseline a model has to beat, so it is not a candidate for the better baseline. Read from each
-    point's ``eval/summary.csv``, the table a results folder keeps, so a kept curve rebuilds."""
+    baseline a model has to beat, so it is not a candidate for the better baseline."""
     rows = []
-    for summary in sorted(Path(out).glob("seed-*/n-*/eval/summary.csv")):
-        point = summary.parent.parent
-        with open(summary, newline="") as handle:
-            table = list(csv.DictReader(handle))
-        kinds = {r["method"]: r["kind"] for r in table}
-        means = {(r["method"], r["metric"]): float(r["mean"]) for r in table}
+    for eval_dir in sorted(Path(out).glob("seed-*/n-*/eval")):
+        if (found := method_means(eval_dir)) is None:
+            continue
+        kinds, means = found
+        point = eval_dir.parent
         run = next(m for m, kind in kinds.items() if kind == "run")
         row: dict[str, Any] = {"n": int(point.name[2:]), "seed": int(point.parent.name[5:])}
         for metric in CURVE_METRICS:
