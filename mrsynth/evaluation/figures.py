@@ -228,22 +228,36 @@ def training_curves(logs: Mapping[str, Sequence[dict]], path: Path,
 
 
 def margin_curve(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], path: Path) -> Path:
-    """The learning curve: each metric's margin over the better baseline against the number of
-    training subjects (log scale), every seed as a dot and the seeds' mean as a line; 0 = a tie."""
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    """The learning curve, per metric: on top the margin over the better baseline against the
+    number of training subjects (log scale), every seed as a dot and the seeds' mean as a line
+    (0 = a tie); below, the levels behind it, the model's and the better baseline's, because a
+    margin also grows when the baselines fitted on the same few subjects fail."""
+    fig, axes = plt.subplots(2, len(metrics), figsize=(4.2 * len(metrics), 6.4), squeeze=False, sharex=True)
     sizes = sorted({int(r["n"]) for r in rows})
-    for ax, metric in zip(axes[0], metrics):
-        ax.scatter([r["n"] for r in rows], [r[f"{metric}_margin"] for r in rows], s=16, color="#1f77b4",
-                   zorder=3, label="one seed")
-        ax.plot(sizes, [np.mean([r[f"{metric}_margin"] for r in rows if r["n"] == n]) for n in sizes],
-                color="#d62728", lw=1.5, label="mean over seeds")
-        ax.axhline(0.0, color="black", lw=0.8)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(sizes, [str(n) for n in sizes])
-        ax.set_xlabel("training subjects")
-        ax.set_ylabel(f"{AXIS_LABELS.get(metric, metric)}: model - better baseline")
-        ax.grid(alpha=0.3)
+
+    def mean_at(key: str) -> list[float]:
+        return [float(np.mean([r[key] for r in rows if r["n"] == n])) for n in sizes]
+
+    for (top, bottom), metric in zip(axes.T, metrics):
+        label = AXIS_LABELS.get(metric, metric)
+        top.scatter([r["n"] for r in rows], [r[f"{metric}_margin"] for r in rows], s=16, color="#1f77b4",
+                    zorder=3, label="one seed")
+        top.plot(sizes, mean_at(f"{metric}_margin"), color="#d62728", lw=1.5, label="mean over seeds")
+        top.axhline(0.0, color="black", lw=0.8)
+        top.set_ylabel(f"{label}: model - better baseline")
+        for key, name, colour, marker in ((metric, "model", "#d62728", "o"),
+                                          (f"{metric}_baseline_mean", "better baseline", "#7f7f7f", "x")):
+            bottom.scatter([r["n"] for r in rows], [r[key] for r in rows], s=16, color=colour, marker=marker,
+                           zorder=3)
+            bottom.plot(sizes, mean_at(key), color=colour, lw=1.5, label=f"{name} (mean over seeds)")
+        bottom.set_ylabel(label)
+        bottom.set_xlabel("training subjects")
+        for ax in (top, bottom):
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(sizes, [str(n) for n in sizes])
+            ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
+    axes[1, 0].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return _save(fig, path)
 
