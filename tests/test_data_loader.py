@@ -5,6 +5,8 @@ import dataclasses
 
 import itertools
 import json
+import os
+import signal
 from dataclasses import replace
 
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 from mrsynth.config import Config, DataConfig, ModelConfig
 from mrsynth.data.discovery import discover_pairs
 from mrsynth.data.io import Geometry
-from mrsynth.data.loader import make_train_loader
+from mrsynth.data.loader import LoaderWorkerLost, make_train_loader
 from mrsynth.data.preprocess import NormStats, Volume
 from mrsynth.data.sampling import build_epoch_index, draw_sample
 from mrsynth.training.prefetch import DevicePrefetch
@@ -152,6 +154,74 @@ def test_resume_from_the_device_prefetch_state_continues_the_exact_sequence():
     resumed = DevicePrefetch(resumed_loader, lambda batch: batch, depth=2)
     for expected in reference[4:]:
         assert _same(next(resumed), expected)
+
+
+class LosingLoader:
+    """A loader whose worker process is lost (as :class:`LoaderWorkerLost`) at call ``lose_at``."""
+
+    def __init__(self, inner, lose_at: int):
+        self.inner, self.lose_at, self.count = inner, lose_at, 0
+
+    def __next__(self):
+        self.count += 1
+        if self.count == self.lose_at:
+            raise LoaderWorkerLost(-signal.SIGKILL)
+        return next(self.inner)
+
+    def get_state(self):
+        return self.inner.get_state()
+
+
+def test_device_prefetch_state_stays_at_the_batch_it_could_not_hand_out():
+    """The prefetcher takes batch n off its queue, then asks the loader for batch n + depth; when
+    that fails, batch n never reached the caller, so a checkpoint must resume at it."""
+    cfg = _config(2, **AUGMENT)
+    reference = list(itertools.islice(make_train_loader(_volumes(2), cfg, batch_size=8, seed=5), 6))
+    batches = DevicePrefetch(LosingLoader(make_train_loader(_volumes(2), cfg, batch_size=8, seed=5), 6),
+                             lambda batch: batch, depth=2)
+    for expected in reference[:3]:
+        assert _same(next(batches), expected)
+    with pytest.raises(LoaderWorkerLost):
+        next(batches)  # would hand out batch 3; the loader fails on batch 5
+    state = json.loads(json.dumps(batches.get_state()))
+    assert state["position"] == 3 * 8
+    resumed = make_train_loader(_volumes(2), cfg, batch_size=8, seed=5)
+    resumed.set_state(state)
+    for expected in reference[3:]:
+        assert _same(next(resumed), expected)
+
+
+class KillingBatches:
+    """The loader's batch maker, except that the worker process asked for batch ``fatal`` kills
+    itself with SIGKILL, as the out-of-memory killer would (never the test's own process)."""
+
+    def __init__(self, inner, fatal: int):
+        self.inner, self.fatal, self.parent = inner, fatal, os.getpid()
+        self.index, self.global_batch, self.seed = inner.index, inner.global_batch, inner.seed
+
+    def __call__(self, batch_number: int):
+        if batch_number == self.fatal and os.getpid() != self.parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.inner(batch_number)
+
+
+def test_a_killed_worker_is_one_error_and_the_state_points_at_the_first_batch_not_handed_out():
+    """grain reports a dead worker as a RuntimeError with a traceback; the loader turns it into one
+    user-facing error that says what happened, and its state still resumes exactly."""
+    cfg = _config(2, **AUGMENT)
+    reference = list(itertools.islice(make_train_loader(_volumes(2), cfg, batch_size=8, seed=5), 3))
+    cfg.data.workers = 1
+    loader = make_train_loader(_volumes(2), cfg, batch_size=8, seed=5)
+    loader._make_batch = KillingBatches(loader._make_batch, fatal=3)
+    received = []
+    with loader, pytest.raises(LoaderWorkerLost) as lost:
+        for _ in range(5):
+            received.append(next(loader))
+    assert lost.value.exit_code == -signal.SIGKILL
+    assert str(lost.value) == ("data.workers: a loader worker process was killed by signal 9 "
+                               "(on Linux usually the out-of-memory killer)")
+    assert len(received) <= 3 and all(_same(a, b) for a, b in zip(received, reference))
+    assert loader.get_state()["position"] == len(received) * 8
 
 
 @pytest.mark.parametrize("dims", [2, 3])

@@ -21,6 +21,7 @@ import pytest
 
 from mrsynth.cli import main
 from mrsynth.config import load_config
+from mrsynth.data.loader import LoaderWorkerLost
 from mrsynth.errors import Interrupted, MrsynthError
 from mrsynth.fileio import disk_full_error
 from mrsynth import runs
@@ -123,17 +124,46 @@ def test_sigterm_to_a_torch_training_process_saves_and_resume_equals_uninterrupt
     check_resume_equals_uninterrupted("torch", run, full, tmp_path, capsys)
 
 
-@pytest.mark.slow
-def test_sigint_during_jax_training_saves_and_resume_equals_uninterrupted(tmp_path, monkeypatch, capsys, tiny_run):
+def stop_a_jax_run(wrapper: type, exit_code: int, tmp_path: Path, monkeypatch, capsys,
+                   tiny_run) -> tuple[Path, Path, str]:
+    """The tiny JAX run in this process, its loader wrapped in ``wrapper``, until it stops with
+    ``exit_code``; returns the uninterrupted run of the same settings, the stopped run and stderr."""
     home, full = tiny_run("jax")  # the uninterrupted run of the same settings (conftest.py)
     real_make = loop.make_train_loader
-    monkeypatch.setattr(loop, "make_train_loader", lambda *a, **k: SignallingLoader(real_make(*a, **k), 99))
+    monkeypatch.setattr(loop, "make_train_loader", lambda *a, **k: wrapper(real_make(*a, **k), 99))
     run = tmp_path / "run"
     capsys.readouterr()
-    assert main(["train", "--backend", "jax", "--run-dir", str(run), *sets(home)]) == 130
-    last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last == f"interrupted at step 5; resume with: python run.py train --resume {run}"
+    assert main(["train", "--backend", "jax", "--run-dir", str(run), *sets(home)]) == exit_code
+    err = capsys.readouterr().err
     monkeypatch.undo()
+    return full, run, err
+
+
+@pytest.mark.slow
+def test_sigint_during_jax_training_saves_and_resume_equals_uninterrupted(tmp_path, monkeypatch, capsys, tiny_run):
+    full, run, err = stop_a_jax_run(SignallingLoader, 130, tmp_path, monkeypatch, capsys, tiny_run)
+    assert err.strip().splitlines()[-1] == f"interrupted at step 5; resume with: python run.py train --resume {run}"
+    check_resume_equals_uninterrupted("jax", run, full, tmp_path, capsys)
+
+
+class LosingLoader(CrashingLoader):
+    """Its worker process is lost (as the loader reports a SIGKILLed grain worker) when the loop's
+    device prefetch asks for the batch PREFETCH_DEPTH ahead of step 6: steps 1 to 5 are whole."""
+
+    def __next__(self):
+        if self.count == 5 + PREFETCH_DEPTH:
+            raise LoaderWorkerLost(-signal.SIGKILL)
+        return super().__next__()
+
+
+@pytest.mark.slow
+def test_a_lost_loader_worker_saves_the_whole_steps_and_resume_equals_uninterrupted(tmp_path, monkeypatch,
+                                                                                    capsys, tiny_run):
+    full, run, err = stop_a_jax_run(LosingLoader, 1, tmp_path, monkeypatch, capsys, tiny_run)
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        "error: data.workers: a loader worker process was killed by signal 9 (on Linux usually the "
+        f"out-of-memory killer); saved step 5; resume with: python run.py train --resume {run} --set data.workers=0")
     check_resume_equals_uninterrupted("jax", run, full, tmp_path, capsys)
 
 

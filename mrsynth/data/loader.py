@@ -19,6 +19,8 @@ entries, not arrays, and open them lazily.
 """
 from __future__ import annotations
 
+import re
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +37,23 @@ from mrsynth.errors import ConfigError, DataError
 
 _STATE_VERSION = 1
 _ENDLESS = 1 << 62  # batches in the "infinite" stream (grain needs a length)
+# How grain (0.2.x) words a worker process that died without raising (killed, crashed).
+_GRAIN_WORKER_DIED = re.compile(r"Worker process was terminated unexpectedly with exit code (-?\d+)")
+
+
+class LoaderWorkerLost(DataError):
+    """A loader worker process died (the out-of-memory killer, a crash); the batches handed out so
+    far are intact and :meth:`TrainLoader.get_state` points at the first one not handed out."""
+
+    def __init__(self, exit_code: int) -> None:
+        self.exit_code = exit_code
+        if exit_code < 0:
+            how = f"was killed by signal {-exit_code}"
+            if -exit_code == signal.SIGKILL:
+                how += " (on Linux usually the out-of-memory killer)"
+        else:
+            how = f"exited with code {exit_code}"
+        super().__init__(f"data.workers: a loader worker process {how}")
 
 
 @dataclass(frozen=True)
@@ -143,7 +162,14 @@ class TrainLoader:
     def __next__(self) -> dict[str, np.ndarray]:
         if self._iterator is None:
             self._iterator = iter(self._pipeline(self._next_batch))
-        batch = next(self._iterator)
+        try:
+            batch = next(self._iterator)
+        except RuntimeError as exc:
+            died = _GRAIN_WORKER_DIED.search(str(exc))
+            if died is None:
+                raise
+            self.close()  # stops the other workers now; the next call would start a new pipeline
+            raise LoaderWorkerLost(int(died.group(1))) from None
         self._next_batch += 1
         if self._workers > 0:
             # Workers hand batches over in shared-memory segments that this process unlinks when

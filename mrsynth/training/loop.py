@@ -25,9 +25,9 @@ from mrsynth.backend import TrainEngine
 from mrsynth.config import Config, with_absolute_paths
 from mrsynth.data.contract import PreprocessingContract, build_contract, write_contract
 from mrsynth.subjects import subject_splits
-from mrsynth.data.loader import make_train_loader
+from mrsynth.data.loader import LoaderWorkerLost, make_train_loader
 from mrsynth.data.preprocess import Volume, fit_training_normalization, load_volume
-from mrsynth.errors import CheckpointError, ConfigError, Interrupted, MrsynthError, TrainingDiverged
+from mrsynth.errors import CheckpointError, ConfigError, DataError, Interrupted, MrsynthError, TrainingDiverged
 from mrsynth.inference.grid import synthesize_on_model_grid
 from mrsynth.evaluation.metrics import volume_metrics
 from mrsynth.fileio import remove_leftover_temporaries
@@ -163,6 +163,15 @@ def _stopped_message(run_dir: Path, step: int, last_ckpt: int | None, resuming: 
     return f"interrupted at {where}; resume with: python run.py train --resume {run_dir}"
 
 
+def _lost_worker_message(lost: LoaderWorkerLost, run_dir: Path, step: int, workers: int) -> str:
+    """The one line of a run whose loader lost a worker: what happened, where it saved, how to go on
+    (with fewer workers where the out-of-memory killer is the likely cause)."""
+    resume = f"resume with: python run.py train --resume {run_dir}"
+    if lost.exit_code == -signal.SIGKILL:
+        resume += f" --set data.workers={workers - 1}" if workers > 1 else " --set data.workers=0"
+    return f"{lost}; saved step {step}; {resume}"
+
+
 def train(cfg: Config, backend_name: str, run_dir: Path | None = None, resume: bool = False) -> dict[str, Any]:
     """Train (or resume) a run; return its summary. ``run_dir`` is required with ``resume``.
 
@@ -229,13 +238,21 @@ def _train_in(cfg: Config, backend_name: str, run_dir: Path, resume: bool, stop:
         stop.deferred = True
         pending: list[Any] = []
         window_start, window_steps = time.perf_counter(), 0
-        while step < t.steps and stop.signum is None:
-            pending.append(engine.train_step_placed(next(batches)))
-            step += 1
-            window_steps += 1
-            stopping = stop.signum is not None
+        lost: LoaderWorkerLost | None = None
+        while step < t.steps and stop.signum is None and lost is None:
+            try:
+                placed = next(batches)
+            except LoaderWorkerLost as exc:
+                if engine.process_count > 1:
+                    raise  # a save is collective; the other processes fail as on any crash
+                lost = exc  # the steps so far are whole: log and save them as a stop does
+            else:
+                pending.append(engine.train_step_placed(placed))
+                step += 1
+                window_steps += 1
+            stopping = stop.signum is not None or lost is not None
             at = functools.partial(_due, step, t.steps)
-            if at(t.log_every) or at(t.ckpt_every) or at(t.val_every) or stopping:
+            if (at(t.log_every) or at(t.ckpt_every) or at(t.val_every) or stopping) and pending:
                 values = engine.fetch_metrics(pending)
                 _check_finite(values, step - len(values) + 1, run_dir, last_ckpt)
                 pending = []
@@ -255,9 +272,11 @@ def _train_in(cfg: Config, backend_name: str, run_dir: Path, resume: bool, stop:
                 logger.log_images(step, previews)
                 logger.message(f"step {step}: val " + ", ".join(f"{k}={v:.4f}" for k, v in last_val.items()))
                 window_start = time.perf_counter()  # validation time is not training throughput
-            if at(t.ckpt_every) or (stop.signum is not None and last_ckpt != step):
+            if (at(t.ckpt_every) or stopping) and last_ckpt != step:
                 engine.save_checkpoint(step, {"loader": batches.get_state(), "best": best}, is_best or not data.val)
                 last_ckpt = step
+        if lost is not None:
+            raise DataError(_lost_worker_message(lost, run_dir, step, cfg.data.workers))
         if stop.signum is not None:
             raise Interrupted("interrupted", stop.exit_code)
         status = "completed"

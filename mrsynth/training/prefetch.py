@@ -39,8 +39,13 @@ class DevicePrefetch:
 
     def __next__(self) -> Any:
         self._fill(1)
-        _, placed = self._waiting.popleft()
-        self._fill(self.depth)  # issued before the caller's step: they transfer while it runs
+        state, placed = self._waiting.popleft()
+        try:
+            self._fill(self.depth)  # issued before the caller's step: they transfer while it runs
+        except BaseException:
+            # The caller never receives this batch, so get_state() must still point at it.
+            self._waiting.appendleft((state, placed))
+            raise
         return placed
 
     def get_state(self) -> dict[str, Any]:
