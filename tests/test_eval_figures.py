@@ -86,6 +86,27 @@ def test_subject_figure_panels_are_equal_lettered_and_have_unit_colour_bars(head
     assert convention in fig._suptitle.get_text()
 
 
+@pytest.mark.parametrize("methods", [1, 4])
+def test_subject_figure_fits_its_page_and_panels_have_the_set_width(head, captured, methods):
+    """The PNG is written without a "tight" bounding box (it would draw the figure twice), so the
+    layout itself must keep every label, title and colour bar inside the page, with little
+    margin left over, and give each image column IMAGE_INCHES."""
+    volume, mask = head
+    big = np.zeros((240, 240, 155), np.float32)
+    big_mask = np.zeros_like(big)
+    big_mask[20:220, 20:220, 10:145] = 1
+    big[big_mask > 0] = 1234.5  # long tick labels on the colour bars
+    predictions = {f"a long method name {i}": big for i in range(methods)}
+    figures.subject_panel(big, big, predictions, big_mask, Path("unused.png"), "Brats18_2013_11_1: T1, real T2")
+    fig = captured[0]
+    drawn, inches = fig.get_tightbbox(fig.canvas.get_renderer()), fig.bbox_inches  # both in inches
+    assert drawn.x0 >= -0.01 and drawn.y0 >= -0.01, drawn
+    assert drawn.x1 <= inches.x1 + 0.01 and drawn.y1 <= inches.y1 + 0.01, (drawn, inches)
+    assert drawn.width >= inches.width - 0.4 and drawn.height >= inches.height - 0.4, (drawn, inches)
+    widths = {round(ax.get_position().width * inches.width, 3) for ax in fig.axes if ax.images}
+    assert widths == {figures.IMAGE_INCHES}, widths
+
+
 @pytest.mark.parametrize("n, strip", [(2, True), (9, True), (10, False)])
 def test_metric_plot_shows_subjects_as_dots_when_few_and_psnr_in_db(captured, n, strip):
     rng = np.random.default_rng(0)

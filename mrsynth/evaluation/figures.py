@@ -23,9 +23,14 @@ _EDGES = {"axial": ("L", "R", "A", "P"), "coronal": ("L", "R", "S", "I"), "sagit
 STRIP_BELOW = 10  # fewer subjects per method: every subject as a dot instead of a box plot
 AXIS_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "mae": "MAE (normalized units)", "psnr_z": "psnr_z (dB)",
                "ssim_z": "ssim_z"}
-IMAGE_INCHES = 1.9  # every image panel, error maps included, gets this width
+IMAGE_INCHES = 1.45  # every image panel, error maps included, gets this width
 BAR_FRACTION = 0.08  # a colour bar column, as a fraction of an image column
 BAR_LABEL_ROOM = 0.5  # after a colour bar: room for its ticks and label before the next group
+PANEL_SPACE = 0.08  # gaps between panels, as a fraction of the mean column width / row height
+# Inches around the panels of a subject figure: the view names (left), the suptitle and the
+# column titles (top), the last colour bar's ticks and label (right). Laid out once here, the PNG
+# is written without matplotlib's "tight" bounding box, which draws the whole figure twice.
+SUBJECT_MARGINS = {"left": 0.3, "right": 0.6, "top": 0.7, "bottom": 0.08}
 
 
 def mask_centre(mask: np.ndarray) -> tuple[int, int, int]:
@@ -73,7 +78,7 @@ def _letter_edges(ax: plt.Axes, shape: tuple[int, int], letters: Sequence[str]) 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=100)  # laid out by the caller; "tight" would draw it twice
     plt.close(fig)
     return path
 
@@ -125,8 +130,15 @@ def subject_figure(
         groups.append(([(f"|error| {name}", error(pred)) for name, pred in predictions.items()], "magma",
                        (0.0, err_hi), f"|synthesized − real T2| ({units})"))
     widths = [w for columns, *_ in groups for w in [1.0] * len(columns) + [BAR_FRACTION, BAR_LABEL_ROOM]][:-1]
-    fig = plt.figure(figsize=(IMAGE_INCHES * sum(widths) + 0.8, 2.0 * len(VIEWS) + 0.6))
-    grid = fig.add_gridspec(len(VIEWS), len(widths), width_ratios=widths, wspace=0.08, hspace=0.08)
+    # matplotlib's grid: a unit-ratio column is span * n / ((n + space (n - 1)) * sum(ratios)) wide
+    n, m = len(widths), SUBJECT_MARGINS
+    grid_width = IMAGE_INCHES * sum(widths) * (n + PANEL_SPACE * (n - 1)) / n
+    grid_height = IMAGE_INCHES * (len(VIEWS) + PANEL_SPACE * (len(VIEWS) - 1))
+    width, height = m["left"] + grid_width + m["right"], m["top"] + grid_height + m["bottom"]
+    fig = plt.figure(figsize=(width, height))
+    grid = fig.add_gridspec(len(VIEWS), n, width_ratios=widths, wspace=PANEL_SPACE, hspace=PANEL_SPACE,
+                            left=m["left"] / width, right=1 - m["right"] / width,
+                            bottom=m["bottom"] / height, top=1 - m["top"] / height)
     col = 0
     for columns, cmap, (lo, hi), label in groups:
         for name, slice_of in columns:
@@ -148,7 +160,8 @@ def subject_figure(
         bar.ax.tick_params(labelsize=7)
         col += 2
     fig.suptitle(f"{title} ({convention} display: the patient's left on the image's "
-                 f"{'left' if convention == 'neurological' else 'right'})", fontsize=10)
+                 f"{'left' if convention == 'neurological' else 'right'})", fontsize=10,
+                 y=1 - 0.12 / height, va="top")
     return fig
 
 
