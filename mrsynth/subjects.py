@@ -10,6 +10,8 @@ from mrsynth.config import DataConfig
 from mrsynth.data.discovery import SubjectFiles, discover_pairs
 from mrsynth.data.splits import split_subjects
 
+SUBJECT_CHOICES = ("test", "val", "train", "all")  # the splits evaluate and compare can score
+
 
 def available_pairs(cfg: DataConfig) -> list[SubjectFiles]:
     """All paired subjects of the configured source (the phantom is generated if needed)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -38,6 +39,16 @@ def test_console_script_is_the_cli_and_usage_names_how_it_was_called(monkeypatch
     with pytest.raises(SystemExit):
         main(["--help"])
     assert capsys.readouterr().out.startswith("usage: python run.py")
+
+
+def test_building_the_parser_imports_no_framework_and_no_plotting():
+    """Every process (each `train`, `predict`, fold or test subprocess) builds the parser of every
+    command; what only one command needs is imported in that command's run."""
+    code = ("import sys\nfrom mrsynth.cli import build_parser\nbuild_parser()\n"
+            "print(sorted(m for m in ('jax', 'torch', 'matplotlib', 'scipy.stats', 'grain') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]", done.stdout
 
 
 def test_version(capsys):

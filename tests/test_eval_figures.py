@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from mrsynth.evaluation import figures
+from mrsynth.evaluation import figures, views
 from mrsynth.evaluation.baselines import BASELINES
 from mrsynth.evaluation.runner import RunSpec, run_title
 
@@ -50,16 +50,16 @@ def test_views_and_letters_follow_the_patient_in_both_conventions(head):
         ("sagittal", "neurological"): ("right", "top"), ("sagittal", "radiological"): ("right", "top"),
     }
     for (view, convention), (side, vertical) in expected.items():
-        image = figures.view_slice(volume, view, (31, 49, 19), convention)
+        image = views.view_slice(volume, view, (31, 49, 19), convention)
         assert _bright_side(image) == (side, vertical), (view, convention)
-        left, right, top, _ = figures.edge_letters(view, convention)
+        left, right, top, _ = views.edge_letters(view, convention)
         assert (right if side == "right" else left) == {"axial": "R", "coronal": "R", "sagittal": "A"}[view]
         assert top == {"axial": "A", "coronal": "S", "sagittal": "S"}[view]
     with pytest.raises(ValueError, match="convention"):
-        figures.view_slice(volume, "axial", CENTRE, "upside-down")
+        views.view_slice(volume, "axial", CENTRE, "upside-down")
 
 
-@pytest.mark.parametrize("convention", figures.CONVENTIONS)
+@pytest.mark.parametrize("convention", views.CONVENTIONS)
 def test_subject_figure_panels_are_equal_lettered_and_have_unit_colour_bars(head, captured, convention):
     volume, mask = head
     predictions = {"U-Net (JAX)": 0.9 * volume, "linear regression": volume + 0.2}
@@ -138,6 +138,6 @@ def test_methods_are_named_by_model(tmp_path):
 
 def test_thick_slices_are_drawn_at_their_proportions():
     """3 mm slices (RAS+ axis 2) stretch the coronal and sagittal views three times upwards."""
-    assert figures.view_aspect("axial", (0.94, 0.94, 3.0)) == pytest.approx(1.0)
-    assert figures.view_aspect("coronal", (0.94, 0.94, 3.0)) == pytest.approx(3.0 / 0.94)
-    assert figures.view_aspect("sagittal", (1.0, 2.0, 3.0)) == pytest.approx(1.5)
+    assert views.view_aspect("axial", (0.94, 0.94, 3.0)) == pytest.approx(1.0)
+    assert views.view_aspect("coronal", (0.94, 0.94, 3.0)) == pytest.approx(3.0 / 0.94)
+    assert views.view_aspect("sagittal", (1.0, 2.0, 3.0)) == pytest.approx(1.5)

@@ -12,8 +12,8 @@ from pathlib import Path
 from mrsynth.backend import BACKENDS
 from mrsynth.commands.common import add_out_argument, add_score_workers_argument
 from mrsynth.errors import ConfigError
-from mrsynth.evaluation.figures import CONVENTIONS
-from mrsynth.evaluation.runner import SUBJECT_CHOICES, evaluate_runs, load_run, print_summary
+from mrsynth.evaluation.views import CONVENTIONS
+from mrsynth.subjects import SUBJECT_CHOICES
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mrsynth.evaluation.runner import evaluate_runs, load_run, print_summary  # as in evaluate.run
+
     run_dirs = list(args.run_dirs)
     if args.config is not None:
         if run_dirs:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from mrsynth.commands.common import add_out_argument, add_score_workers_argument
 from mrsynth.inference.volume import PLANES_CHOICES, TTA_CHOICES
-from mrsynth.evaluation.figures import CONVENTIONS
-from mrsynth.evaluation.runner import SUBJECT_CHOICES, evaluate_runs, load_run, print_summary
+from mrsynth.evaluation.views import CONVENTIONS
+from mrsynth.subjects import SUBJECT_CHOICES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Here, not at the top: every command's parser is built in every process, and the runner
+    # brings matplotlib and scipy.stats, which only evaluating needs.
+    from mrsynth.evaluation.runner import evaluate_runs, load_run, print_summary
+
     run_spec = load_run(args.checkpoint, args.which, args.tta, args.planes)
     out = args.out or Path(args.checkpoint) / f"eval_{args.subjects}"
     result, report = evaluate_runs([run_spec], args.subjects, out, convention=args.display,

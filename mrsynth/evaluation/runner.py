@@ -33,8 +33,8 @@ from mrsynth.evaluation.scoring import subject_scorer
 from mrsynth.fileio import atomic_dir
 from mrsynth.reporting import format_number, text_table
 from mrsynth import runs
+from mrsynth.subjects import SUBJECT_CHOICES
 
-SUBJECT_CHOICES = ("test", "val", "train", "all")
 FIGURE_SUBJECTS = 3  # subjects shown in the orthogonal-view panels
 BASELINE_MAX_TRAIN = 20  # training subjects the baselines are fitted on (memory bound)
 # Data settings that must agree for runs to be compared on the same volumes.
@@ -151,7 +151,7 @@ def evaluate_runs(
     """Synthesize the chosen split with every run and baseline, score, and write the report.
 
     ``predictors`` (one per run) defaults to each run's backend ``load_predictor(run_dir, which)``;
-    ``convention``: the figures' left-right display (``figures.CONVENTIONS``); ``score_workers``:
+    ``convention``: the figures' left-right display (``views.CONVENTIONS``); ``score_workers``:
     processes that score subjects while the next is synthesized (``scoring.subject_scorer``).
     Returns the result and the path of report.html. The output folder appears only when complete.
     """
