@@ -65,6 +65,7 @@ def test_subject_figure_panels_are_equal_lettered_and_have_unit_colour_bars(head
     predictions = {"U-Net (JAX)": 0.9 * volume, "linear regression": volume + 0.2}
     figures.subject_panel(volume, volume, predictions, mask, Path("unused.png"), "S1", convention)
     fig = captured[0]
+    fig.canvas.draw()  # applies the images' aspect, which sets the drawn panel sizes read below
     bars = [ax for ax in fig.axes if hasattr(ax, "_colorbar")]
     panels = [ax for ax in fig.axes if ax.images]
     assert len(panels) == 3 * (2 + 2 * len(predictions))  # T1, real T2, predictions, errors x 3 views

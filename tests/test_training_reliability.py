@@ -59,7 +59,8 @@ class Holding:
         return getattr(self.inner, name)
 
 loop.make_train_loader = lambda *a, **k: Holding(make(*a, **k))
-sys.exit(cli.main(sys.argv[2:]))
+if __name__ == "__main__":  # spawned loader workers import this file too
+    sys.exit(cli.main(sys.argv[2:]))
 '''
 
 
@@ -89,11 +90,12 @@ class SignallingLoader(CrashingLoader):
         return super().__next__()
 
 
-def check_resume_equals_uninterrupted(backend: str, run: Path, full: Path, tmp: Path, capsys) -> None:
-    """A run stopped at step 5: flags that contradict it are refused, a resume matches ``full``, the
-    uninterrupted run of the same settings."""
+def check_resume_equals_uninterrupted(backend: str, run: Path, full: Path, tmp: Path, capsys,
+                                      stopped_at: int = 5) -> None:
+    """A run stopped at ``stopped_at``: flags that contradict it are refused, a resume matches
+    ``full``, the uninterrupted run of the same settings."""
     info = run_info(run)
-    assert info["status"] == "interrupted" and info["steps_done"] == 5
+    assert info["status"] == "interrupted" and info["steps_done"] == stopped_at
     other = "torch" if backend == "jax" else "jax"
     for flags, key in ((["--backend", other], "--backend"), (["--set", "train.lr=0.5"], "train.lr")):
         capsys.readouterr()
@@ -124,6 +126,28 @@ def test_sigterm_to_a_torch_training_process_saves_and_resume_equals_uninterrupt
     check_resume_equals_uninterrupted("torch", run, full, tmp_path, capsys)
 
 
+@pytest.mark.slow
+def test_ctrl_c_to_the_process_group_stops_a_run_with_loader_workers_as_a_stop(tmp_path, tiny_run):
+    """A terminal's Ctrl-C reaches grain's worker processes too; they leave it to the training
+    process, so the run stops at step 5 with its one line and 130, not as a lost worker."""
+    home, _ = tiny_run("jax")
+    wrapper, ready, run = tmp_path / "hold.py", tmp_path / "ready", tmp_path / "run"
+    wrapper.write_text(HOLDING_WRAPPER)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, str(wrapper), str(ready), "train", "--backend", "jax", "--no-progress",
+                             "--run-dir", str(run), *sets(home), "--set", "data.workers=2"],
+                            cwd=REPO, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    while not ready.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "error:" not in err and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == f"interrupted at step 5; resume with: python run.py train --resume {run}"
+    info = run_info(run)
+    assert info["status"] == "interrupted" and info["steps_done"] == 5
+
+
 def stop_a_jax_run(wrapper: type, exit_code: int, tmp_path: Path, monkeypatch, capsys,
                    tiny_run) -> tuple[Path, Path, str]:
     """The tiny JAX run in this process, its loader wrapped in ``wrapper``, until it stops with
@@ -144,6 +168,28 @@ def test_sigint_during_jax_training_saves_and_resume_equals_uninterrupted(tmp_pa
     full, run, err = stop_a_jax_run(SignallingLoader, 130, tmp_path, monkeypatch, capsys, tiny_run)
     assert err.strip().splitlines()[-1] == f"interrupted at step 5; resume with: python run.py train --resume {run}"
     check_resume_equals_uninterrupted("jax", run, full, tmp_path, capsys)
+
+
+@pytest.mark.slow
+def test_a_signal_while_the_loop_waits_for_a_step_saves_that_step(tmp_path, monkeypatch, capsys, tiny_run):
+    """The loop waits for the device in fetch_metrics, the likeliest moment for a Ctrl-C to land:
+    the stop still saves the step it was waiting for (step 4, the third fetch: train.log_every=2,
+    and step 3 validates and saves)."""
+    from jax_impl.train import JaxEngine
+
+    tiny_run("jax")  # trained before fetch_metrics is patched
+    real_fetch, calls = JaxEngine.fetch_metrics, []
+
+    def fetch_then_signal(self, handles):
+        calls.append(len(handles))
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_fetch(self, handles)
+
+    monkeypatch.setattr(JaxEngine, "fetch_metrics", fetch_then_signal)
+    full, run, err = stop_a_jax_run(CrashingLoader, 130, tmp_path, monkeypatch, capsys, tiny_run)
+    assert err.strip().splitlines()[-1] == f"interrupted at step 4; resume with: python run.py train --resume {run}"
+    check_resume_equals_uninterrupted("jax", run, full, tmp_path, capsys, stopped_at=4)
 
 
 class LosingLoader(CrashingLoader):

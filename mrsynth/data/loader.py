@@ -225,7 +225,7 @@ class TrainLoader:
         if self._workers > 0:
             _mark_absl_flags_parsed()
             options = grain.MultiprocessingOptions(num_workers=self._workers, per_worker_buffer_size=self._prefetch)
-            iter_dataset = iter_dataset.mp_prefetch(options)
+            iter_dataset = iter_dataset.mp_prefetch(options, worker_init_fn=_ignore_sigint)
         return iter_dataset
 
 
@@ -255,6 +255,13 @@ def make_train_loader(
     make_batch = _MakeBatch(refs, index, cfg.model.dims, cfg.data, seed=seed, batch_size=batch_size,
                             shard_index=shard_index, shard_count=shard_count, augment=augment)
     return TrainLoader(make_batch, workers=cfg.data.workers, prefetch=cfg.data.prefetch)
+
+
+def _ignore_sigint(worker_index: int, worker_count: int) -> None:
+    """In a loader worker: leave Ctrl-C to the training process, which stops after its step and
+    saves (a terminal sends SIGINT to the whole process group; a worker it killed would read as a
+    lost worker). The training process's close() still stops the workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _mark_absl_flags_parsed() -> None:

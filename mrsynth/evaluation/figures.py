@@ -18,7 +18,7 @@ from mrsynth.fileio import atomic_path  # noqa: E402
 STRIP_BELOW = 10  # fewer subjects per method: every subject as a dot instead of a box plot
 AXIS_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "mae": "MAE (normalized units)", "psnr_z": "psnr_z (dB)",
                "ssim_z": "ssim_z"}
-IMAGE_INCHES = 1.45  # every image panel, error maps included, gets this width
+IMAGE_INCHES = 1.45  # every image column's width (a view taller than wide is drawn narrower, to scale)
 BAR_FRACTION = 0.08  # a colour bar column, as a fraction of an image column
 BAR_LABEL_ROOM = 0.5  # after a colour bar: room for its ticks and label before the next group
 PANEL_SPACE = 0.08  # gaps between panels, as a fraction of the mean column width / row height

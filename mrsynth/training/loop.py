@@ -272,10 +272,10 @@ def _train_in(cfg: Config, backend_name: str, run_dir: Path, resume: bool, stop:
                 logger.log_images(step, previews)
                 logger.message(f"step {step}: val " + ", ".join(f"{k}={v:.4f}" for k, v in last_val.items()))
                 window_start = time.perf_counter()  # validation time is not training throughput
-            if (at(t.ckpt_every) or stopping) and last_ckpt != step:
+            if (at(t.ckpt_every) or stop.signum is not None or lost is not None) and last_ckpt != step:
                 engine.save_checkpoint(step, {"loader": batches.get_state(), "best": best}, is_best or not data.val)
                 last_ckpt = step
-        if lost is not None:
+        if lost is not None and stop.signum is None:  # with a signal, the worker died of it: a stop
             raise DataError(_lost_worker_message(lost, run_dir, step, cfg.data.workers))
         if stop.signum is not None:
             raise Interrupted("interrupted", stop.exit_code)
