@@ -168,7 +168,7 @@ def _lost_worker_message(lost: LoaderWorkerLost, run_dir: Path, step: int, worke
     (with fewer workers where the out-of-memory killer is the likely cause)."""
     resume = f"resume with: python run.py train --resume {run_dir}"
     if lost.exit_code == -signal.SIGKILL:
-        resume += f" --set data.workers={workers - 1}" if workers > 1 else " --set data.workers=0"
+        resume += f" --set data.workers={max(workers - 1, 0)}"
     return f"{lost}; saved step {step}; {resume}"
 
 
@@ -272,6 +272,8 @@ def _train_in(cfg: Config, backend_name: str, run_dir: Path, resume: bool, stop:
                 logger.log_images(step, previews)
                 logger.message(f"step {step}: val " + ", ".join(f"{k}={v:.4f}" for k, v in last_val.items()))
                 window_start = time.perf_counter()  # validation time is not training throughput
+            # The signal is read afresh, not from ``stopping``: it may have landed during the fetch
+            # or the validation above, and the step it interrupted is whole.
             if (at(t.ckpt_every) or stop.signum is not None or lost is not None) and last_ckpt != step:
                 engine.save_checkpoint(step, {"loader": batches.get_state(), "best": best}, is_best or not data.val)
                 last_ckpt = step
