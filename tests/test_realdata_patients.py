@@ -3,8 +3,9 @@
 Train a tiny model on one skull-stripped patient pair, synthesize the other patient's T2 from its
 T1 with `predict`, and score the file against its real T2: the same figure as `evaluate`, the
 output inside the training T2's range, and no bright rim at the brain's edge. The volumes are
-cut to the brains' box with a band of background around it, to halve the voxels. Skipped when
-the folder is absent (a user's fresh clone); CI has it beside the clone.
+cut to the brains' box with a band of background around it, and to a slab of 48 axial slices
+through the middle of the brains: a third of the voxels, every in-plane brain edge kept. Skipped
+when the folder is absent (a user's fresh clone); CI has it beside the clone.
 """
 from __future__ import annotations
 
@@ -33,18 +34,24 @@ PSNR_GAP_DB = 0.5
 SUBJECTS = ("AURORA", "TCGA-DU-7294")
 
 
+AXIAL_SLAB = slice(50, 98)  # of the SRI24 grid's 155 axial slices; both brains span slices 4-142
+
+
 def edge_and_interior(mask: np.ndarray, width: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    interior = ndimage.binary_erosion(mask, iterations=width)
+    """The brain's edge band and what it encloses; the slab's cut faces (brain that continues
+    beyond the array) are interior, not edge."""
+    interior = ndimage.binary_erosion(mask, iterations=width, border_value=1)
     return mask & ~interior, interior
 
 
 def cropped_patients(folder: Path, margin: int = 10) -> Path:
     """Both patients' volumes cut to the box around either T1's brain plus ``margin`` voxels of
-    background (the header's affine moves with the box): the same real data and brain edge, half
-    the voxels to synthesize and score."""
+    background, and to ``AXIAL_SLAB`` (the header's affine moves with the box): the same real data
+    and in-plane brain edges, a third of the voxels to synthesize and score."""
     images = {(s, r): nib.load(str(PATIENTS / s / f"{r}.nii.gz")) for s in SUBJECTS for r in ("t1", "t2")}
     brain = np.argwhere(sum(np.asarray(images[s, "t1"].dataobj) > 0 for s in SUBJECTS))
-    box = tuple(slice(max(lo - margin, 0), hi + margin + 1) for lo, hi in zip(brain.min(0), brain.max(0)))
+    box = tuple(slice(max(lo - margin, 0), hi + margin + 1) for lo, hi in zip(brain.min(0)[:2], brain.max(0)[:2]))
+    box += (AXIAL_SLAB,)
     for (subject, role), image in images.items():
         (folder / subject).mkdir(parents=True, exist_ok=True)
         nib.save(image.slicer[box], str(folder / subject / f"{role}.nii.gz"))
