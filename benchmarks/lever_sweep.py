@@ -14,7 +14,9 @@ call with the same ``--out`` skips finished points (the learning-curve folder co
 Writes ``OUT/<variant>/fold-<F>-seed-<S>/`` (the learning curve's folder, ``point.log`` and
 ``timing.json``), ``OUT/progress.log``, and ``OUT/levers.md``: per variant, the points' psnr_z and
 ssim_z margins over the better baseline and their mean, then each variant against the first on
-the points both have, beside the first variant's seed spread. A benchmark, not a test.
+the points both have, beside the first variant's seed spread. A variant and seed with a point on
+every fold is also pooled into a cross-validation summary, ``OUT/<variant>/cv-seed-<S>/``
+(:func:`write_cross_validations`). A benchmark, not a test.
 """
 from __future__ import annotations
 
@@ -139,6 +141,36 @@ def write_table(out: Path, variants: list[str]) -> None:
     os.replace(tmp, out / "levers.md")
 
 
+def write_cross_validations(out: Path, config: str, variants: list[str], k: int) -> list[Path]:
+    """For each variant and seed that has a scored point on every one of the ``k`` folds: the
+    folds pooled as ``cross-validate`` pools them (every subject held out once), into
+    ``OUT/<variant>/cv-seed-<S>/`` (summary.md, summary.csv/json, per_subject.csv, folds.csv;
+    no figure: that needs the runs' synthesized volumes, which a results folder does not keep)."""
+    complete = {}
+    for variant in variants:
+        for seed in sorted({int(p.name.split("-seed-")[1]) for p in (out / variant).glob("fold-*-seed-*")}):
+            evaluations = {fold: point_dir(out, variant, fold, seed) / f"seed-{seed}" for fold in range(k)}
+            evaluations = {fold: next(iter(sorted(d.glob("n-*/eval/per_subject.csv"))), None)
+                           for fold, d in evaluations.items()}
+            if all(evaluations.values()):
+                complete[variant, seed] = {fold: path.parent for fold, path in evaluations.items()}
+    if not complete:
+        return []
+    from mrsynth.config import load_config
+    from mrsynth.experiments.crossval import stratified_folds, write_pooled_tables
+    from mrsynth.subjects import available_pairs
+
+    sites = {f.subject: f.site for f in available_pairs(load_config(config).data)}
+    folds = stratified_folds(sites, k, 0)  # the learning curve's split (its split_seed 0)
+    written = []
+    for (variant, seed), evaluations in complete.items():
+        target = out / variant / f"cv-seed-{seed}"
+        target.mkdir(exist_ok=True)
+        write_pooled_tables(target, folds, sites, evaluations)
+        written.append(target)
+    return written
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/brats_2d.yaml")
@@ -201,6 +233,7 @@ def main() -> None:
             break
         time.sleep(POLL_SECONDS)
     write_table(args.out, variants)
+    write_cross_validations(args.out, args.config, variants, args.k)
 
 
 if __name__ == "__main__":

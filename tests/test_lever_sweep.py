@@ -80,3 +80,35 @@ def test_the_point_command_is_a_learning_curve_call_with_the_variant_last(tmp_pa
 def test_an_unknown_variant_is_refused(tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         sweep(monkeypatch, tmp_path, "--variants", "recommended,bigger")
+
+
+def test_a_variant_with_a_point_on_every_fold_is_pooled_into_a_cross_validation(tmp_path):
+    """Two folds of four subjects from two sites: each fold's evaluation, as evaluate writes it,
+    pooled once every fold has one, every subject held out once (and nothing before that)."""
+    from mrsynth.experiments.crossval import stratified_folds
+
+    sites = {"s1": "A", "s2": "A", "s3": "B", "s4": "B"}
+    for s in sites:  # the manifest's files exist; only their names are read
+        for role in ("t1", "t2"):
+            (tmp_path / f"{s}_{role}.nii.gz").touch()
+    (tmp_path / "manifest.csv").write_text("subject,t1,t2,site\n" + "".join(
+        f"{s},{s}_t1.nii.gz,{s}_t2.nii.gz,{site}\n" for s, site in sites.items()))
+    config = tmp_path / "cohort.yaml"
+    config.write_text(f"data:\n  source: manifest\n  manifest: {tmp_path / 'manifest.csv'}\n")
+    out = tmp_path / "sweep"
+    folds = stratified_folds(sites, 2, 0)
+    psnr = {"s1": 20.0, "s2": 22.0, "s3": 24.0, "s4": 26.0}
+    for fold in (0, 1):
+        assert lever_sweep.write_cross_validations(out, str(config), ["recommended"], 2) == []
+        evaluation = lever_sweep.point_dir(out, "recommended", fold, 0) / "seed-0" / "n-2" / "eval"
+        evaluation.mkdir(parents=True)
+        held_out = sorted(s for s, f in folds.items() if f == fold)
+        (evaluation / "per_subject.csv").write_text("subject,method,psnr_z,ssim_z\n" + "".join(
+            f"{s},jax,{psnr[s]},0.4\n{s},linear,{psnr[s] - 2},0.3\n" for s in held_out))
+        (evaluation / "summary.json").write_text(
+            '{"methods": {"jax": {"kind": "run"}, "linear": {"kind": "baseline"}}}')
+    [written] = lever_sweep.write_cross_validations(out, str(config), ["recommended"], 2)
+    assert written == out / "recommended" / "cv-seed-0"
+    summary = (written / "summary.md").read_text()
+    assert "2 folds, 4 subjects, each held out once" in summary and "| jax | 23.0000 [" in summary and "| B | 2 | linear | 23.0000 [" in summary
+    assert (written / "folds.csv").read_text().count("\n") == 5

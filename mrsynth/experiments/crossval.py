@@ -130,14 +130,19 @@ def cross_validate(cfg: Config, backend: str, out: Path, k: int = 5, seed: int =
     return write_summary(out, folds, sites)
 
 
-def _fold_rows(out: Path, folds: dict[str, int]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+def fold_evaluations(out: Path, folds: dict[str, int]) -> dict[int, Path]:
+    """Each fold's evaluation folder in a cross-validation folder."""
+    return {fold: out / f"fold-{fold}" / "eval" for fold in sorted(set(folds.values()))}
+
+
+def _fold_rows(evaluations: dict[int, Path]) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Every fold's per-subject rows (floats), and each method's kind."""
     rows, kinds = [], {}
-    for fold in sorted(set(folds.values())):
-        with open(out / f"fold-{fold}" / "eval" / "per_subject.csv", newline="") as handle:
+    for folder in evaluations.values():
+        with open(folder / "per_subject.csv", newline="") as handle:
             for raw in csv.DictReader(handle):
                 rows.append({k: (v if k in ("subject", "method") else float(v)) for k, v in raw.items() if v != ""})
-        summary = (out / f"fold-{fold}" / "eval" / "summary.json").read_text()
+        summary = (folder / "summary.json").read_text()
         for method, entry in json.loads(summary)["methods"].items():
             kinds[method] = entry["kind"]
     return rows, kinds
@@ -150,9 +155,19 @@ def _pooled_result(rows: list[dict[str, Any]], kinds: dict[str, str], subjects: 
 
 
 def write_summary(out: Path, folds: dict[str, int], sites: dict[str, str | None]) -> dict[str, Any]:
-    """The pooled held-out subjects of all folds: tables (summary.csv/json, per_subject.csv,
-    paired_tests.csv), folds.csv, and summary.md with the per-site means."""
-    rows, kinds = _fold_rows(out, folds)
+    """The pooled held-out subjects of all folds (:func:`write_pooled_tables`) and the figure of
+    typical held-out subjects."""
+    result, summary = write_pooled_tables(out, folds, sites, fold_evaluations(out, folds))
+    heldout_figure(out, folds, sites, result)
+    return summary
+
+
+def write_pooled_tables(out: Path, folds: dict[str, int], sites: dict[str, str | None],
+                        evaluations: dict[int, Path]) -> tuple[EvaluationResult, dict[str, Any]]:
+    """The pooled held-out subjects of the folds' ``evaluations`` (one evaluation folder per
+    fold, wherever it lies): tables (summary.csv/json, per_subject.csv, paired_tests.csv),
+    folds.csv, and summary.md with the per-site means, written to ``out``."""
+    rows, kinds = _fold_rows(evaluations)
     scored = sorted({r["subject"] for r in rows})
     if scored != sorted(folds):
         raise MrsynthError(f"{out}: the folds scored {len(scored)} subjects, expected {len(folds)}")
@@ -165,9 +180,8 @@ def write_summary(out: Path, folds: dict[str, int], sites: dict[str, str | None]
     atomic_write_text(out / "folds.csv", "subject,site,fold\n" + "".join(
         f"{s},{sites[s] or ''},{folds[s]}\n" for s in sorted(folds)))
     atomic_write_text(out / "summary.md", summary_markdown(result, by_site, folds))
-    heldout_figure(out, folds, sites, result)
-    return {"subjects": len(scored), "methods": {m: result.summary[m] for m in result.methods},
-            "sites": {site or "(none)": {m: r.summary[m] for m in r.methods} for site, r in by_site.items()}}
+    return result, {"subjects": len(scored), "methods": {m: result.summary[m] for m in result.methods},
+                    "sites": {site or "(none)": {m: r.summary[m] for m in r.methods} for site, r in by_site.items()}}
 
 
 FIGURE_SITES = 3
@@ -227,7 +241,7 @@ def read_cross_validation(out: Path) -> tuple[dict[str, int], dict[str, str | No
     subjects = json.loads((Path(out) / CV_FILE).read_text())["subjects"]
     folds = {s: v["fold"] for s, v in subjects.items()}
     sites = {s: v["site"] for s, v in subjects.items()}
-    rows, kinds = _fold_rows(Path(out), folds)
+    rows, kinds = _fold_rows(fold_evaluations(Path(out), folds))
     return folds, sites, _pooled_result(rows, kinds, sorted(folds))
 
 
