@@ -17,9 +17,6 @@ from mrsynth.parity.report import CheckResult
 
 from parity_tests import checks
 
-# One worker runs the module: under pytest-xdist, two workers sharing a configuration would each
-# train its module-scoped run.
-pytestmark = pytest.mark.xdist_group("parity-training")
 STEPS = 50
 TINY = dict(base_channels=4, groups=2)
 RUNS = {

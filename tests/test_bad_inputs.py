@@ -12,9 +12,6 @@ import pytest
 import bad_inputs
 from mrsynth.cli import main
 from mrsynth.fileio import is_temporary_name
-from groups import BRAIN_EXTRACTION
-
-pytestmark = BRAIN_EXTRACTION  # one case extracts the brain
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,6 @@ from mrsynth.ixi.prepare import (
 )
 from mrsynth.data.preprocess import otsu_foreground
 from mrsynth.errors import DataError
-from groups import BRAIN_EXTRACTION
 
 # (centre mm RAS, semi-axes mm, T1 value, T2 value), painted in order over a zero background.
 _LAYERS = [
@@ -357,7 +356,6 @@ def test_bad_arguments_are_one_line_errors(raw_ixi, tmp_path, capsys):
 
 
 @pytest.mark.slow
-@BRAIN_EXTRACTION
 def test_skull_strip_writes_brain_masks_not_head_masks(small_raw_ixi, tmp_path, monkeypatch):
     pytest.importorskip("brainextractor")
     from mrsynth.data import skullstrip

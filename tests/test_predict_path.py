@@ -31,9 +31,6 @@ from mrsynth.fileio import sha256_of
 from mrsynth.errors import MrsynthError
 from mrsynth.inference.synthesis import find_mask, resolve_mask_policy, subject_id, tensors_sha256
 from mrsynth.weights import load_portable
-from groups import BRAIN_EXTRACTION
-
-pytestmark = BRAIN_EXTRACTION
 
 PSNR_GAP_DB = 0.5  # the acceptance bound between predict and evaluate
 

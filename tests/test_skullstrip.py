@@ -17,12 +17,9 @@ from mrsynth.data.io import read_nifti
 from mrsynth.phantom.dataset import generate_subject
 from mrsynth.data.skullstrip import dice, extract_brain
 from mrsynth.errors import DataError
-from groups import BRAIN_EXTRACTION
 
 needs_extra = pytest.mark.skipif(importlib.util.find_spec("brainextractor") is None,
                                  reason="needs the skullstrip extra")
-
-pytestmark = BRAIN_EXTRACTION
 
 MNI = Path(__file__).resolve().parents[2] / "shared" / "data" / "mni2009c_2mm"
 
