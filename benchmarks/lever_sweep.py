@@ -146,14 +146,17 @@ def write_cross_validations(out: Path, config: str, variants: list[str], k: int)
     folds pooled as ``cross-validate`` pools them (every subject held out once), into
     ``OUT/<variant>/cv-seed-<S>/`` (summary.md, summary.csv/json, per_subject.csv, folds.csv;
     no figure: that needs the runs' synthesized volumes, which a results folder does not keep)."""
+    def scored_evaluation(variant: str, fold: int, seed: int) -> Path | None:
+        """The point's evaluation folder, once it holds its per-subject scores."""
+        found = sorted((point_dir(out, variant, fold, seed) / f"seed-{seed}").glob("n-*/eval/per_subject.csv"))
+        return found[0].parent if found else None
+
     complete = {}
     for variant in variants:
         for seed in sorted({int(p.name.split("-seed-")[1]) for p in (out / variant).glob("fold-*-seed-*")}):
-            evaluations = {fold: point_dir(out, variant, fold, seed) / f"seed-{seed}" for fold in range(k)}
-            evaluations = {fold: next(iter(sorted(d.glob("n-*/eval/per_subject.csv"))), None)
-                           for fold, d in evaluations.items()}
+            evaluations = {fold: scored_evaluation(variant, fold, seed) for fold in range(k)}
             if all(evaluations.values()):
-                complete[variant, seed] = {fold: path.parent for fold, path in evaluations.items()}
+                complete[variant, seed] = evaluations
     if not complete:
         return []
     from mrsynth.config import load_config

@@ -32,8 +32,6 @@ pytestmark = [
 ]
 PSNR_GAP_DB = 0.5
 SUBJECTS = ("AURORA", "TCGA-DU-7294")
-
-
 AXIAL_SLAB = slice(50, 98)  # of the SRI24 grid's 155 axial slices; both brains span slices 4-142
 
 
