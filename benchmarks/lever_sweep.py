@@ -48,7 +48,12 @@ VARIANTS: dict[str, list[str]] = {
     "wide-32": ["model.base_channels=32"],
     "deep-4": ["model.depth=4", "model.channel_mults=[1,2,4,8,16]"],
     "steps-3000": ["train.steps=3000", "train.ckpt_every=1000"],
+    "3d": [],
 }
+#: Variants trained from a config of their own rather than ``--config``: ``3d`` is the cohort's 3D
+#: twin of ``configs/brats_2d.yaml`` (the same manifest, split seed, mask and normalization, so the
+#: same folds; 64^3 patches of a 3D U-Net), so it assumes ``--config`` is that cohort's 2D config.
+VARIANT_CONFIGS: dict[str, Path] = {"3d": ROOT / "configs" / "brats_3d.yaml"}
 
 
 def point_dir(out: Path, variant: str, fold: int, seed: int) -> Path:
@@ -58,7 +63,8 @@ def point_dir(out: Path, variant: str, fold: int, seed: int) -> Path:
 def point_command(args: argparse.Namespace, variant: str, fold: int, seed: int) -> list[str]:
     """The exact learning-curve call of one point."""
     backend = "torch" if variant.startswith("torch-") else "jax"
-    cmd = [sys.executable, str(ROOT / "run.py"), "learning-curve", "--config", args.config, "--backend", backend,
+    config = str(VARIANT_CONFIGS.get(variant, args.config))
+    cmd = [sys.executable, str(ROOT / "run.py"), "learning-curve", "--config", config, "--backend", backend,
            "--sizes", "all", "--seeds", str(seed), "--fold", str(fold), "--folds", str(args.k), "--no-progress",
            "--score-workers", str(args.score_workers), "--out", str(point_dir(args.out, variant, fold, seed))]
     for override in args.set + VARIANTS[variant]:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 import lever_sweep  # noqa: E402
 
 PSNR = {"recommended": 21.0, "no-2.5d": 20.5, "torch-recommended": 21.2}
@@ -75,6 +76,21 @@ def test_the_point_command_is_a_learning_curve_call_with_the_variant_last(tmp_pa
     assert sets.index("data.bias_field=0") > sets.index("data.bias_field=0.5")  # the variant wins
     torch_cmd = lever_sweep.point_command(args, "torch-recommended", 0, 0)
     assert torch_cmd[torch_cmd.index("--backend") + 1] == "torch"
+    assert jax_cmd[jax_cmd.index("--config") + 1] == "configs/brats_2d.yaml"
+    three_d = lever_sweep.point_command(args, "3d", 0, 0)
+    assert three_d[three_d.index("--config") + 1] == str(ROOT / "configs" / "brats_3d.yaml")
+
+
+def test_the_3d_variant_holds_out_the_same_folds_as_the_2d_config():
+    """A point's held-out fold comes from the manifest's subjects and sites, its validation subjects
+    from the data split settings, the volumes from the mask and normalization: the 3D config must
+    match the 2D one in all of them for the two to be compared point by point."""
+    from mrsynth.config import load_config
+
+    two, three = (load_config(ROOT / "configs" / f"brats_{d}.yaml") for d in ("2d", "3d"))
+    for key in ("source", "manifest", "split_seed", "split_fractions", "mask", "normalization"):
+        assert getattr(three.data, key) == getattr(two.data, key), key
+    assert (two.model.dims, three.model.dims) == (2, 3)
 
 
 def test_an_unknown_variant_is_refused(tmp_path, monkeypatch):
