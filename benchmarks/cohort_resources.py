@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from mrsynth.bench.machine import host_info  # noqa: E402
 
 
 def tree_pids(root: int) -> list[int]:
@@ -106,7 +108,7 @@ def main() -> int:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     windows = [r for r in records if r.get("kind") == "train"]
     result = {
-        "command": " ".join(command), "machine_cpus": os.cpu_count(), "wall_s": wall,
+        "command": " ".join(command), "machine_cpus": os.cpu_count(), "machine": host_info(), "wall_s": wall,
         "first_logged_step_s": windows[0]["time"] - started, "cache_bytes": folder_bytes(cache),
         "cache_volumes": len([p for p in cache.iterdir() if p.is_dir()]),
         "images_per_s": [{"step": r["step"], "images_per_s": r["images_per_s"]} for r in windows],

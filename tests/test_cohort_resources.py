@@ -26,6 +26,6 @@ def test_a_3d_rate_under_one_image_a_second_keeps_three_digits():
 
 
 def test_the_committed_tables_are_their_json_files_tables():
-    for name in ("", "-3d"):
+    for name in ("", "-3d", "-2d-rerun"):
         result = json.loads((RESULTS / f"resources{name}.json").read_text())
         assert cohort_resources.markdown_table(result, 100) + "\n" == (RESULTS / f"table{name}.md").read_text()
