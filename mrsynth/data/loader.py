@@ -225,7 +225,7 @@ class TrainLoader:
         if self._workers > 0:
             _mark_absl_flags_parsed()
             options = grain.MultiprocessingOptions(num_workers=self._workers, per_worker_buffer_size=self._prefetch)
-            iter_dataset = iter_dataset.mp_prefetch(options, worker_init_fn=_ignore_sigint)
+            iter_dataset = iter_dataset.mp_prefetch(options, worker_init_fn=_leave_stop_signals_to_the_trainer)
         return iter_dataset
 
 
@@ -257,11 +257,14 @@ def make_train_loader(
     return TrainLoader(make_batch, workers=cfg.data.workers, prefetch=cfg.data.prefetch)
 
 
-def _ignore_sigint(worker_index: int, worker_count: int) -> None:
-    """In a loader worker: leave Ctrl-C to the training process, which stops after its step and
-    saves (a terminal sends SIGINT to the whole process group; a worker it killed would read as a
-    lost worker). The training process's close() still stops the workers."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _leave_stop_signals_to_the_trainer(worker_index: int, worker_count: int) -> None:
+    """In a loader worker: leave SIGINT and SIGTERM to the training process, which stops after its
+    step and saves. A terminal's Ctrl-C reaches the whole process group, and so does the SIGTERM of
+    ``kill -- -PGID``, Slurm or systemd; a worker killed by it would leave its shared-memory batches
+    to the resource tracker's leak warning, or a run that waits on it. The training process's
+    close() still stops the workers."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _mark_absl_flags_parsed() -> None:
