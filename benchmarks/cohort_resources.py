@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -108,7 +107,7 @@ def main() -> int:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     windows = [r for r in records if r.get("kind") == "train"]
     result = {
-        "command": " ".join(command), "machine_cpus": os.cpu_count(), "machine": host_info(), "wall_s": wall,
+        "command": " ".join(command), "machine": host_info(), "wall_s": wall,
         "first_logged_step_s": windows[0]["time"] - started, "cache_bytes": folder_bytes(cache),
         "cache_volumes": len([p for p in cache.iterdir() if p.is_dir()]),
         "images_per_s": [{"step": r["step"], "images_per_s": r["images_per_s"]} for r in windows],

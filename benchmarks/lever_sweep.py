@@ -166,11 +166,9 @@ def write_cross_validations(out: Path, config: str, variants: list[str], k: int)
     if not complete:
         return []
     from mrsynth.config import load_config
-    from mrsynth.experiments.crossval import stratified_folds, write_pooled_tables
-    from mrsynth.subjects import available_pairs
+    from mrsynth.experiments.crossval import site_folds, write_pooled_tables
 
-    sites = {f.subject: f.site for f in available_pairs(load_config(config).data)}
-    folds = stratified_folds(sites, k, 0)  # the learning curve's split (its split_seed 0)
+    sites, folds = site_folds(load_config(config), k, 0)  # the learning curve's split (its split_seed 0)
     written = []
     for (variant, seed), evaluations in complete.items():
         target = out / variant / f"cv-seed-{seed}"

@@ -108,13 +108,19 @@ def evaluate_once(run_dir: Path, out: Path, score_workers: int = 0) -> None:
         evaluate_runs([load_run(run_dir, "last")], "test", out, score_workers=score_workers)
 
 
+def site_folds(cfg: Config, k: int, seed: int) -> tuple[dict[str, str | None], dict[str, int]]:
+    """Each subject's site in ``cfg``'s data and its fold of the site-stratified split: the one
+    split that cross-validate, the learning curve and the lever sweep's pooled tables share."""
+    sites = {f.subject: f.site for f in available_pairs(cfg.data)}
+    return sites, stratified_folds(sites, k, seed)
+
+
 def cross_validate(cfg: Config, backend: str, out: Path, k: int = 5, seed: int = 0,
                    log: Callable[[str], None] = print, score_workers: int = 0) -> dict[str, Any]:
     """Run (or continue) a K-fold cross-validation of ``cfg`` into ``out``; return the summary.
     ``score_workers``: as ``evaluate --score-workers``."""
     cfg = with_absolute_paths(cfg)
-    sites = {f.subject: f.site for f in available_pairs(cfg.data)}
-    folds = stratified_folds(sites, k, seed)
+    sites, folds = site_folds(cfg, k, seed)
     out = Path(out).absolute()
     check_or_write_settings(out, _settings(cfg, backend, k, seed, folds, sites))
     for fold in range(k):

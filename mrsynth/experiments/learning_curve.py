@@ -23,10 +23,9 @@ from typing import Any
 import numpy as np
 
 from mrsynth.config import Config, with_absolute_paths
-from mrsynth.subjects import available_pairs
 from mrsynth.errors import ConfigError
 from mrsynth.evaluation.results import csv_text
-from mrsynth.experiments.crossval import check_or_write_settings, evaluate_once, stratified_folds, train_or_resume
+from mrsynth.experiments.crossval import check_or_write_settings, evaluate_once, site_folds, train_or_resume
 from mrsynth.fileio import atomic_write_text
 
 CURVE_FILE = "curve.json"
@@ -76,8 +75,7 @@ def learning_curve(cfg: Config, backend: str, out: Path, sizes: str, seeds: Sequ
     """Run (or continue) the learning curve of ``cfg`` into ``out``; return its rows.
     ``score_workers``: as ``evaluate --score-workers``."""
     cfg = with_absolute_paths(cfg)
-    sites = {f.subject: f.site for f in available_pairs(cfg.data)}
-    folds = stratified_folds(sites, k, split_seed)
+    sites, folds = site_folds(cfg, k, split_seed)
     if not 0 <= fold < k:
         raise ConfigError(f"--fold: {fold} is not one of 0..{k - 1}")
     held_out = sorted(s for s, f in folds.items() if f == fold)
