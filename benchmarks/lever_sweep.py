@@ -147,21 +147,24 @@ def write_table(out: Path, variants: list[str]) -> None:
     os.replace(tmp, out / "levers.md")
 
 
+def scored_evaluations(out: Path, variant: str, seed: int, k: int) -> dict[int, Path] | None:
+    """Fold -> the point's evaluation folder (beside its run), when every one of the ``k`` folds
+    has a point of this variant and seed that holds its per-subject scores; else None."""
+    found = {fold: sorted((point_dir(out, variant, fold, seed) / f"seed-{seed}").glob("n-*/eval/per_subject.csv"))
+             for fold in range(k)}
+    return {fold: paths[0].parent for fold, paths in found.items()} if all(found.values()) else None
+
+
 def write_cross_validations(out: Path, config: str, variants: list[str], k: int) -> list[Path]:
     """For each variant and seed that has a scored point on every one of the ``k`` folds: the
     folds pooled as ``cross-validate`` pools them (every subject held out once), into
     ``OUT/<variant>/cv-seed-<S>/`` (summary.md, summary.csv/json, per_subject.csv, folds.csv;
     no figure: that needs the runs' synthesized volumes, which a results folder does not keep)."""
-    def scored_evaluation(variant: str, fold: int, seed: int) -> Path | None:
-        """The point's evaluation folder, once it holds its per-subject scores."""
-        found = sorted((point_dir(out, variant, fold, seed) / f"seed-{seed}").glob("n-*/eval/per_subject.csv"))
-        return found[0].parent if found else None
-
     complete = {}
     for variant in variants:
         for seed in sorted({int(p.name.split("-seed-")[1]) for p in (out / variant).glob("fold-*-seed-*")}):
-            evaluations = {fold: scored_evaluation(variant, fold, seed) for fold in range(k)}
-            if all(evaluations.values()):
+            evaluations = scored_evaluations(out, variant, seed, k)
+            if evaluations:
                 complete[variant, seed] = evaluations
     if not complete:
         return []

@@ -1,11 +1,15 @@
 """The README's figure: held-out real patients from a cross-validation, and a phantom test subject.
 
 Rows: the median held-out subject (by the run's psnr_z) of each of the largest sites of a
-``cross-validate`` folder, as its fold's run synthesized it, then the first test subject of a
-phantom run (the default ``python run.py --backend jax``), synthesized by that run exactly as
-``evaluate`` and ``predict`` do. Columns: T1 | synthesized T2 | real T2 | |error|.
+cross-validation, as its fold's run synthesized it, then the first test subject of a phantom run
+(the default ``python run.py --backend jax``), synthesized by that run exactly as ``evaluate`` and
+``predict`` do. Columns: T1 | synthesized T2 | real T2 | |error|. The cross-validation is a
+``cross-validate`` folder, or one variant and seed of a ``benchmarks/lever_sweep.py`` folder with a
+point on every fold (pooled as the sweep pools it into ``cv-seed-<S>``).
 
     python benchmarks/readme_figure.py --cv CV_DIR --demo-run RUN --out docs/results/<folder>/readme_figure.png
+    python benchmarks/readme_figure.py --sweep SWEEP_OUT --variant recommended --seed 0 \\
+        --config configs/brats_2d.yaml --demo-run RUN --out docs/results/<folder>/readme_figure.png
 """
 from __future__ import annotations
 
@@ -22,15 +26,32 @@ from mrsynth.data.contract import read_contract  # noqa: E402
 from mrsynth.data.preprocess import load_volume  # noqa: E402
 from mrsynth.evaluation.figures import subjects_rows  # noqa: E402
 from mrsynth.evaluation.metrics import scale_invariant_metrics  # noqa: E402
-from mrsynth.experiments.crossval import heldout_panels, read_cross_validation  # noqa: E402
+from mrsynth.config import load_config  # noqa: E402
+from mrsynth.evaluation.results import EvaluationResult  # noqa: E402
+from mrsynth.experiments.crossval import (fold_evaluations, heldout_panels, pooled_result,  # noqa: E402
+                                         read_cross_validation, site_folds)
 from mrsynth.inference.grid import synthesize_on_model_grid  # noqa: E402
 from mrsynth.subjects import subject_splits  # noqa: E402
 
 
-def cohort_rows(cv: Path, sites_shown: int) -> list[dict]:
-    folds, sites, result = read_cross_validation(cv)
+def cross_validation(args: argparse.Namespace) -> tuple[dict[int, Path], dict[str, int], dict, EvaluationResult]:
+    """The folds' evaluation folders, the subjects' folds and sites, and the pooled result."""
+    if args.cv:
+        folds, sites, result = read_cross_validation(args.cv)
+        return fold_evaluations(args.cv, folds), folds, sites, result
+    from lever_sweep import scored_evaluations
+
+    sites, folds = site_folds(load_config(args.config), args.k, 0)  # the sweep's split
+    evaluations = scored_evaluations(args.sweep, args.variant, args.seed, args.k)
+    if evaluations is None:
+        raise SystemExit(f"error: {args.sweep}: {args.variant} seed {args.seed} lacks a scored point on some fold")
+    return evaluations, folds, sites, pooled_result(evaluations, sorted(folds))
+
+
+def cohort_rows(args: argparse.Namespace) -> list[dict]:
+    evaluations, folds, sites, result = cross_validation(args)
     return [{**p, "title": f"held-out patient, {p['site']}\n(its site's median): psnr_z {p['psnr_z']:.1f} dB"}
-            for p in heldout_panels(cv, folds, sites, result)[:sites_shown]]
+            for p in heldout_panels(evaluations, folds, sites, result)[:args.sites]]
 
 
 def phantom_row(run_dir: Path) -> dict:
@@ -49,12 +70,18 @@ def phantom_row(run_dir: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cv", type=Path, required=True, help="a cross-validate folder")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--cv", type=Path, help="a cross-validate folder")
+    source.add_argument("--sweep", type=Path, help="a lever_sweep.py --out folder (with --variant, --seed, --config)")
+    parser.add_argument("--variant", default="recommended", help="the sweep's variant (default recommended)")
+    parser.add_argument("--seed", type=int, default=0, help="the sweep's seed (default 0)")
+    parser.add_argument("--config", default="configs/brats_2d.yaml", help="the sweep's --config (its folds)")
+    parser.add_argument("--k", type=int, default=5, help="the sweep's number of folds (default 5)")
     parser.add_argument("--demo-run", type=Path, required=True, help="a run trained on the phantom")
     parser.add_argument("--sites", type=int, default=2, help="cohort rows: the largest sites' medians (default 2)")
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
     args = parser.parse_args()
-    path = subjects_rows([*cohort_rows(args.cv, args.sites), phantom_row(args.demo_run)], args.out)
+    path = subjects_rows([*cohort_rows(args), phantom_row(args.demo_run)], args.out)
     print(f"wrote {path}")
     return 0
 

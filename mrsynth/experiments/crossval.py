@@ -209,10 +209,11 @@ def figure_subjects(result: EvaluationResult, sites: dict[str, str | None]) -> l
     return chosen
 
 
-def heldout_panels(out: Path, folds: dict[str, int], sites: dict[str, str | None],
+def heldout_panels(evaluations: dict[int, Path], folds: dict[str, int], sites: dict[str, str | None],
                    result: EvaluationResult) -> list[dict[str, Any]]:
-    """The :func:`figure_subjects` as their folds' runs synthesized them (the evaluation's NIfTI):
-    per subject ``site``, ``subject``, ``fold``, ``psnr_z`` and the volumes
+    """The :func:`figure_subjects` as their folds' runs synthesized them (the evaluation's NIfTI;
+    each fold's evaluation folder beside its ``run``, as ``cross-validate`` and ``learning-curve``
+    write them): per subject ``site``, ``subject``, ``fold``, ``psnr_z`` and the volumes
     :func:`~mrsynth.evaluation.figures.subjects_rows` draws."""
     from mrsynth.data.contract import read_contract
     from mrsynth.data.io import read_nifti
@@ -221,12 +222,12 @@ def heldout_panels(out: Path, folds: dict[str, int], sites: dict[str, str | None
 
     panels = []
     for site, subject, score in figure_subjects(result, sites):
-        fold_dir = out / f"fold-{folds[subject]}"
-        cfg = runs.load_run_config(fold_dir / "run")
+        run_dir = evaluations[folds[subject]].parent / "run"
+        cfg = runs.load_run_config(run_dir)
         files = next(f for f in available_pairs(cfg.data) if f.subject == subject)
-        volume = load_volume(files, read_contract(fold_dir / "run").with_learned_normalization(cfg.data))
+        volume = load_volume(files, read_contract(run_dir).with_learned_normalization(cfg.data))
         name = f"{safe_name(subject)}_{safe_name(result.methods[0])}_T2.nii.gz"
-        pred, _ = read_nifti(fold_dir / "eval" / "nifti" / name)
+        pred, _ = read_nifti(evaluations[folds[subject]] / "nifti" / name)
         panels.append({"site": site, "subject": subject, "fold": folds[subject], "psnr_z": score,
                        "t1": volume.t1, "t2": volume.t2, "pred": pred, "mask": volume.mask,
                        "voxel_size": volume.geometry.voxel_size})
@@ -238,7 +239,8 @@ def heldout_figure(out: Path, folds: dict[str, int], sites: dict[str, str | None
     from mrsynth.evaluation.figures import subjects_rows
 
     panels = [{**p, "title": f"{p['subject']}\n{p['site'] or '(no site)'}, fold {p['fold']}: "
-                             f"psnr_z {p['psnr_z']:.1f} dB"} for p in heldout_panels(out, folds, sites, result)]
+                             f"psnr_z {p['psnr_z']:.1f} dB"}
+              for p in heldout_panels(fold_evaluations(out, folds), folds, sites, result)]
     return subjects_rows(panels, out / "heldout_subjects.png")
 
 
@@ -247,8 +249,12 @@ def read_cross_validation(out: Path) -> tuple[dict[str, int], dict[str, str | No
     subjects = json.loads((Path(out) / CV_FILE).read_text())["subjects"]
     folds = {s: v["fold"] for s, v in subjects.items()}
     sites = {s: v["site"] for s, v in subjects.items()}
-    rows, kinds = _fold_rows(fold_evaluations(Path(out), folds))
-    return folds, sites, _pooled_result(rows, kinds, sorted(folds))
+    return folds, sites, pooled_result(fold_evaluations(Path(out), folds), sorted(folds))
+
+
+def pooled_result(evaluations: dict[int, Path], subjects: list[str]) -> EvaluationResult:
+    """The ``subjects``' rows of the folds' evaluation folders, as one result."""
+    return _pooled_result(*_fold_rows(evaluations), subjects)
 
 
 def _cell(stats: dict[str, Any]) -> str:
