@@ -5,11 +5,13 @@ cross-validation, as its fold's run synthesized it, then the first test subject 
 (the default ``python run.py --backend jax``), synthesized by that run exactly as ``evaluate`` and
 ``predict`` do. Columns: T1 | synthesized T2 | real T2 | |error|. The cross-validation is a
 ``cross-validate`` folder, or one variant and seed of a ``benchmarks/lever_sweep.py`` folder with a
-point on every fold (pooled as the sweep pools it into ``cv-seed-<S>``).
+point on every fold (pooled as the sweep pools it into ``cv-seed-<S>``); ``--volumes`` reads the
+chosen subjects' synthesized volumes from a same-seed rerun of their folds when that folder keeps
+only scores. Each cohort row's title gives the psnr_z of the volume it shows.
 
     python benchmarks/readme_figure.py --cv CV_DIR --demo-run RUN --out docs/results/<folder>/readme_figure.png
     python benchmarks/readme_figure.py --sweep SWEEP_OUT --variant recommended --seed 0 \\
-        --config configs/brats_2d.yaml --demo-run RUN --out docs/results/<folder>/readme_figure.png
+        --config configs/brats_2d.yaml [--volumes RERUN_OUT] --demo-run RUN --out docs/results/<folder>/readme_figure.png
 """
 from __future__ import annotations
 
@@ -28,8 +30,8 @@ from mrsynth.evaluation.figures import subjects_rows  # noqa: E402
 from mrsynth.evaluation.metrics import scale_invariant_metrics  # noqa: E402
 from mrsynth.config import load_config  # noqa: E402
 from mrsynth.evaluation.results import EvaluationResult  # noqa: E402
-from mrsynth.experiments.crossval import (fold_evaluations, heldout_panels, pooled_result,  # noqa: E402
-                                         read_cross_validation, site_folds)
+from mrsynth.experiments.crossval import (figure_subjects, fold_evaluations, heldout_panels,  # noqa: E402
+                                         pooled_result, read_cross_validation, site_folds)
 from mrsynth.inference.grid import synthesize_on_model_grid  # noqa: E402
 from mrsynth.subjects import subject_splits  # noqa: E402
 
@@ -48,10 +50,32 @@ def cross_validation(args: argparse.Namespace) -> tuple[dict[int, Path], dict[st
     return evaluations, folds, sites, pooled_result(evaluations, sorted(folds))
 
 
+def volume_evaluations(args: argparse.Namespace, scored: dict[int, Path]) -> dict[int, Path]:
+    """Where the runs and synthesized volumes are read: the scored folds' own evaluations, or with
+    ``--volumes`` the points of another sweep folder (same variant and seed) that has them."""
+    if not args.volumes:
+        return scored
+    from lever_sweep import point_dir
+
+    found = {fold: sorted((point_dir(args.volumes, args.variant, fold, args.seed) / f"seed-{args.seed}").glob("n-*/eval"))
+             for fold in scored}
+    return {fold: paths[0] for fold, paths in found.items() if paths}
+
+
 def cohort_rows(args: argparse.Namespace) -> list[dict]:
+    """The median subjects of the scored cross-validation; each title gives the psnr_z of the
+    volume shown (the fold's own, or with ``--volumes`` a rerun's)."""
     evaluations, folds, sites, result = cross_validation(args)
-    return [{**p, "title": f"held-out patient, {p['site']}\n(its site's median): psnr_z {p['psnr_z']:.1f} dB"}
-            for p in heldout_panels(evaluations, folds, sites, result)[:args.sites]]
+    volumes = volume_evaluations(args, evaluations)
+    chosen = {folds[subject] for _, subject, _ in figure_subjects(result, sites)[:args.sites]}
+    if not chosen <= set(volumes):
+        raise SystemExit(f"error: {args.volumes or args.sweep}: no run with synthesized volumes for fold(s) "
+                         f"{sorted(chosen - set(volumes))}")
+    rows = []
+    for panel in heldout_panels(volumes, folds, sites, result, args.sites):
+        score = scale_invariant_metrics(panel["pred"], panel["t2"], panel["mask"] > 0)["psnr_z"]
+        rows.append({**panel, "title": f"held-out patient, {panel['site']}\n(its site's median): psnr_z {score:.1f} dB"})
+    return rows
 
 
 def phantom_row(run_dir: Path) -> dict:
@@ -77,6 +101,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="the sweep's seed (default 0)")
     parser.add_argument("--config", default="configs/brats_2d.yaml", help="the sweep's --config (its folds)")
     parser.add_argument("--k", type=int, default=5, help="the sweep's number of folds (default 5)")
+    parser.add_argument("--volumes", type=Path,
+                        help="with --sweep: another sweep folder whose points of the same variant and seed hold the "
+                             "runs and synthesized volumes (a same-seed rerun of the figure's folds, when --sweep "
+                             "is a results folder that keeps only the scores)")
     parser.add_argument("--demo-run", type=Path, required=True, help="a run trained on the phantom")
     parser.add_argument("--sites", type=int, default=2, help="cohort rows: the largest sites' medians (default 2)")
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")

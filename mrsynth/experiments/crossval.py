@@ -210,18 +210,18 @@ def figure_subjects(result: EvaluationResult, sites: dict[str, str | None]) -> l
 
 
 def heldout_panels(evaluations: dict[int, Path], folds: dict[str, int], sites: dict[str, str | None],
-                   result: EvaluationResult) -> list[dict[str, Any]]:
+                   result: EvaluationResult, count: int = FIGURE_SITES) -> list[dict[str, Any]]:
     """The :func:`figure_subjects` as their folds' runs synthesized them (the evaluation's NIfTI;
     each fold's evaluation folder beside its ``run``, as ``cross-validate`` and ``learning-curve``
     write them): per subject ``site``, ``subject``, ``fold``, ``psnr_z`` and the volumes
-    :func:`~mrsynth.evaluation.figures.subjects_rows` draws."""
+    :func:`~mrsynth.evaluation.figures.subjects_rows` draws; the first ``count`` sites."""
     from mrsynth.data.contract import read_contract
     from mrsynth.data.io import read_nifti
     from mrsynth.data.preprocess import load_volume
     from mrsynth.evaluation.runner import safe_name
 
     panels = []
-    for site, subject, score in figure_subjects(result, sites):
+    for site, subject, score in figure_subjects(result, sites)[:count]:
         run_dir = evaluations[folds[subject]].parent / "run"
         cfg = runs.load_run_config(run_dir)
         files = next(f for f in available_pairs(cfg.data) if f.subject == subject)
