@@ -147,12 +147,16 @@ def write_table(out: Path, variants: list[str]) -> None:
     os.replace(tmp, out / "levers.md")
 
 
+def scored_evaluation(out: Path, variant: str, fold: int, seed: int) -> Path | None:
+    """The point's evaluation folder (beside its run), once it holds its per-subject scores."""
+    found = sorted((point_dir(out, variant, fold, seed) / f"seed-{seed}").glob("n-*/eval/per_subject.csv"))
+    return found[0].parent if found else None
+
+
 def scored_evaluations(out: Path, variant: str, seed: int, k: int) -> dict[int, Path] | None:
-    """Fold -> the point's evaluation folder (beside its run), when every one of the ``k`` folds
-    has a point of this variant and seed that holds its per-subject scores; else None."""
-    found = {fold: sorted((point_dir(out, variant, fold, seed) / f"seed-{seed}").glob("n-*/eval/per_subject.csv"))
-             for fold in range(k)}
-    return {fold: paths[0].parent for fold, paths in found.items()} if all(found.values()) else None
+    """Fold -> :func:`scored_evaluation`, when every one of the ``k`` folds has one; else None."""
+    found = {fold: scored_evaluation(out, variant, fold, seed) for fold in range(k)}
+    return found if all(found.values()) else None
 
 
 def write_cross_validations(out: Path, config: str, variants: list[str], k: int) -> list[Path]:

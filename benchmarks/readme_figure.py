@@ -24,11 +24,11 @@ sys.path.insert(0, str(ROOT))
 
 from mrsynth import backend as backends  # noqa: E402
 from mrsynth import runs  # noqa: E402
+from mrsynth.config import load_config  # noqa: E402
 from mrsynth.data.contract import read_contract  # noqa: E402
 from mrsynth.data.preprocess import load_volume  # noqa: E402
 from mrsynth.evaluation.figures import subjects_rows  # noqa: E402
 from mrsynth.evaluation.metrics import scale_invariant_metrics  # noqa: E402
-from mrsynth.config import load_config  # noqa: E402
 from mrsynth.evaluation.results import EvaluationResult  # noqa: E402
 from mrsynth.experiments.crossval import (figure_subjects, fold_evaluations, heldout_panels,  # noqa: E402
                                          pooled_result, read_cross_validation, site_folds)
@@ -36,7 +36,8 @@ from mrsynth.inference.grid import synthesize_on_model_grid  # noqa: E402
 from mrsynth.subjects import subject_splits  # noqa: E402
 
 
-def cross_validation(args: argparse.Namespace) -> tuple[dict[int, Path], dict[str, int], dict, EvaluationResult]:
+def cross_validation(args: argparse.Namespace) -> tuple[dict[int, Path], dict[str, int], dict[str, str | None],
+                                                        EvaluationResult]:
     """The folds' evaluation folders, the subjects' folds and sites, and the pooled result."""
     if args.cv:
         folds, sites, result = read_cross_validation(args.cv)
@@ -55,11 +56,10 @@ def volume_evaluations(args: argparse.Namespace, scored: dict[int, Path]) -> dic
     ``--volumes`` the points of another sweep folder (same variant and seed) that has them."""
     if not args.volumes:
         return scored
-    from lever_sweep import point_dir
+    from lever_sweep import scored_evaluation
 
-    found = {fold: sorted((point_dir(args.volumes, args.variant, fold, args.seed) / f"seed-{args.seed}").glob("n-*/eval"))
-             for fold in scored}
-    return {fold: paths[0] for fold, paths in found.items() if paths}
+    found = {fold: scored_evaluation(args.volumes, args.variant, fold, args.seed) for fold in scored}
+    return {fold: folder for fold, folder in found.items() if folder}
 
 
 def cohort_rows(args: argparse.Namespace) -> list[dict]:
