@@ -159,6 +159,15 @@ def scored_evaluations(out: Path, variant: str, seed: int, k: int) -> dict[int, 
     return found if all(found.values()) else None
 
 
+def sweep_folds(config: str, k: int) -> tuple[dict[str, str | None], dict[str, int]]:
+    """The subjects' sites and folds that every point of a sweep holds out: the learning curve's
+    site-stratified split (its fold-assignment seed is always 0)."""
+    from mrsynth.config import load_config
+    from mrsynth.experiments.crossval import site_folds
+
+    return site_folds(load_config(config), k, 0)
+
+
 def write_cross_validations(out: Path, config: str, variants: list[str], k: int) -> list[Path]:
     """For each variant and seed that has a scored point on every one of the ``k`` folds: the
     folds pooled as ``cross-validate`` pools them (every subject held out once), into
@@ -172,10 +181,9 @@ def write_cross_validations(out: Path, config: str, variants: list[str], k: int)
                 complete[variant, seed] = evaluations
     if not complete:
         return []
-    from mrsynth.config import load_config
-    from mrsynth.experiments.crossval import site_folds, write_pooled_tables
+    from mrsynth.experiments.crossval import write_pooled_tables
 
-    sites, folds = site_folds(load_config(config), k, 0)  # the learning curve's split (its split_seed 0)
+    sites, folds = sweep_folds(config, k)
     written = []
     for (variant, seed), evaluations in complete.items():
         target = out / variant / f"cv-seed-{seed}"

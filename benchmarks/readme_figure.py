@@ -24,14 +24,13 @@ sys.path.insert(0, str(ROOT))
 
 from mrsynth import backend as backends  # noqa: E402
 from mrsynth import runs  # noqa: E402
-from mrsynth.config import load_config  # noqa: E402
 from mrsynth.data.contract import read_contract  # noqa: E402
 from mrsynth.data.preprocess import load_volume  # noqa: E402
 from mrsynth.evaluation.figures import subjects_rows  # noqa: E402
 from mrsynth.evaluation.metrics import scale_invariant_metrics  # noqa: E402
 from mrsynth.evaluation.results import EvaluationResult  # noqa: E402
 from mrsynth.experiments.crossval import (figure_subjects, fold_evaluations, heldout_panels,  # noqa: E402
-                                         pooled_result, read_cross_validation, site_folds)
+                                         pooled_result, read_cross_validation)
 from mrsynth.inference.grid import synthesize_on_model_grid  # noqa: E402
 from mrsynth.subjects import subject_splits  # noqa: E402
 
@@ -42,9 +41,9 @@ def cross_validation(args: argparse.Namespace) -> tuple[dict[int, Path], dict[st
     if args.cv:
         folds, sites, result = read_cross_validation(args.cv)
         return fold_evaluations(args.cv, folds), folds, sites, result
-    from lever_sweep import scored_evaluations
+    from lever_sweep import scored_evaluations, sweep_folds
 
-    sites, folds = site_folds(load_config(args.config), args.k, 0)  # the sweep's split
+    sites, folds = sweep_folds(args.config, args.k)
     evaluations = scored_evaluations(args.sweep, args.variant, args.seed, args.k)
     if evaluations is None:
         raise SystemExit(f"error: {args.sweep}: {args.variant} seed {args.seed} lacks a scored point on some fold")

@@ -154,7 +154,7 @@ def _fold_rows(evaluations: dict[int, Path]) -> tuple[list[dict[str, Any]], dict
     return rows, kinds
 
 
-def _pooled_result(rows: list[dict[str, Any]], kinds: dict[str, str], subjects: list[str]) -> EvaluationResult:
+def _result_of_rows(rows: list[dict[str, Any]], kinds: dict[str, str], subjects: list[str]) -> EvaluationResult:
     methods = [m for m in kinds if kinds[m] == "run"] + [m for m in kinds if kinds[m] == "baseline"]
     return finalize(EvaluationResult(methods=methods, kinds=kinds, subjects=subjects,
                                      rows=[r for r in rows if r["subject"] in set(subjects)]))
@@ -177,8 +177,8 @@ def write_pooled_tables(out: Path, folds: dict[str, int], sites: dict[str, str |
     scored = sorted({r["subject"] for r in rows})
     if scored != sorted(folds):
         raise MrsynthError(f"{out}: the folds scored {len(scored)} subjects, expected {len(folds)}")
-    result = _pooled_result(rows, kinds, scored)
-    by_site = {site: _pooled_result(rows, kinds, sorted(s for s in scored if (sites[s] or "") == site))
+    result = _result_of_rows(rows, kinds, scored)
+    by_site = {site: _result_of_rows(rows, kinds, sorted(s for s in scored if (sites[s] or "") == site))
                for site in sorted({s or "" for s in sites.values()})}
     context = {"cross_validation": {"folds": len(set(folds.values())), "subjects": len(folds),
                                     "per_site": {site or "(none)": len(r.subjects) for site, r in by_site.items()}}}
@@ -254,7 +254,7 @@ def read_cross_validation(out: Path) -> tuple[dict[str, int], dict[str, str | No
 
 def pooled_result(evaluations: dict[int, Path], subjects: list[str]) -> EvaluationResult:
     """The ``subjects``' rows of the folds' evaluation folders, as one result."""
-    return _pooled_result(*_fold_rows(evaluations), subjects)
+    return _result_of_rows(*_fold_rows(evaluations), subjects)
 
 
 def _cell(stats: dict[str, Any]) -> str:
