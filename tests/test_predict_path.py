@@ -140,7 +140,10 @@ def test_predict_with_masks_matches_evaluate_from_another_directory(trained, tmp
 
 @pytest.fixture(scope="module")
 def trained_on_extracted_masks(tmp_path_factory):
-    """A run whose brain masks were made by brain extraction, as prepare-ixi --skull-strip makes them."""
+    """A run whose held-out subject's brain mask was made by brain extraction, as prepare-ixi
+    --skull-strip makes it: evaluate scores in that mask, predict --skull-strip extracts its own.
+    The training and validation subjects keep the phantom's brain masks (brains too, so the
+    contract's extent is the same), which spares three of the four extractions."""
     pytest.importorskip("brainextractor")
     from mrsynth.data import skullstrip
 
@@ -148,16 +151,19 @@ def trained_on_extracted_masks(tmp_path_factory):
     patch.setattr(skullstrip, "_ITERATIONS", 300)  # 3 s instead of 10 s a volume; masks and predict alike
     home = tmp_path_factory.mktemp("bet_home")
     assert main(["demo-data", "--out", str(home / "phantom"), "--subjects", "4", "--shape", "96", "112", "80"]) == 0
-    for t1 in sorted((home / "phantom").glob("*-T1.nii.gz")):
-        volume, geometry = read_nifti(t1)
-        brain = skullstrip.extract_brain(volume, geometry.voxel_size)
-        write_like(brain.astype(np.float32), geometry, t1.with_name(t1.name.replace("-T1", "-mask")))
     sets = tiny_sets(home) + ["--set", "data.source=ixi", "--set", f"data.root={home / 'phantom'}",
                               "--set", f"data.cache_dir={home / 'cache'}", "--set", f"run.root={home / 'runs'}",
                               "--set", "data.split_fractions=[0.5,0.25,0.25]"]
+    held_out = subject_splits(load_config(None, sets[1::2]).data)["test"]
+    for files in held_out:
+        volume, geometry = read_nifti(files.t1)
+        brain = skullstrip.extract_brain(volume, geometry.voxel_size)
+        write_like(brain.astype(np.float32), geometry, files.mask)
     assert main(["train", "--backend", "jax", "--run-dir", str(home / "run"), *sets]) == 0
     cfg = load_config(home / "run" / "config.yaml")
-    yield home / "run", cfg, subject_splits(cfg.data)["test"]
+    test = subject_splits(cfg.data)["test"]
+    assert [f.subject for f in test] == [f.subject for f in held_out]
+    yield home / "run", cfg, test
     patch.undo()
 
 
