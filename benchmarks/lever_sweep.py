@@ -36,6 +36,10 @@ from mrsynth.experiments.learning_curve import point_rows  # noqa: E402
 
 POLL_SECONDS = 2.0  # how often running points are checked
 AUGMENTATION_OFF = ["data.bias_field=0", "data.contrast_range=0", "data.gamma_range=0"]
+#: The sweep's budget, pinned: every variant trains 1000 steps with a checkpoint every 250 unless
+#: it sets its own (``steps-3000``), so a variant names the same runs whatever the config's default
+#: (``configs/brats_2d.yaml`` trains 3000 steps since this sweep measured more steps as the lever).
+BUDGET = ["train.steps=1000", "train.ckpt_every=250"]
 #: Each lever as the config overrides that turn it on (or, for the recommended parts, off).
 VARIANTS: dict[str, list[str]] = {
     "recommended": [],
@@ -67,7 +71,7 @@ def point_command(args: argparse.Namespace, variant: str, fold: int, seed: int) 
     cmd = [sys.executable, str(ROOT / "run.py"), "learning-curve", "--config", config, "--backend", backend,
            "--sizes", "all", "--seeds", str(seed), "--fold", str(fold), "--folds", str(args.k), "--no-progress",
            "--score-workers", str(args.score_workers), "--out", str(point_dir(args.out, variant, fold, seed))]
-    for override in args.set + VARIANTS[variant]:
+    for override in BUDGET + args.set + VARIANTS[variant]:
         cmd += ["--set", override]
     return cmd
 

@@ -81,6 +81,22 @@ def test_the_point_command_is_a_learning_curve_call_with_the_variant_last(tmp_pa
     assert three_d[three_d.index("--config") + 1] == str(ROOT / "configs" / "brats_3d.yaml")
 
 
+def test_every_variant_trains_the_sweeps_budget_unless_it_sets_its_own(tmp_path):
+    """The config's default steps (3000 in configs/brats_2d.yaml) do not reach the sweep: its
+    points stay the 1000-step runs they were measured as; the last --set of a key wins."""
+    args = lever_sweep.argparse.Namespace(config="configs/brats_2d.yaml", out=tmp_path, k=5, score_workers=2, set=[])
+
+    def last(command: list[str], key: str) -> str:
+        return [a for a in command if a.startswith(key + "=")][-1]
+
+    for variant in ("recommended", "torch-recommended", "no-2.5d", "3d"):
+        command = lever_sweep.point_command(args, variant, 0, 0)
+        assert (last(command, "train.steps"), last(command, "train.ckpt_every")) == (
+            "train.steps=1000", "train.ckpt_every=250"), variant
+    longer = lever_sweep.point_command(args, "steps-3000", 0, 0)
+    assert (last(longer, "train.steps"), last(longer, "train.ckpt_every")) == ("train.steps=3000", "train.ckpt_every=1000")
+
+
 def test_the_3d_variant_holds_out_the_same_folds_as_the_2d_config():
     """A point's held-out fold comes from the manifest's subjects and sites, its validation subjects
     from the data split settings, the volumes from the mask and normalization: the 3D config must
