@@ -30,7 +30,7 @@ def test_bad_input_is_one_error_line(corpus, name, capsys, monkeypatch):
 
     # predict_without_mask extracts the brain before failing: the corpus's T1 (24 x 28 x 20 voxels
     # of 2 mm, 108 mL) is smaller than any brain (MIN_BRAIN_ML), so a few BET iterations reach the
-    # same failure as 1000 (8 s at 300 in this test)
+    # same failure as 1000
     monkeypatch.setattr(skullstrip, "_ITERATIONS", 5)
     case = bad_inputs.CASES[name](corpus)
     before = files_under(case.watch)
