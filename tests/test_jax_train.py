@@ -5,6 +5,8 @@ by the comparisons to keep compile time down on a small CPU.
 """
 from __future__ import annotations
 
+from contextlib import closing
+
 import numpy as np
 import pytest
 
@@ -113,11 +115,15 @@ def test_resume_continues_exactly(reference, tmp_path):
         engine.train_step(batch)
     assert_trees_close(params_of(engine), reference["final"], atol=0.0)
     engine.close()
-    assert JaxEngine(make_cfg(), tmp_path).restore_checkpoint() is None
+    with closing(JaxEngine(make_cfg(), tmp_path)) as fresh:
+        assert fresh.restore_checkpoint() is None
     other = make_cfg()
     other.model.base_channels = 8
-    with pytest.raises(CheckpointError, match=r"last/2: checkpoint does not match this model"):
-        JaxEngine(other, reference["run_dir"]).restore_checkpoint()
+    # Closed as a run closes them: an engine's checkpoint managers hold orbax's background threads
+    # and event loop, which should not outlive the test.
+    with closing(JaxEngine(other, reference["run_dir"])) as mismatched:
+        with pytest.raises(CheckpointError, match=r"last/2: checkpoint does not match this model"):
+            mismatched.restore_checkpoint()
 
 
 def test_a_training_engine_turns_on_the_compilation_cache(monkeypatch, tmp_path):
