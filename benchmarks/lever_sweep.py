@@ -32,6 +32,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from mrsynth.evaluation.stats import sign_flip_test, summarize  # noqa: E402
 from mrsynth.experiments.learning_curve import point_rows  # noqa: E402
 
 POLL_SECONDS = 2.0  # how often running points are checked
@@ -117,7 +118,8 @@ def paired_lines(points: dict[str, dict[str, dict[str, float]]]) -> list[str]:
     lines = ["", f"## Against {first} on the same (fold, seed) points", "",
              f"A variant's margin minus {first}'s on each point both have. {first}'s seed spread "
              + ("(the largest range between seeds of one fold): " + ", ".join(f"{m} {spread[m]:.3f}" for m in METRICS)
-                if spread else "is not measured yet (no fold with two seeds)") + ".", "",
+                if spread else "is not measured yet (no fold with two seeds)") + ". From two shared points on, "
+             "the differences' 95% t interval and a sign-flip test over the points (each a whole run).", "",
              "| variant | shared points | psnr_z difference: mean (per point) | ssim_z difference: mean (per point) |",
              "|---|---|---|---|"]
     for variant, own in others.items():
@@ -129,9 +131,21 @@ def paired_lines(points: dict[str, dict[str, dict[str, float]]]) -> list[str]:
             diffs = [own[n][f"{m}_margin"] - reference[n][f"{m}_margin"] for n in shared]
             verdict = ("" if spread is None else
                        ", inside the seed spread" if abs(np.mean(diffs)) <= spread[m] else ", beyond the seed spread")
-            cells.append(f"{np.mean(diffs):+.3f} (" + ", ".join(f"{d:+.3f}" for d in diffs) + f"){verdict}")
+            cells.append(f"{np.mean(diffs):+.3f} (" + ", ".join(f"{d:+.3f}" for d in diffs) + f"){verdict}"
+                         + run_level_test(diffs))
         lines.append(f"| {variant} | {', '.join(shared)} | {cells[0]} | {cells[1]} |")
     return lines
+
+
+def run_level_test(diffs: list[float]) -> str:
+    """The paired differences' 95% t interval and sign-flip p over the points (whole runs, the
+    unit that fold and seed randomize), from 2 points on; the smallest p that n points can give
+    is 2 / 2^n, so a few points can show a difference's size but not rule one out."""
+    if len(diffs) < 2:
+        return ""
+    interval, flip = summarize(diffs, interval="t"), sign_flip_test(diffs)
+    return (f"; 95% CI [{interval['ci_low']:+.3f}, {interval['ci_high']:+.3f}], sign-flip p = {flip['p']:.3f}"
+            f" (at least {2 / 2 ** len(diffs):.3f} with {len(diffs)} points)")
 
 
 def write_table(out: Path, variants: list[str]) -> None:

@@ -46,15 +46,26 @@ def test_points_run_in_priority_order_and_the_table_uses_the_better_baseline(tmp
     # paired on the same points: -0.5 dB each, beyond recommended's seed spread (0.1 dB); ssim_z
     # equal (0.000), inside its spread (0.000)
     assert "seed spread (the largest range between seeds of one fold): psnr_z 0.100, ssim_z 0.000" in table
-    assert ("| no-2.5d | fold-0-seed-0, fold-0-seed-1 | -0.500 (-0.500, -0.500), beyond the seed spread "
-            "| +0.000 (+0.000, +0.000), inside the seed spread |") in table
+    # the run-level test: equal differences have a zero-width interval, and two points cannot give
+    # a sign-flip p below 2 / 2^2 (only all-- and all++ are as extreme)
+    assert ("| no-2.5d | fold-0-seed-0, fold-0-seed-1 | -0.500 (-0.500, -0.500), beyond the seed spread; "
+            "95% CI [-0.500, -0.500], sign-flip p = 0.500 (at least 0.500 with 2 points) "
+            "| +0.000 (+0.000, +0.000), inside the seed spread; 95% CI [+0.000, +0.000], sign-flip p = 1.000 "
+            "(at least 0.500 with 2 points) |") in table
+
+
+def test_the_run_level_interval_widens_with_few_points_and_the_sign_flip_p_is_exact():
+    text = lever_sweep.run_level_test([0.2, 0.4, 0.6])
+    # mean 0.4, sd 0.2, t(0.975, 2) = 4.303: 0.4 -+ 4.303 * 0.2 / sqrt(3); signs: only +++ and ---
+    assert text == "; 95% CI [-0.097, +0.897], sign-flip p = 0.250 (at least 0.250 with 3 points)"
+    assert lever_sweep.run_level_test([0.3]) == ""
 
 
 def test_without_two_seeds_on_a_fold_no_difference_is_called_a_ranking(tmp_path, monkeypatch):
     sweep(monkeypatch, tmp_path, "--variants", "recommended,no-2.5d", "--folds", "0,1", "--seeds", "0")
     table = (tmp_path / "levers.md").read_text()
     assert "is not measured yet (no fold with two seeds)" in table
-    assert "| no-2.5d | fold-0-seed-0, fold-1-seed-0 | -0.500 (-0.500, -0.500) | +0.000 (+0.000, +0.000) |" in table
+    assert "| no-2.5d | fold-0-seed-0, fold-1-seed-0 | -0.500 (-0.500, -0.500); 95% CI" in table
 
 
 def test_a_second_call_runs_only_the_missing_points(tmp_path, monkeypatch):

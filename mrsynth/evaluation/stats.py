@@ -23,9 +23,12 @@ BOOTSTRAP_RESAMPLES = 10_000
 UNBOUNDED = (-math.inf, math.inf)
 
 
-def summarize(values: Sequence[float], bounds: tuple[float, float] = UNBOUNDED) -> dict[str, float | int | str]:
+def summarize(values: Sequence[float], bounds: tuple[float, float] = UNBOUNDED,
+              interval: str = "auto") -> dict[str, float | int | str]:
     """mean, sd (n-1), 95% CI of the mean (``ci_method`` 't' or 'bootstrap'; '' below 2 values)
-    and n over the finite values; the interval is clipped to ``bounds``, the metric's range."""
+    and n over the finite values; the interval is clipped to ``bounds``, the metric's range.
+    ``interval="t"`` takes the t interval at any n: for a few whole runs, whose bootstrap would
+    only span the observed values, where the t interval widens with the few degrees of freedom."""
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
     n = int(x.size)
     out: dict[str, float | int | str] = {"mean": math.nan, "sd": math.nan, "ci_low": math.nan,
@@ -37,7 +40,7 @@ def summarize(values: Sequence[float], bounds: tuple[float, float] = UNBOUNDED) 
     if n < 2:
         return out
     sd = float(x.std(ddof=1))
-    if n >= BOOTSTRAP_BELOW:
+    if n >= BOOTSTRAP_BELOW or interval == "t":
         half = float(sps.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * sd / math.sqrt(n)
         low, high, method = mean - half, mean + half, "t"
     else:
