@@ -105,7 +105,7 @@ def main() -> int:
                              "runs and synthesized volumes (a same-seed rerun of the figure's folds, when --sweep "
                              "is a results folder that keeps only the scores)")
     parser.add_argument("--demo-run", type=Path, required=True, help="a run trained on the phantom")
-    parser.add_argument("--sites", type=int, default=2, help="cohort rows: the largest sites' medians (default 2)")
+    parser.add_argument("--sites", type=int, default=3, help="cohort rows: the largest sites' medians (default 3)")
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
     args = parser.parse_args()
     path = subjects_rows([*cohort_rows(args), phantom_row(args.demo_run)], args.out)
