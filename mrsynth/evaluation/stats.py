@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from scipy import stats as sps
@@ -24,7 +25,7 @@ UNBOUNDED = (-math.inf, math.inf)
 
 
 def summarize(values: Sequence[float], bounds: tuple[float, float] = UNBOUNDED,
-              interval: str = "auto") -> dict[str, float | int | str]:
+              interval: Literal["auto", "t"] = "auto") -> dict[str, float | int | str]:
     """mean, sd (n-1), 95% CI of the mean (``ci_method`` 't' or 'bootstrap'; '' below 2 values)
     and n over the finite values; the interval is clipped to ``bounds``, the metric's range.
     ``interval="t"`` takes the t interval at any n: for a few whole runs, whose bootstrap would
