@@ -44,7 +44,6 @@ BUDGET = ["train.steps=1000", "train.ckpt_every=250"]
 #: Each lever as the config overrides that turn it on (or, for the recommended parts, off).
 VARIANTS: dict[str, list[str]] = {
     "recommended": [],
-    "torch-recommended": [],
     "no-2.5d": ["data.context_slices=0"],
     "no-scanner-aug": AUGMENTATION_OFF,
     "residual": ["model.residual=true"],
@@ -59,6 +58,13 @@ VARIANTS: dict[str, list[str]] = {
 #: twin of ``configs/brats_2d.yaml`` (the same manifest, split seed, mask and normalization, so the
 #: same folds; 64^3 patches of a 3D U-Net), so it assumes ``--config`` is that cohort's 2D config.
 VARIANT_CONFIGS: dict[str, Path] = {"3d": ROOT / "configs" / "brats_3d.yaml"}
+#: A variant named ``torch-<lever>`` is that lever trained by the PyTorch backend (the rest by JAX).
+TORCH_PREFIX = "torch-"
+
+
+def lever(variant: str) -> str:
+    """The lever a variant turns on, whichever backend trains it."""
+    return variant.removeprefix(TORCH_PREFIX)
 
 
 def point_dir(out: Path, variant: str, fold: int, seed: int) -> Path:
@@ -67,12 +73,12 @@ def point_dir(out: Path, variant: str, fold: int, seed: int) -> Path:
 
 def point_command(args: argparse.Namespace, variant: str, fold: int, seed: int) -> list[str]:
     """The exact learning-curve call of one point."""
-    backend = "torch" if variant.startswith("torch-") else "jax"
-    config = str(VARIANT_CONFIGS.get(variant, args.config))
+    backend = "torch" if variant.startswith(TORCH_PREFIX) else "jax"
+    config = str(VARIANT_CONFIGS.get(lever(variant), args.config))
     cmd = [sys.executable, str(ROOT / "run.py"), "learning-curve", "--config", config, "--backend", backend,
            "--sizes", "all", "--seeds", str(seed), "--fold", str(fold), "--folds", str(args.k), "--no-progress",
            "--score-workers", str(args.score_workers), "--out", str(point_dir(args.out, variant, fold, seed))]
-    for override in BUDGET + args.set + VARIANTS[variant]:
+    for override in BUDGET + args.set + VARIANTS[lever(variant)]:
         cmd += ["--set", override]
     return cmd
 
@@ -215,7 +221,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/brats_2d.yaml")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)} (JAX), each also as {TORCH_PREFIX}<name> (PyTorch)")
     parser.add_argument("--folds", default="0,1", help="held-out folds to run (of --k)")
     parser.add_argument("--k", type=int, default=5, help="number of folds of the site-stratified split")
     parser.add_argument("--seeds", default="0,1")
@@ -227,7 +233,7 @@ def main() -> None:
                         help="override for every point (before the variant's own)")
     args = parser.parse_args()
     variants = args.variants.split(",")
-    unknown = [v for v in variants if v not in VARIANTS]
+    unknown = [v for v in variants if lever(v) not in VARIANTS]
     if unknown:
         parser.error(f"--variants: unknown {', '.join(unknown)}")
     args.out = args.out.absolute()

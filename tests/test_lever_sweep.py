@@ -87,6 +87,11 @@ def test_the_point_command_is_a_learning_curve_call_with_the_variant_last(tmp_pa
     assert sets.index("data.bias_field=0") > sets.index("data.bias_field=0.5")  # the variant wins
     torch_cmd = lever_sweep.point_command(args, "torch-recommended", 0, 0)
     assert torch_cmd[torch_cmd.index("--backend") + 1] == "torch"
+    torch_residual = lever_sweep.point_command(args, "torch-residual", 0, 0)
+    assert torch_residual[torch_residual.index("--backend") + 1] == "torch"
+    assert "model.residual=true" in torch_residual and "model.residual=true" not in torch_cmd
+    assert lever_sweep.point_command(args, "torch-3d", 0, 0)[torch_cmd.index("--config") + 1] == str(
+        ROOT / "configs" / "brats_3d.yaml")
     assert jax_cmd[jax_cmd.index("--config") + 1] == "configs/brats_2d.yaml"
     three_d = lever_sweep.point_command(args, "3d", 0, 0)
     assert three_d[three_d.index("--config") + 1] == str(ROOT / "configs" / "brats_3d.yaml")
@@ -123,6 +128,8 @@ def test_the_3d_variant_holds_out_the_same_folds_as_the_2d_config():
 def test_an_unknown_variant_is_refused(tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         sweep(monkeypatch, tmp_path, "--variants", "recommended,bigger")
+    with pytest.raises(SystemExit):
+        sweep(monkeypatch, tmp_path, "--variants", "torch-bigger")
 
 
 def test_a_variant_with_a_point_on_every_fold_is_pooled_into_a_cross_validation(tmp_path):
