@@ -53,7 +53,7 @@ def test_the_figure_shows_each_large_sites_median_subject():
 def phantom_manifest(home: Path, subjects: int = 6) -> Path:
     """Phantom subjects from two alternating 'sites', as a manifest (what a cohort looks like)."""
     assert main(["demo-data", "--out", str(home / "phantom"), "--subjects", str(subjects),
-                 "--shape", "48", "56", "40"]) == 0
+                 "--shape", "48", "56", "24"]) == 0
     lines = ["subject,t1,t2,site"]
     for i, t1 in enumerate(sorted((home / "phantom").glob("*-T1.nii.gz"))):
         lines.append(f"{t1.name[:6]},{t1},{str(t1).replace('-T1.', '-T2.')},{'AB'[i % 2]}")
@@ -122,11 +122,11 @@ def test_two_fold_cross_validation_on_four_cohort_subjects(tmp_path):
         rows = list(csv.DictReader(handle))
     chosen = [r for r in rows if r["site"] == "CBICA"][:2] + [r for r in rows if r["site"] == "TCIA01"][:2]
     lines = ["subject,t1,t2,site"]
-    for r in chosen:  # a central block of each real volume (its own affine kept): the same path, a sixth of the voxels
+    for r in chosen:  # a central block of each real volume (its own affine kept): the same path, a twentieth of the voxels
         paths = {}
         for role in ("t1", "t2"):
             paths[role] = tmp_path / f"{r['subject']}_{role}.nii.gz"
-            nib.save(nib.load(str(BRATS / r[role])).slicer[60:180, 60:180, 50:100], str(paths[role]))
+            nib.save(nib.load(str(BRATS / r[role])).slicer[60:180, 60:180, 62:90], str(paths[role]))
         lines.append(f"{r['subject']},{paths['t1']},{paths['t2']},{r['site']}")
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("\n".join(lines) + "\n")

@@ -32,7 +32,7 @@ SHIFT_VOXELS = 2  # each raw T2 is displaced by 4 mm; prepare-ixi registers it b
 def prepared(tmp_path_factory) -> Path:
     """prepare-ixi's manifest of five phantom subjects whose raw T2s are displaced."""
     home = tmp_path_factory.mktemp("journey")
-    assert main(["demo-data", "--out", str(home / "raw"), "--subjects", "5", "--shape", "64", "76", "56"]) == 0
+    assert main(["demo-data", "--out", str(home / "raw"), "--subjects", "5", "--shape", "64", "76", "40"]) == 0
     for t2 in sorted((home / "raw").glob("*-T2.nii.gz")):
         image = nib.load(str(t2))
         moved = np.roll(np.asarray(image.dataobj), SHIFT_VOXELS, axis=0)
