@@ -143,6 +143,17 @@ def paired_lines(points: dict[str, dict[str, dict[str, float]]]) -> list[str]:
     return lines
 
 
+def paired_sections(points: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """:func:`paired_lines` with each lever measured within one backend: every JAX variant and
+    the first PyTorch one against the first variant (the backends compared once, on the
+    recommended model), each further PyTorch variant against that first PyTorch one."""
+    torch_variants = [variant for variant in points if variant.startswith(TORCH_PREFIX)]
+    lines = paired_lines({v: own for v, own in points.items() if v not in torch_variants[1:]})
+    if len(torch_variants) > 1:
+        lines += paired_lines({v: points[v] for v in torch_variants})
+    return lines
+
+
 def run_level_test(diffs: list[float]) -> str:
     """The paired differences' 95% t interval and sign-flip p over the points (whole runs, the
     unit that fold and seed randomize), from 2 points on; the smallest p that n points can give
@@ -165,7 +176,7 @@ def write_table(out: Path, variants: list[str]) -> None:
         cells = [f"{np.mean([r[f'{m}_margin'] for r in rows.values()]):+.3f} ("
                  + ", ".join(f"{r[f'{m}_margin']:+.3f}" for r in rows.values()) + ")" for m in METRICS]
         lines.append(f"| {variant} | {', '.join(rows)} | {cells[0]} | {cells[1]} |")
-    lines += paired_lines(points)
+    lines += paired_sections(points)
     tmp = out / "levers.md.tmp"
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, out / "levers.md")

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import lever_sweep  # noqa: E402
 
-PSNR = {"recommended": 21.0, "no-2.5d": 20.5, "torch-recommended": 21.2}
+PSNR = {"recommended": 21.0, "no-2.5d": 20.5, "torch-recommended": 21.2, "torch-residual": 20.9}
 
 
 def fake_point(args, variant, fold, seed):
@@ -52,6 +52,17 @@ def test_points_run_in_priority_order_and_the_table_uses_the_better_baseline(tmp
             "95% CI [-0.500, -0.500], sign-flip p = 0.500 (at least 0.500 with 2 points) "
             "| +0.000 (+0.000, +0.000), inside the seed spread; 95% CI [+0.000, +0.000], sign-flip p = 1.000 "
             "(at least 0.500 with 2 points) |") in table
+
+
+def test_a_pytorch_lever_is_measured_against_the_pytorch_reference(tmp_path, monkeypatch):
+    """torch-recommended against recommended (the backends, once); torch-residual against
+    torch-recommended only (the lever within its backend), never against JAX's recommended."""
+    sweep(monkeypatch, tmp_path, "--variants", "recommended,torch-recommended,torch-residual", "--folds", "0",
+          "--seeds", "0")
+    table = (tmp_path / "levers.md").read_text()
+    jax_section, torch_section = table.split("## Against recommended")[1].split("## Against torch-recommended")
+    assert "| torch-recommended | fold-0-seed-0 | +0.200 (+0.200)" in jax_section and "torch-residual" not in jax_section
+    assert "| torch-residual | fold-0-seed-0 | -0.300 (-0.300)" in torch_section  # 20.9 - 21.2
 
 
 def test_the_run_level_interval_widens_with_few_points_and_the_sign_flip_p_is_exact():
