@@ -101,8 +101,8 @@ def test_the_point_command_is_a_learning_curve_call_with_the_variant_last(tmp_pa
     torch_residual = lever_sweep.point_command(args, "torch-residual", 0, 0)
     assert torch_residual[torch_residual.index("--backend") + 1] == "torch"
     assert "model.residual=true" in torch_residual and "model.residual=true" not in torch_cmd
-    assert lever_sweep.point_command(args, "torch-3d", 0, 0)[torch_cmd.index("--config") + 1] == str(
-        ROOT / "configs" / "brats_3d.yaml")
+    torch_3d = lever_sweep.point_command(args, "torch-3d", 0, 0)
+    assert torch_3d[torch_3d.index("--config") + 1] == str(ROOT / "configs" / "brats_3d.yaml")
     assert jax_cmd[jax_cmd.index("--config") + 1] == "configs/brats_2d.yaml"
     three_d = lever_sweep.point_command(args, "3d", 0, 0)
     assert three_d[three_d.index("--config") + 1] == str(ROOT / "configs" / "brats_3d.yaml")
