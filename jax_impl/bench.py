@@ -123,8 +123,8 @@ def run_scaling(spec: dict[str, Any]) -> list[dict[str, Any]]:
             raw = json.loads(json.dumps(spec["config"]))
             raw["train"].update(batch_size=row["batch"], parallel=mode)
             cfg = config_from_dict(raw)
-            session = JaxSession(cfg, synthetic_batch(row["batch"], list(cfg.data.patch_size)),
-                                 devices=available[:n])
+            batch = synthetic_batch(row["batch"], list(cfg.data.patch_size), cfg.model.in_channels)
+            session = JaxSession(cfg, batch, devices=available[:n])
             try:
                 row.update(scaling_times(session, spec["warmup"], spec["steps"]))
             finally:

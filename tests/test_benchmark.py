@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -157,6 +158,26 @@ def test_benchmark_command_writes_a_complete_report(tmp_path: Path, capsys):
     assert "2d-b2-16x16" in report and "Data-parallel scaling" in report and "train step FLOPs" in report
     assert "efficiency = samples/s" in report and "one figure per precision for all backends" in report
     assert (out / "step_time.png").stat().st_size > 0 and (out / "scaling.png").stat().st_size > 0
+
+
+def test_a_2_5d_case_times_the_model_it_configures(tmp_path: Path, capsys):
+    """With data.context_slices the 2D model reads 2c+1 channels: the synthetic batch carries
+    them (it had one, and the first step failed inside the framework), the T2 the centre one's."""
+    pytest.importorskip("torch")
+    from mrsynth.bench.session import synthetic_batch
+
+    batch = synthetic_batch(2, [16, 16], channels=3)
+    assert batch["t1"].shape == (2, 16, 16, 3) and batch["t2"].shape == batch["mask"].shape == (2, 16, 16, 1)
+    np.testing.assert_allclose(batch["t2"], 0.5 * batch["t1"][..., 1:2] + 0.1, rtol=1e-6)
+    raw = json.loads(json.dumps(TINY))
+    raw["benchmark"].update(backends=["torch"], dims=[2], pipeline=False, inference=False, scaling=False)
+    raw["data"].update(root=str(tmp_path / "phantom"), cache_dir=str(tmp_path / "cache"), context_slices=1)
+    config = tmp_path / "bench.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["benchmark", "--config", str(config), "--out", str(tmp_path / "report")]) == 0
+    results = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert [c["model"]["in_channels"] for c in results["cases"]] == [3]
+    assert [r["step"]["n"] for r in results["train"]] == [3]
 
 
 def test_benchmark_rejects_a_bad_variant_in_one_line(tmp_path: Path, capsys):

@@ -133,7 +133,8 @@ def run_scaling(spec: dict[str, Any]) -> dict[str, Any]:
     cfg = config_from_dict(raw)
     if spec.get("torch_cpu_threads", 0) > 0 and ctx.device.type == "cpu":
         torch.set_num_threads(spec["torch_cpu_threads"])
-    session = TorchSession(cfg, synthetic_batch(spec["batch_per_device"], list(cfg.data.patch_size)))
+    batch = synthetic_batch(spec["batch_per_device"], list(cfg.data.patch_size), cfg.model.in_channels)
+    session = TorchSession(cfg, batch)
     try:
         times = scaling_times(session, spec["warmup"], spec["steps"])
     finally:

@@ -176,7 +176,7 @@ class Benchmark:
         dims, batch = case["dims"], case["batch"]
         cfg = case_config(self.raw_config, dims, s.cases[f"{dims}d"], batch, variant)
         names = [b for b in self.benches if variant.applies_to(b)]
-        data = synthetic_batch(batch, case["size"])
+        data = synthetic_batch(batch, case["size"], cfg.model.in_channels)
         sessions: dict[str, TrainSession] = {}
         rows: dict[str, dict[str, Any]] = {}
         try:

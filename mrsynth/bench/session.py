@@ -21,11 +21,14 @@ from mrsynth.backend import Predictor, TrainEngine
 from mrsynth.training.prefetch import PREFETCH_DEPTH, DevicePrefetch
 
 
-def synthetic_batch(batch: int, size: list[int], seed: int = 0) -> dict[str, np.ndarray]:
-    """A random channels-last batch; the step's cost does not depend on the values."""
+def synthetic_batch(batch: int, size: list[int], channels: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+    """A random channels-last batch with the model's input ``channels`` (a 2.5D model reads its
+    slice's neighbours too; the T2 follows the centre slice); the step's cost does not depend on
+    the values."""
     rng = np.random.default_rng(seed)
-    t1 = rng.standard_normal((batch, *size, 1), dtype=np.float32)
-    return {"t1": t1, "t2": (0.5 * t1 + 0.1).astype(np.float32), "mask": np.ones_like(t1)}
+    t1 = rng.standard_normal((batch, *size, channels), dtype=np.float32)
+    centre = t1[..., channels // 2:channels // 2 + 1]
+    return {"t1": t1, "t2": (0.5 * centre + 0.1).astype(np.float32), "mask": np.ones_like(centre)}
 
 
 class EngineSession(ABC):
