@@ -1,0 +1,83 @@
+"""Each convolution of the cohort's 2D U-Net (batch 16 of 128x128, 5 input slices, 16-32-64-128
+channels), forward and both gradients, timed alone in JAX (NHWC, jit; the transposed one as
+``jax_impl.layers.ConvTranspose2x`` computes it) and in PyTorch (NCHW, eager), on this machine:
+where a backend's training step spends its time. A benchmark, not a test.
+
+    python benchmarks/conv_layers.py
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+BATCH = 16
+ENCODER = [(128, 5, 16), (128, 16, 16), (64, 16, 32), (64, 32, 32), (32, 32, 64), (32, 64, 64), (16, 64, 128),
+           (16, 128, 128)]  # (input resolution, in channels, out channels) of each 3x3 convolution
+TRANSPOSED = [(16, 128, 64), (32, 64, 32), (64, 32, 16)]  # 2x2 stride 2, input resolution
+DECODER = [(32, 128, 64), (64, 64, 32), (128, 32, 16)]  # a level's first 3x3 after the skip concatenation
+
+
+def median_ms(step: Callable[[], object], repeats: int = 5) -> float:
+    step()
+    step()  # compiled and warm
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def jax_ms(res: int, cin: int, cout: int, transposed: bool) -> float:
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((BATCH, res, res, cin), dtype=np.float32))
+    if transposed:
+        w = jnp.asarray(rng.standard_normal((2, 2, cout, cin), dtype=np.float32))
+
+        def forward(x, w):
+            return jnp.einsum("bhwi,acoi->bhawco", x, w).reshape(BATCH, 2 * res, 2 * res, cout).sum()
+    else:
+        w = jnp.asarray(rng.standard_normal((3, 3, cin, cout), dtype=np.float32))
+
+        def forward(x, w):
+            return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")).sum()
+    step = jax.jit(jax.value_and_grad(forward, argnums=(0, 1)))
+    return median_ms(lambda: jax.block_until_ready(step(x, w)))
+
+
+def torch_ms(res: int, cin: int, cout: int, transposed: bool) -> float:
+    torch.manual_seed(0)
+    x = torch.randn(BATCH, cin, res, res, requires_grad=True)
+    layer = (torch.nn.ConvTranspose2d(cin, cout, 2, stride=2, bias=False) if transposed
+             else torch.nn.Conv2d(cin, cout, 3, padding=1, bias=False))
+
+    def step() -> None:
+        x.grad = None
+        layer.zero_grad(set_to_none=True)
+        layer(x).sum().backward()
+    return median_ms(step)
+
+
+def main() -> None:
+    cases = ([("conv 3x3", *c, False) for c in ENCODER] + [("transposed 2x2", *c, True) for c in TRANSPOSED]
+             + [("conv 3x3, decoder", *c, False) for c in DECODER])
+    print("| op | input resolution | in | out | JAX ms | PyTorch ms | JAX / PyTorch |")
+    print("|---|---|---|---|---|---|---|")
+    totals = [0.0, 0.0]
+    for name, res, cin, cout, transposed in cases:
+        j, t = jax_ms(res, cin, cout, transposed), torch_ms(res, cin, cout, transposed)
+        totals = [totals[0] + j, totals[1] + t]
+        print(f"| {name} | {res} | {cin} | {cout} | {j:.1f} | {t:.1f} | {j / t:.2f} |")
+    print(f"| **sum** | | | | **{totals[0]:.1f}** | **{totals[1]:.1f}** | **{totals[0] / totals[1]:.2f}** |")
+    print(json.dumps({"jax": jax.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                      "xla_flags": __import__("os").environ.get("XLA_FLAGS", "")}))
+
+
+if __name__ == "__main__":
+    main()
