@@ -232,7 +232,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/brats_2d.yaml")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)} (JAX), each also as {TORCH_PREFIX}<name> (PyTorch)")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated, of: {', '.join(VARIANTS)} (JAX), "
+                             f"each also as {TORCH_PREFIX}<name> (PyTorch)")
     parser.add_argument("--folds", default="0,1", help="held-out folds to run (of --k)")
     parser.add_argument("--k", type=int, default=5, help="number of folds of the site-stratified split")
     parser.add_argument("--seeds", default="0,1")
