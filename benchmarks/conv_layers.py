@@ -1,20 +1,29 @@
 """Each convolution of the cohort's 2D U-Net (batch 16 of 128x128, 5 input slices, 16-32-64-128
-channels), forward and both gradients, timed alone in JAX (NHWC, jit; the transposed one as
-``jax_impl.layers.ConvTranspose2x`` computes it) and in PyTorch (NCHW, eager), on this machine:
-where a backend's training step spends its time. A benchmark, not a test.
+channels), forward and both gradients, timed alone as each backend's model builds it (JAX:
+``jax_impl.layers.conv`` and ``ConvTranspose2x``, NHWC, jit; PyTorch: ``torch_ref.layers``'
+classes, NCHW, eager), on this machine: where a backend's training step spends its time. A
+benchmark, not a test.
 
     python benchmarks/conv_layers.py
 """
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from flax import nnx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from jax_impl.layers import ConvTranspose2x, conv  # noqa: E402
+from torch_ref.layers import conv_class, conv_transpose_class  # noqa: E402
 
 BATCH = 16
 ENCODER = [(128, 5, 16), (128, 16, 16), (64, 16, 32), (64, 32, 32), (32, 32, 64), (32, 64, 64), (16, 64, 128),
@@ -35,27 +44,22 @@ def median_ms(step: Callable[[], object], repeats: int = 5) -> float:
 
 
 def jax_ms(res: int, cin: int, cout: int, transposed: bool) -> float:
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((BATCH, res, res, cin), dtype=np.float32))
-    if transposed:
-        w = jnp.asarray(rng.standard_normal((2, 2, cout, cin), dtype=np.float32))
+    rngs = nnx.Rngs(params=0)
+    layer = (ConvTranspose2x(2, cin, cout, dtype=jnp.float32, rngs=rngs) if transposed
+             else conv(2, cin, cout, 3, dtype=jnp.float32, rngs=rngs))
+    graphdef, params = nnx.split(layer)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((BATCH, res, res, cin), dtype=np.float32))
 
-        def forward(x, w):
-            return jnp.einsum("bhwi,acoi->bhawco", x, w).reshape(BATCH, 2 * res, 2 * res, cout).sum()
-    else:
-        w = jnp.asarray(rng.standard_normal((3, 3, cin, cout), dtype=np.float32))
-
-        def forward(x, w):
-            return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")).sum()
+    def forward(x, params):
+        return nnx.merge(graphdef, params)(x).sum()
     step = jax.jit(jax.value_and_grad(forward, argnums=(0, 1)))
-    return median_ms(lambda: jax.block_until_ready(step(x, w)))
+    return median_ms(lambda: jax.block_until_ready(step(x, params)))
 
 
 def torch_ms(res: int, cin: int, cout: int, transposed: bool) -> float:
     torch.manual_seed(0)
     x = torch.randn(BATCH, cin, res, res, requires_grad=True)
-    layer = (torch.nn.ConvTranspose2d(cin, cout, 2, stride=2, bias=False) if transposed
-             else torch.nn.Conv2d(cin, cout, 3, padding=1, bias=False))
+    layer = conv_transpose_class(2)(cin, cout, 2, stride=2) if transposed else conv_class(2)(cin, cout, 3, padding=1)
 
     def step() -> None:
         x.grad = None
@@ -76,7 +80,7 @@ def main() -> None:
         print(f"| {name} | {res} | {cin} | {cout} | {j:.1f} | {t:.1f} | {j / t:.2f} |")
     print(f"| **sum** | | | | **{totals[0]:.1f}** | **{totals[1]:.1f}** | **{totals[0] / totals[1]:.2f}** |")
     print(json.dumps({"jax": jax.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                      "xla_flags": __import__("os").environ.get("XLA_FLAGS", "")}))
+                      "xla_flags": os.environ.get("XLA_FLAGS", "")}))
 
 
 if __name__ == "__main__":

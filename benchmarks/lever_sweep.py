@@ -67,15 +67,19 @@ def lever(variant: str) -> str:
     return variant.removeprefix(TORCH_PREFIX)
 
 
+def backend(variant: str) -> str:
+    """The backend that trains a variant."""
+    return "torch" if variant.startswith(TORCH_PREFIX) else "jax"
+
+
 def point_dir(out: Path, variant: str, fold: int, seed: int) -> Path:
     return out / variant / f"fold-{fold}-seed-{seed}"
 
 
 def point_command(args: argparse.Namespace, variant: str, fold: int, seed: int) -> list[str]:
     """The exact learning-curve call of one point."""
-    backend = "torch" if variant.startswith(TORCH_PREFIX) else "jax"
     config = str(VARIANT_CONFIGS.get(lever(variant), args.config))
-    cmd = [sys.executable, str(ROOT / "run.py"), "learning-curve", "--config", config, "--backend", backend,
+    cmd = [sys.executable, str(ROOT / "run.py"), "learning-curve", "--config", config, "--backend", backend(variant),
            "--sizes", "all", "--seeds", str(seed), "--fold", str(fold), "--folds", str(args.k), "--no-progress",
            "--score-workers", str(args.score_workers), "--out", str(point_dir(args.out, variant, fold, seed))]
     for override in BUDGET + args.set + VARIANTS[lever(variant)]:
@@ -147,7 +151,7 @@ def paired_sections(points: dict[str, dict[str, dict[str, float]]]) -> list[str]
     """:func:`paired_lines` with each lever measured within one backend: every JAX variant and
     the first PyTorch one against the first variant (the backends compared once, on the
     recommended model), each further PyTorch variant against that first PyTorch one."""
-    torch_variants = [variant for variant in points if variant.startswith(TORCH_PREFIX)]
+    torch_variants = [variant for variant in points if backend(variant) == "torch"]
     lines = paired_lines({v: own for v, own in points.items() if v not in torch_variants[1:]})
     if len(torch_variants) > 1:
         lines += paired_lines({v: points[v] for v in torch_variants})
