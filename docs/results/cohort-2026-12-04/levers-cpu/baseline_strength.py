@@ -1,0 +1,36 @@
+"""Is a site's small margin a weak model or a strong baseline? For each held-out patient of the
+3000-step cross-validation (steps-3000/cv-seed-0): the U-Net's psnr_z/ssim_z, the better of the two
+intensity baselines' (linear map, histogram matching; the better one per patient) and the margin;
+per site the means, over the 43 patients the Pearson correlation of the baseline with the margin,
+and the linear map's own correlation with the real T2 per site.
+Run from this folder: python baseline_strength.py ../../../../../shared/data/brats18/manifest.csv"""
+import collections
+import csv
+import sys
+
+import numpy as np
+from scipy import stats
+
+site = {r["subject"]: r["site"] for r in csv.DictReader(open(sys.argv[1]))}
+methods = collections.defaultdict(dict)
+for row in csv.DictReader(open("steps-3000/cv-seed-0/per_subject.csv")):
+    methods[row["subject"]][row["method"]] = row
+subjects = sorted(methods)
+sites = np.array([site[s] for s in subjects])
+for metric in ("psnr_z", "ssim_z"):
+    unet = np.array([float(methods[s]["jax"][metric]) for s in subjects])
+    baseline = np.array([max(float(methods[s][b][metric]) for b in ("linear", "histmatch")) for s in subjects])
+    margin = unet - baseline
+    r, p = stats.pearsonr(baseline, margin)
+    print(f"{metric}: over {len(subjects)} patients, corr(better baseline, margin) r = {r:+.2f} (p = {p:.1g}), "
+          f"corr(better baseline, U-Net) r = {stats.pearsonr(baseline, unet)[0]:+.2f}")
+    print("| site | n | U-Net | better baseline | margin |\n|---|---|---|---|---|")
+    for name in sorted(set(sites), key=lambda n: -np.sum(sites == n)):
+        at = sites == name
+        print(f"| {name} | {at.sum()} | {unet[at].mean():.3f} | {baseline[at].mean():.3f} | {margin[at].mean():+.3f} |")
+    others = sites != "CBICA"
+    print(f"| all but CBICA | {others.sum()} | {unet[others].mean():.3f} | {baseline[others].mean():.3f} | "
+          f"{margin[others].mean():+.3f} |\n")
+linear_r = np.array([float(methods[s]["linear"]["pearson"]) for s in subjects])
+print("the linear map's Pearson r with the real T2 (in the mask), mean per site:",
+      ", ".join(f"{n} {linear_r[sites == n].mean():+.2f}" for n in sorted(set(sites), key=lambda n: -np.sum(sites == n))))
