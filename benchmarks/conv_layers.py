@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from jax_impl.layers import ConvTranspose2x, conv  # noqa: E402
+from mrsynth.bench.backends import median_seconds  # noqa: E402
 from torch_ref.layers import conv_class, conv_transpose_class  # noqa: E402
 
 BATCH = 16
@@ -32,15 +32,9 @@ TRANSPOSED = [(16, 128, 64), (32, 64, 32), (64, 32, 16)]  # 2x2 stride 2, input 
 DECODER = [(32, 128, 64), (64, 64, 32), (128, 32, 16)]  # a level's first 3x3 after the skip concatenation
 
 
-def median_ms(step: Callable[[], object], repeats: int = 5) -> float:
-    step()
-    step()  # compiled and warm
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
+def median_ms(step: Callable[[], object]) -> float:
+    """Median of 5 calls after 2 untimed ones (compiled and warm)."""
+    return 1000 * median_seconds(step, repeats=5, warmup=2)
 
 
 def jax_ms(res: int, cin: int, cout: int, transposed: bool) -> float:

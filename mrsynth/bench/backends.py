@@ -120,12 +120,19 @@ def pipeline_seconds(session: TrainSession, loader: Any, drain: int, steps: int)
     return time.perf_counter() - start
 
 
-def time_matmul_tflops(call: Callable[[], None], size: int, repeats: int = 10) -> float:
-    """TFLOP/s of a synced square ``size`` matmul ``call``: median of ``repeats`` after one warm-up."""
-    call()
+def median_seconds(call: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median seconds of ``repeats`` calls of a synced ``call`` after ``warmup`` untimed ones
+    (the first compiles)."""
+    for _ in range(warmup):
+        call()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         call()
         times.append(time.perf_counter() - start)
-    return 2 * size**3 / float(np.median(times)) / 1e12
+    return float(np.median(times))
+
+
+def time_matmul_tflops(call: Callable[[], None], size: int, repeats: int = 10) -> float:
+    """TFLOP/s of a synced square ``size`` matmul ``call``: median of ``repeats`` after one warm-up."""
+    return 2 * size**3 / median_seconds(call, repeats) / 1e12
