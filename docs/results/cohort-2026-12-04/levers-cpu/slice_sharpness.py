@@ -4,8 +4,7 @@ slices against within them (mean |difference| between neighbouring voxels along 
 the mean along the two in-plane axes, on the volume z-scored in the brain; about 1 for an isotropic
 acquisition, well below 1 where thick slices were interpolated onto the 1 mm grid), per site, and
 its Pearson correlation over the 43 patients with the U-Net's ssim_z and with its margin over the
-better baseline; and each site's margin with its 95% t interval over its patients, to say how
-much a 3-patient site's mean can tell.
+better baseline.
 Run from this folder: python slice_sharpness.py ../../../../../shared/data/brats18/manifest.csv"""
 import collections
 import csv
@@ -27,14 +26,6 @@ def through_plane_ratio(volume: np.ndarray, mask: np.ndarray) -> float:
     return steps[2] / np.mean(steps[:2])
 
 
-def t_interval(values: np.ndarray) -> str:
-    """The mean's 95% Student-t interval, or nothing for a single patient."""
-    if len(values) < 2:
-        return ""
-    low, high = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
-    return f"[{low:+.3f}, {high:+.3f}]"
-
-
 manifest = pathlib.Path(sys.argv[1])
 rows = {r["subject"]: r for r in csv.DictReader(open(manifest))}
 methods = collections.defaultdict(dict)
@@ -52,13 +43,13 @@ for s in subjects:
 ratio = {k: np.array(v) for k, v in ratio.items()}
 unet = np.array([float(methods[s]["jax"]["ssim_z"]) for s in subjects])
 margin = unet - np.array([max(float(methods[s][b]["ssim_z"]) for b in ("linear", "histmatch")) for s in subjects])
-print("| site | n | T1 through-plane / in-plane | T2 through-plane / in-plane | U-Net ssim_z | ssim_z margin [95% t CI] |")
+print("| site | n | T1 through-plane / in-plane | T2 through-plane / in-plane | U-Net ssim_z | ssim_z margin |")
 print("|---|---|---|---|---|---|")
-for name in sorted(set(sites), key=lambda n: -np.sum(sites == n)):
+for name in sorted(set(sites), key=lambda n: (-np.sum(sites == n), n)):
     at = sites == name
     print(f"| {name} | {at.sum()} | {ratio['t1'][at].mean():.2f} ({ratio['t1'][at].min():.2f}-{ratio['t1'][at].max():.2f}) | "
           f"{ratio['t2'][at].mean():.2f} ({ratio['t2'][at].min():.2f}-{ratio['t2'][at].max():.2f}) | "
-          f"{unet[at].mean():.3f} | {margin[at].mean():+.3f} {t_interval(margin[at])} |")
+          f"{unet[at].mean():.3f} | {margin[at].mean():+.3f} |")
 for name in ("t1", "t2"):
     for label, values in (("U-Net ssim_z", unet), ("ssim_z margin", margin)):
         r, p = stats.pearsonr(ratio[name], values)
