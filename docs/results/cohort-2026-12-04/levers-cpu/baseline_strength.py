@@ -1,8 +1,9 @@
 """Is a site's small margin a weak model or a strong baseline? For each held-out patient of the
 3000-step cross-validation (steps-3000/cv-seed-0): the U-Net's psnr_z/ssim_z, the better of the two
 intensity baselines' (linear map, histogram matching; the better one per patient) and the margin;
-per site the means (the margin with its 95% t interval over the site's patients), over the 43 patients the Pearson correlation of the baseline with the margin,
-and the linear map's own correlation with the real T2 per site.
+per site the means (the margin with its 95% t interval over the site's patients), over the 43
+patients the Pearson correlation of the baseline with the margin, and the linear map's own
+correlation with the real T2 per site.
 Run from this folder: python baseline_strength.py ../../../../../shared/data/brats18/manifest.csv"""
 import collections
 import csv
