@@ -5,12 +5,12 @@ per site the means (the margin with its 95% t interval over the site's patients)
 patients the Pearson correlation of the baseline with the margin, and the linear map's own
 correlation with the real T2 per site.
 Run from this folder: python baseline_strength.py ../../../../../shared/data/brats18/manifest.csv"""
-import collections
-import csv
 import sys
 
 import numpy as np
 from scipy import stats
+
+import cv_patients
 
 
 def t_interval(values: np.ndarray) -> str:
@@ -21,21 +21,15 @@ def t_interval(values: np.ndarray) -> str:
     return f"[{low:+.3f}, {high:+.3f}]"
 
 
-site = {r["subject"]: r["site"] for r in csv.DictReader(open(sys.argv[1]))}
-methods = collections.defaultdict(dict)
-for row in csv.DictReader(open("steps-3000/cv-seed-0/per_subject.csv")):
-    methods[row["subject"]][row["method"]] = row
-subjects = sorted(methods)
-sites = np.array([site[s] for s in subjects])
+subjects, sites, methods = cv_patients.load(sys.argv[1])
 for metric in ("psnr_z", "ssim_z"):
-    unet = np.array([float(methods[s]["jax"][metric]) for s in subjects])
-    baseline = np.array([max(float(methods[s][b][metric]) for b in ("linear", "histmatch")) for s in subjects])
+    unet, baseline = cv_patients.unet_and_baseline(methods, subjects, metric)
     margin = unet - baseline
     r, p = stats.pearsonr(baseline, margin)
     print(f"{metric}: over {len(subjects)} patients, corr(better baseline, margin) r = {r:+.2f} (p = {p:.1g}), "
           f"corr(better baseline, U-Net) r = {stats.pearsonr(baseline, unet)[0]:+.2f}")
     print("| site | n | U-Net | better baseline | margin [95% t CI] |\n|---|---|---|---|---|")
-    for name in sorted(set(sites), key=lambda n: (-np.sum(sites == n), n)):
+    for name in cv_patients.site_order(sites):
         at = sites == name
         print(f"| {name} | {at.sum()} | {unet[at].mean():.3f} | {baseline[at].mean():.3f} | {margin[at].mean():+.3f} {t_interval(margin[at])} |")
     others = sites != "CBICA"
@@ -43,4 +37,4 @@ for metric in ("psnr_z", "ssim_z"):
           f"{margin[others].mean():+.3f} |\n")
 linear_r = np.array([float(methods[s]["linear"]["pearson"]) for s in subjects])
 print("the linear map's Pearson r with the real T2 (in the mask), mean per site:",
-      ", ".join(f"{n} {linear_r[sites == n].mean():+.2f}" for n in sorted(set(sites), key=lambda n: (-np.sum(sites == n), n))))
+      ", ".join(f"{n} {linear_r[sites == n].mean():+.2f}" for n in cv_patients.site_order(sites)))

@@ -6,7 +6,6 @@ acquisition, well below 1 where thick slices were interpolated onto the 1 mm gri
 its Pearson correlation over the 43 patients with the U-Net's ssim_z and with its margin over the
 better baseline.
 Run from this folder: python slice_sharpness.py ../../../../../shared/data/brats18/manifest.csv"""
-import collections
 import csv
 import pathlib
 import sys
@@ -14,6 +13,8 @@ import sys
 import nibabel as nib
 import numpy as np
 from scipy import stats
+
+import cv_patients
 
 
 def through_plane_ratio(volume: np.ndarray, mask: np.ndarray) -> float:
@@ -28,11 +29,7 @@ def through_plane_ratio(volume: np.ndarray, mask: np.ndarray) -> float:
 
 manifest = pathlib.Path(sys.argv[1])
 rows = {r["subject"]: r for r in csv.DictReader(open(manifest))}
-methods = collections.defaultdict(dict)
-for row in csv.DictReader(open("steps-3000/cv-seed-0/per_subject.csv")):
-    methods[row["subject"]][row["method"]] = row
-subjects = sorted(methods)
-sites = np.array([rows[s]["site"] for s in subjects])
+subjects, sites, methods = cv_patients.load(str(manifest))
 ratio = {"t1": [], "t2": []}
 for s in subjects:
     t1 = np.asarray(nib.load(manifest.parent / rows[s]["t1"]).dataobj, dtype=np.float32)
@@ -41,11 +38,11 @@ for s in subjects:
     for name, volume in (("t1", t1), ("t2", t2)):
         ratio[name].append(through_plane_ratio(volume, mask))
 ratio = {k: np.array(v) for k, v in ratio.items()}
-unet = np.array([float(methods[s]["jax"]["ssim_z"]) for s in subjects])
-margin = unet - np.array([max(float(methods[s][b]["ssim_z"]) for b in ("linear", "histmatch")) for s in subjects])
+unet, baseline = cv_patients.unet_and_baseline(methods, subjects, "ssim_z")
+margin = unet - baseline
 print("| site | n | T1 through-plane / in-plane | T2 through-plane / in-plane | U-Net ssim_z | ssim_z margin |")
 print("|---|---|---|---|---|---|")
-for name in sorted(set(sites), key=lambda n: (-np.sum(sites == n), n)):
+for name in cv_patients.site_order(sites):
     at = sites == name
     print(f"| {name} | {at.sum()} | {ratio['t1'][at].mean():.2f} ({ratio['t1'][at].min():.2f}-{ratio['t1'][at].max():.2f}) | "
           f"{ratio['t2'][at].mean():.2f} ({ratio['t2'][at].min():.2f}-{ratio['t2'][at].max():.2f}) | "
