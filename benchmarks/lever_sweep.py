@@ -117,8 +117,9 @@ def seed_spread(points: dict[str, dict[str, float]]) -> dict[str, float] | None:
 def paired_lines(points: dict[str, dict[str, dict[str, float]]]) -> list[str]:
     """Each variant against the first (``points``: variant -> its scored points, in order) on the
     (fold, seed) points both have: ssim_z moves more between folds than between seeds, so only
-    the same points compare, and a difference inside the first variant's seed spread is not a
-    ranking."""
+    the same points compare, and a difference inside the seed spread is not a ranking. The spread
+    is the larger of the first variant's and the variant's own, where it has a fold with two
+    seeds: a lever can move with the seed more than the reference does."""
     first, *_ = points
     reference = points[first]
     others = {variant: own for variant, own in points.items() if variant != first}
@@ -129,22 +130,36 @@ def paired_lines(points: dict[str, dict[str, dict[str, float]]]) -> list[str]:
              f"A variant's margin minus {first}'s on each point both have. {first}'s seed spread "
              + ("(the largest range between seeds of one fold): " + ", ".join(f"{m} {spread[m]:.3f}" for m in METRICS)
                 if spread else "is not measured yet (no fold with two seeds)") + ". From two shared points on, "
-             "the differences' 95% t interval and a sign-flip test over the points (each a whole run).", "",
+             "the differences' 95% t interval and a sign-flip test over the points (each a whole run). "
+             "Where the variant's own seed spread is larger, it is the one a difference must pass, and is "
+             "given.", "",
              "| variant | shared points | psnr_z difference: mean (per point) | ssim_z difference: mean (per point) |",
              "|---|---|---|---|"]
     for variant, own in others.items():
         shared = [name for name in own if name in reference]
         if not shared:
             continue
+        own_spread = seed_spread(own)
         cells = []
         for m in METRICS:
             diffs = [own[n][f"{m}_margin"] - reference[n][f"{m}_margin"] for n in shared]
-            verdict = ("" if spread is None else
-                       ", inside the seed spread" if abs(np.mean(diffs)) <= spread[m] else ", beyond the seed spread")
-            cells.append(f"{np.mean(diffs):+.3f} (" + ", ".join(f"{d:+.3f}" for d in diffs) + f"){verdict}"
+            cells.append(f"{np.mean(diffs):+.3f} (" + ", ".join(f"{d:+.3f}" for d in diffs) + ")"
+                         + spread_verdict(float(np.mean(diffs)), spread[m] if spread else None,
+                                          own_spread[m] if own_spread else None)
                          + run_level_test(diffs))
         lines.append(f"| {variant} | {', '.join(shared)} | {cells[0]} | {cells[1]} |")
     return lines
+
+
+def spread_verdict(difference: float, reference: float | None, own: float | None) -> str:
+    """Whether a mean difference passes the seed spread: the reference's, or the variant's own
+    where that is larger (then named with its size); nothing without the reference's."""
+    if reference is None:
+        return ""
+    bound = max(reference, own or 0.0)
+    if abs(difference) > bound:
+        return ", beyond the seed spread"
+    return ", inside the seed spread" + (f" (its own, {own:.3f})" if own is not None and own > reference else "")
 
 
 def paired_sections(points: dict[str, dict[str, dict[str, float]]]) -> list[str]:

@@ -72,6 +72,22 @@ def test_the_run_level_interval_widens_with_few_points_and_the_sign_flip_p_is_ex
     assert lever_sweep.run_level_test([0.3]) == ""
 
 
+def test_a_lever_that_moves_with_the_seed_more_than_the_reference_is_judged_by_its_own_spread():
+    """The reference's seeds 0.1 dB apart, the lever's 0.6 apart on fold 1: its mean difference
+    of -0.225 dB is beyond the reference's spread but inside its own, and the table says whose."""
+    def rows(*margins):
+        names = ["fold-0-seed-0", "fold-0-seed-1", "fold-1-seed-0", "fold-1-seed-1"]
+        return {n: {"psnr_z_margin": p, "ssim_z_margin": 0.05} for n, p in zip(names, margins)}
+    lines = lever_sweep.paired_lines({"ref": rows(2.0, 2.1, 2.0, 2.1), "lever": rows(1.8, 1.9, 2.1, 1.5)})
+    row = next(line for line in lines if line.startswith("| lever |"))
+    assert "| -0.225 (-0.200, -0.200, +0.100, -0.600), inside the seed spread (its own, 0.600); 95% CI" in row
+    assert lever_sweep.spread_verdict(-0.2, 0.1, None) == ", beyond the seed spread"
+    assert lever_sweep.spread_verdict(-0.2, 0.1, 0.05) == ", beyond the seed spread"
+    assert lever_sweep.spread_verdict(-0.7, 0.1, 0.6) == ", beyond the seed spread"
+    assert lever_sweep.spread_verdict(0.05, 0.1, 0.6) == ", inside the seed spread (its own, 0.600)"
+    assert lever_sweep.spread_verdict(0.05, None, 0.6) == ""
+
+
 def test_without_two_seeds_on_a_fold_no_difference_is_called_a_ranking(tmp_path, monkeypatch):
     sweep(monkeypatch, tmp_path, "--variants", "recommended,no-2.5d", "--folds", "0,1", "--seeds", "0")
     table = (tmp_path / "levers.md").read_text()
