@@ -27,27 +27,32 @@ def through_plane_ratio(volume: np.ndarray, mask: np.ndarray) -> float:
     return steps[2] / np.mean(steps[:2])
 
 
-manifest = pathlib.Path(sys.argv[1])
-rows = {r["subject"]: r for r in csv.DictReader(open(manifest))}
-subjects, sites, methods = cv_patients.load(str(manifest))
-ratio = {"t1": [], "t2": []}
-for s in subjects:
-    t1 = np.asarray(nib.load(manifest.parent / rows[s]["t1"]).dataobj, dtype=np.float32)
-    t2 = np.asarray(nib.load(manifest.parent / rows[s]["t2"]).dataobj, dtype=np.float32)
-    mask = (t1 > 0) & (t2 > 0)
-    for name, volume in (("t1", t1), ("t2", t2)):
-        ratio[name].append(through_plane_ratio(volume, mask))
-ratio = {k: np.array(v) for k, v in ratio.items()}
-unet, baseline = cv_patients.unet_and_baseline(methods, subjects, "ssim_z")
-margin = unet - baseline
-print("| site | n | T1 through-plane / in-plane | T2 through-plane / in-plane | U-Net ssim_z | ssim_z margin |")
-print("|---|---|---|---|---|---|")
-for name in cv_patients.site_order(sites):
-    at = sites == name
-    print(f"| {name} | {at.sum()} | {ratio['t1'][at].mean():.2f} ({ratio['t1'][at].min():.2f}-{ratio['t1'][at].max():.2f}) | "
-          f"{ratio['t2'][at].mean():.2f} ({ratio['t2'][at].min():.2f}-{ratio['t2'][at].max():.2f}) | "
-          f"{unet[at].mean():.3f} | {margin[at].mean():+.3f} |")
-for name in ("t1", "t2"):
-    for label, values in (("U-Net ssim_z", unet), ("ssim_z margin", margin)):
-        r, p = stats.pearsonr(ratio[name], values)
-        print(f"over {len(subjects)} patients: corr({name.upper()} through-plane ratio, {label}) r = {r:+.2f} (p = {p:.1g})")
+def main() -> None:
+    manifest = pathlib.Path(sys.argv[1])
+    rows = {r["subject"]: r for r in csv.DictReader(open(manifest))}
+    subjects, sites, methods = cv_patients.load(str(manifest))
+    ratio = {"t1": [], "t2": []}
+    for s in subjects:
+        t1 = np.asarray(nib.load(manifest.parent / rows[s]["t1"]).dataobj, dtype=np.float32)
+        t2 = np.asarray(nib.load(manifest.parent / rows[s]["t2"]).dataobj, dtype=np.float32)
+        mask = (t1 > 0) & (t2 > 0)
+        for name, volume in (("t1", t1), ("t2", t2)):
+            ratio[name].append(through_plane_ratio(volume, mask))
+    ratio = {k: np.array(v) for k, v in ratio.items()}
+    unet, baseline = cv_patients.unet_and_baseline(methods, subjects, "ssim_z")
+    margin = unet - baseline
+    print("| site | n | T1 through-plane / in-plane | T2 through-plane / in-plane | U-Net ssim_z | ssim_z margin |")
+    print("|---|---|---|---|---|---|")
+    for name in cv_patients.site_order(sites):
+        at = sites == name
+        print(f"| {name} | {at.sum()} | {ratio['t1'][at].mean():.2f} ({ratio['t1'][at].min():.2f}-{ratio['t1'][at].max():.2f}) | "
+              f"{ratio['t2'][at].mean():.2f} ({ratio['t2'][at].min():.2f}-{ratio['t2'][at].max():.2f}) | "
+              f"{unet[at].mean():.3f} | {margin[at].mean():+.3f} |")
+    for name in ("t1", "t2"):
+        for label, values in (("U-Net ssim_z", unet), ("ssim_z margin", margin)):
+            r, p = stats.pearsonr(ratio[name], values)
+            print(f"over {len(subjects)} patients: corr({name.upper()} through-plane ratio, {label}) r = {r:+.2f} (p = {p:.1g})")
+
+
+if __name__ == "__main__":
+    main()
