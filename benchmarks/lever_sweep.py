@@ -14,8 +14,8 @@ call with the same ``--out`` skips finished points (the learning-curve folder co
 Writes ``OUT/<variant>/fold-<F>-seed-<S>/`` (the learning curve's folder, ``point.log`` and
 ``timing.json``), ``OUT/progress.log``, and ``OUT/levers.md``: per variant, the points' psnr_z and
 ssim_z margins over the better baseline and their mean, then each variant against the first on
-the points both have, beside the first variant's seed spread. A variant and seed with a point on
-every fold is also pooled into a cross-validation summary, ``OUT/<variant>/cv-seed-<S>/``
+the points both have, beside the seed spread (the first variant's, or the variant's own where
+larger). A variant and seed with a point on every fold is also pooled into a cross-validation summary, ``OUT/<variant>/cv-seed-<S>/``
 (:func:`write_cross_validations`). A benchmark, not a test.
 """
 from __future__ import annotations
