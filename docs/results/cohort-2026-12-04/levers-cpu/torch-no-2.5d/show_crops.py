@@ -2,24 +2,22 @@
 column per volume, each windowed to its own 1st-99th percentile in the T1's mask: the coronal
 crop shows whether consecutive axial slices of a 2D model agree (streaks where they do not).
 python show_crops.py OUT.png T1 [NAME=SYNTH ...] T2"""
+import pathlib
 import sys
 
 import matplotlib
-import nibabel as nib
 import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import volume_views  # noqa: E402
+
 HALF = 60  # half the crop's width, voxels
-out, t1, *synths, t2 = sys.argv[1:]
-columns = [("T1", t1)] + [tuple(s.split("=", 1)) for s in synths] + [("real T2", t2)]
-mask = np.asarray(nib.load(t1).dataobj) > 0
-x, y, z = (int(np.mean(np.nonzero(mask)[i])) for i in range(3))
-fig, axes = plt.subplots(2, len(columns), figsize=(4 * len(columns), 7))
-for (name, path), (axial, coronal) in zip(columns, axes.T):
-    volume = np.asarray(nib.load(path).dataobj, dtype=np.float32) * mask
-    low, high = np.percentile(volume[mask], [1, 99])
+out, views, (x, y, z) = volume_views.read(sys.argv[1:])
+fig, axes = plt.subplots(2, len(views), figsize=(4 * len(views), 7))
+for (name, volume, low, high), (axial, coronal) in zip(views, axes.T):
     axial.imshow(np.rot90(volume[x - HALF:x + HALF, y - HALF:y + HALF, z]), cmap="gray", vmin=low, vmax=high)
     coronal.imshow(np.rot90(volume[x - HALF:x + HALF, y, z - HALF // 2:z + HALF // 2]), cmap="gray", vmin=low,
                    vmax=high)
