@@ -15,8 +15,8 @@ Writes ``OUT/<variant>/fold-<F>-seed-<S>/`` (the learning curve's folder, ``poin
 ``timing.json``), ``OUT/progress.log``, and ``OUT/levers.md``: per variant, the points' psnr_z and
 ssim_z margins over the better baseline and their mean, then each variant against the first on
 the points both have, beside the seed spread (the first variant's, or the variant's own where
-larger). A variant and seed with a point on every fold is also pooled into a cross-validation summary, ``OUT/<variant>/cv-seed-<S>/``
-(:func:`write_cross_validations`). A benchmark, not a test.
+larger). A variant and seed with a point on every fold is also pooled into a cross-validation summary, ``OUT/<variant>/cv-seed-<S>/``,
+and two or more such seeds into ``OUT/<variant>/cv-seeds/`` (:func:`write_cross_validations`). A benchmark, not a test.
 """
 from __future__ import annotations
 
@@ -226,7 +226,9 @@ def write_cross_validations(out: Path, config: str, variants: list[str], k: int)
     """For each variant and seed that has a scored point on every one of the ``k`` folds: the
     folds pooled as ``cross-validate`` pools them (every subject held out once), into
     ``OUT/<variant>/cv-seed-<S>/`` (summary.md, summary.csv/json, per_subject.csv, folds.csv;
-    no figure: that needs the runs' synthesized volumes, which a results folder does not keep)."""
+    no figure: that needs the runs' synthesized volumes, which a results folder does not keep);
+    and a variant with two or more such seeds pooled over them as ``cross-validate --train-seeds``
+    pools them, into ``OUT/<variant>/cv-seeds/``."""
     complete = {}
     for variant in variants:
         for seed in sorted({int(p.name.split("-seed-")[1]) for p in (out / variant).glob("fold-*-seed-*")}):
@@ -236,6 +238,7 @@ def write_cross_validations(out: Path, config: str, variants: list[str], k: int)
     if not complete:
         return []
     from mrsynth.experiments.crossval import write_pooled_tables
+    from mrsynth.experiments.crossval_seeds import write_seed_pool
 
     sites, folds = sweep_folds(config, k)
     written = []
@@ -244,6 +247,11 @@ def write_cross_validations(out: Path, config: str, variants: list[str], k: int)
         target.mkdir(exist_ok=True)
         write_pooled_tables(target, folds, sites, evaluations)
         written.append(target)
+    for variant in variants:
+        seeds = {seed: evaluations for (v, seed), evaluations in complete.items() if v == variant}
+        if len(seeds) > 1:
+            write_seed_pool(out / variant / "cv-seeds", folds, sites, seeds)
+            written.append(out / variant / "cv-seeds")
     return written
 
 

@@ -159,6 +159,18 @@ def test_an_unknown_variant_is_refused(tmp_path, monkeypatch):
         sweep(monkeypatch, tmp_path, "--variants", "torch-bigger")
 
 
+def fake_evaluation(out: Path, fold: int, seed: int, folds: dict[str, int], psnr: dict[str, float],
+                    baseline_offset: float = -2) -> None:
+    """A point's evaluation of its fold's held-out subjects, as evaluate writes it: the run's
+    psnr_z, and a linear baseline ``baseline_offset`` from it."""
+    evaluation = lever_sweep.point_dir(out, "recommended", fold, seed) / f"seed-{seed}" / "n-2" / "eval"
+    evaluation.mkdir(parents=True)
+    held_out = sorted(s for s, f in folds.items() if f == fold)
+    (evaluation / "per_subject.csv").write_text("subject,method,psnr_z,ssim_z\n" + "".join(
+        f"{s},jax,{psnr[s]},0.4\n{s},linear,{psnr[s] + baseline_offset},0.3\n" for s in held_out))
+    (evaluation / "summary.json").write_text('{"methods": {"jax": {"kind": "run"}, "linear": {"kind": "baseline"}}}')
+
+
 def test_a_variant_with_a_point_on_every_fold_is_pooled_into_a_cross_validation(tmp_path):
     """Two folds of four subjects from two sites: each fold's evaluation, as evaluate writes it,
     pooled once every fold has one, every subject held out once (and nothing before that)."""
@@ -177,16 +189,17 @@ def test_a_variant_with_a_point_on_every_fold_is_pooled_into_a_cross_validation(
     psnr = {"s1": 20.0, "s2": 22.0, "s3": 24.0, "s4": 26.0}
     for fold in (0, 1):
         assert lever_sweep.write_cross_validations(out, str(config), ["recommended"], 2) == []
-        evaluation = lever_sweep.point_dir(out, "recommended", fold, 0) / "seed-0" / "n-2" / "eval"
-        evaluation.mkdir(parents=True)
-        held_out = sorted(s for s, f in folds.items() if f == fold)
-        (evaluation / "per_subject.csv").write_text("subject,method,psnr_z,ssim_z\n" + "".join(
-            f"{s},jax,{psnr[s]},0.4\n{s},linear,{psnr[s] - 2},0.3\n" for s in held_out))
-        (evaluation / "summary.json").write_text(
-            '{"methods": {"jax": {"kind": "run"}, "linear": {"kind": "baseline"}}}')
+        fake_evaluation(out, fold, 0, folds, psnr)
     [written] = lever_sweep.write_cross_validations(out, str(config), ["recommended"], 2)
     assert written == out / "recommended" / "cv-seed-0"
     summary = (written / "summary.md").read_text()
     assert "2 folds, 4 subjects, each held out once" in summary and "| jax | 23.0000 [" in summary
     assert "| B | 2 | linear | 23.0000 [" in summary
     assert (written / "folds.csv").read_text().count("\n") == 5
+    for fold in (0, 1):  # a second seed, 1 dB better on every subject: pooled over both seeds too
+        fake_evaluation(out, fold, 1, folds, {s: v + 1 for s, v in psnr.items()}, baseline_offset=-3)
+    written = lever_sweep.write_cross_validations(out, str(config), ["recommended"], 2)
+    assert written == [out / "recommended" / f"cv-seed-{s}" for s in (0, 1)] + [out / "recommended" / "cv-seeds"]
+    pooled = (out / "recommended" / "cv-seeds" / "summary.md").read_text()
+    assert "| 0 | 23.000 | 21.000 (linear) | +2.000 |" in pooled and "| 1 | 24.000 | 21.000 (linear) | +3.000 |" in pooled
+    assert "| jax | 23.5000 [" in pooled

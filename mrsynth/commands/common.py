@@ -45,6 +45,14 @@ def add_score_workers_argument(parser: argparse.ArgumentParser) -> None:
                              "metrics are the same")
 
 
+def seed_list(text: str) -> list[int]:
+    """``--seeds``-style argument: comma-separated integers, returned sorted without repeats."""
+    try:
+        return sorted({int(s) for s in text.split(",")})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+
+
 def _non_negative(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")

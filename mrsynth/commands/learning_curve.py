@@ -5,15 +5,8 @@ import argparse
 from pathlib import Path
 
 from mrsynth.commands.common import (add_backend_argument, add_config_arguments, add_out_argument,
-                                     add_score_workers_argument)
+                                     add_score_workers_argument, seed_list)
 from mrsynth.config import load_config
-
-
-def _seeds(text: str) -> list[int]:
-    try:
-        return sorted({int(s) for s in text.split(",")})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default="1,2,4,8,16,32,all",
                         help="numbers of training subjects, comma-separated; 'all' = every subject outside the "
                              "held-out fold (default 1,2,4,8,16,32,all)")
-    parser.add_argument("--seeds", type=_seeds, default=[0, 1, 2],
+    parser.add_argument("--seeds", type=seed_list, default=[0, 1, 2],
                         help="seeds, comma-separated: each draws its own subjects and initializes its own model "
                              "(default 0,1,2)")
     parser.add_argument("--fold", type=int, default=0, help="the held-out fold that scores every point (default 0)")

@@ -68,6 +68,14 @@ def finalize(result: EvaluationResult) -> EvaluationResult:
     return result
 
 
+def better_baseline(kinds: dict[str, str], means: dict[str, float]) -> str:
+    """The baseline with the higher mean (``means``: method -> its mean in one metric, where
+    higher is better). Identity (the T1 itself) is a reference, not a baseline a model has to
+    beat, so it is not a candidate."""
+    candidates = [m for m, kind in kinds.items() if kind == "baseline" and m != "identity"]
+    return max(candidates, key=lambda m: means[m])
+
+
 def csv_text(header: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(header), extrasaction="ignore", lineterminator="\n")

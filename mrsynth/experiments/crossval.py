@@ -122,6 +122,9 @@ def cross_validate(cfg: Config, backend: str, out: Path, k: int = 5, seed: int =
     cfg = with_absolute_paths(cfg)
     sites, folds = site_folds(cfg, k, seed)
     out = Path(out).absolute()
+    if any(out.glob(f"seed-*/{CV_FILE}")):
+        raise MrsynthError(f"{out}: this folder holds cross-validations of several training seeds "
+                           "(seed-<S>/); continue them with --train-seeds, or choose another --out")
     check_or_write_settings(out, _settings(cfg, backend, k, seed, folds, sites))
     for fold in range(k):
         fold_dir = out / f"fold-{fold}"
@@ -141,7 +144,7 @@ def fold_evaluations(out: Path, folds: dict[str, int]) -> dict[int, Path]:
     return {fold: out / f"fold-{fold}" / "eval" for fold in sorted(set(folds.values()))}
 
 
-def _fold_rows(evaluations: dict[int, Path]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+def fold_rows(evaluations: dict[int, Path]) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Every fold's per-subject rows (floats), and each method's kind."""
     rows, kinds = [], {}
     for folder in evaluations.values():
@@ -154,7 +157,7 @@ def _fold_rows(evaluations: dict[int, Path]) -> tuple[list[dict[str, Any]], dict
     return rows, kinds
 
 
-def _result_of_rows(rows: list[dict[str, Any]], kinds: dict[str, str], subjects: list[str]) -> EvaluationResult:
+def result_of_rows(rows: list[dict[str, Any]], kinds: dict[str, str], subjects: list[str]) -> EvaluationResult:
     methods = [m for m in kinds if kinds[m] == "run"] + [m for m in kinds if kinds[m] == "baseline"]
     return finalize(EvaluationResult(methods=methods, kinds=kinds, subjects=subjects,
                                      rows=[r for r in rows if r["subject"] in set(subjects)]))
@@ -171,22 +174,38 @@ def write_summary(out: Path, folds: dict[str, int], sites: dict[str, str | None]
 def write_pooled_tables(out: Path, folds: dict[str, int], sites: dict[str, str | None],
                         evaluations: dict[int, Path]) -> tuple[EvaluationResult, dict[str, Any]]:
     """The pooled held-out subjects of the folds' ``evaluations`` (one evaluation folder per
-    fold, wherever it lies): tables (summary.csv/json, per_subject.csv, paired_tests.csv),
-    folds.csv, and summary.md with the per-site means, written to ``out``."""
-    rows, kinds = _fold_rows(evaluations)
+    fold, wherever it lies), written to ``out`` by :func:`write_subject_tables`."""
+    rows, kinds = fold_rows(evaluations)
+    check_every_subject_scored(out, rows, folds)
+    return write_subject_tables(out, folds, sites, rows, kinds)
+
+
+def check_every_subject_scored(where: Path, rows: list[dict[str, Any]], folds: dict[str, int]) -> None:
+    """The folds' rows score exactly the cross-validation's subjects."""
     scored = sorted({r["subject"] for r in rows})
     if scored != sorted(folds):
-        raise MrsynthError(f"{out}: the folds scored {len(scored)} subjects, expected {len(folds)}")
-    result = _result_of_rows(rows, kinds, scored)
-    by_site = {site: _result_of_rows(rows, kinds, sorted(s for s in scored if (sites[s] or "") == site))
+        raise MrsynthError(f"{where}: the folds scored {len(scored)} subjects, expected {len(folds)}")
+
+
+def write_subject_tables(out: Path, folds: dict[str, int], sites: dict[str, str | None],
+                         rows: list[dict[str, Any]], kinds: dict[str, str], context: dict[str, Any] | None = None,
+                         preamble: str = "") -> tuple[EvaluationResult, dict[str, Any]]:
+    """One row per held-out subject and method as tables (summary.csv/json with ``context``,
+    per_subject.csv, paired_tests.csv), folds.csv, and summary.md (``preamble``, then the means
+    overall and per site), written to ``out``."""
+    subjects = sorted(folds)
+    result = result_of_rows(rows, kinds, subjects)
+    by_site = {site: result_of_rows(rows, kinds, sorted(s for s in subjects if (sites[s] or "") == site))
                for site in sorted({s or "" for s in sites.values()})}
-    context = {"cross_validation": {"folds": len(set(folds.values())), "subjects": len(folds),
-                                    "per_site": {site or "(none)": len(r.subjects) for site, r in by_site.items()}}}
+    context = {"cross_validation": {"folds": len(set(folds.values())), "subjects": len(subjects),
+                                    "per_site": {site or "(none)": len(r.subjects) for site, r in by_site.items()}},
+               **(context or {})}
+    out.mkdir(parents=True, exist_ok=True)
     write_tables(result, out, context)
     atomic_write_text(out / "folds.csv", "subject,site,fold\n" + "".join(
-        f"{s},{sites[s] or ''},{folds[s]}\n" for s in sorted(folds)))
-    atomic_write_text(out / "summary.md", summary_markdown(result, by_site, folds))
-    return result, {"subjects": len(scored), "methods": {m: result.summary[m] for m in result.methods},
+        f"{s},{sites[s] or ''},{folds[s]}\n" for s in subjects))
+    atomic_write_text(out / "summary.md", preamble + summary_markdown(result, by_site, folds))
+    return result, {"subjects": len(subjects), "methods": {m: result.summary[m] for m in result.methods},
                     "sites": {site or "(none)": {m: r.summary[m] for m in r.methods} for site, r in by_site.items()}}
 
 
@@ -254,7 +273,7 @@ def read_cross_validation(out: Path) -> tuple[dict[str, int], dict[str, str | No
 
 def pooled_result(evaluations: dict[int, Path], subjects: list[str]) -> EvaluationResult:
     """The ``subjects``' rows of the folds' evaluation folders, as one result."""
-    return _result_of_rows(*_fold_rows(evaluations), subjects)
+    return result_of_rows(*fold_rows(evaluations), subjects)
 
 
 def _cell(stats: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 
 from mrsynth.config import Config, with_absolute_paths
 from mrsynth.errors import ConfigError
-from mrsynth.evaluation.results import csv_text
+from mrsynth.evaluation.results import better_baseline, csv_text
 from mrsynth.experiments.crossval import check_or_write_settings, evaluate_once, site_folds, train_or_resume
 from mrsynth.fileio import atomic_write_text
 
@@ -116,8 +116,7 @@ def method_means(eval_dir: Path) -> tuple[dict[str, str], dict[tuple[str, str], 
 
 def point_rows(out: Path) -> list[dict[str, Any]]:
     """One row per finished point: its size, seed, and per metric the run's mean, the better
-    baseline (name and mean) and the margin. Identity (the T1 itself) is a reference, not a
-    baseline a model has to beat, so it is not a candidate for the better baseline."""
+    baseline (name and mean; :func:`~mrsynth.evaluation.results.better_baseline`) and the margin."""
     rows = []
     for eval_dir in sorted(Path(out).glob("seed-*/n-*/eval")):
         if (found := method_means(eval_dir)) is None:
@@ -127,11 +126,10 @@ def point_rows(out: Path) -> list[dict[str, Any]]:
         run = next(m for m, kind in kinds.items() if kind == "run")
         row: dict[str, Any] = {"n": int(point.name[2:]), "seed": int(point.parent.name[5:])}
         for metric in CURVE_METRICS:
-            baselines = {m: means[m, metric] for m, kind in kinds.items() if kind == "baseline" and m != "identity"}
-            best = max(baselines, key=baselines.get)
+            best = better_baseline(kinds, {m: means[m, metric] for m in kinds})
             value = means[run, metric]
-            row.update({metric: value, f"{metric}_baseline": best, f"{metric}_baseline_mean": baselines[best],
-                        f"{metric}_margin": value - baselines[best]})
+            row.update({metric: value, f"{metric}_baseline": best, f"{metric}_baseline_mean": means[best, metric],
+                        f"{metric}_margin": value - means[best, metric]})
         rows.append(row)
     return sorted(rows, key=lambda r: (r["n"], r["seed"]))
 
