@@ -185,17 +185,22 @@ def test_a_nyul_run_predicts_what_evaluate_scores(tmp_path):
     np.testing.assert_allclose(predicted[inside], reference.denormalize(evaluated[inside]), rtol=1e-4, atol=1e-2)
 
 
-def test_the_clip_range_never_maps_outside_the_training_t2s():
-    """Two subjects normalized with different offset-to-scale ratios: subject A's normalized
-    minimum maps, through the mean reference, to a negative T2; the contract's range stops at
-    the lowest training T2 in output units."""
-    raw = {"A": np.array([0.0, 500.0, 1000.0]), "B": np.array([0.0, 100.0, 300.0])}
-    stats = {"A": NormStats(offset=500.0, scale=200.0), "B": NormStats(offset=100.0, scale=100.0)}
+def contract_of(raw: dict[str, np.ndarray], stats: dict[str, NormStats]) -> tuple[PreprocessingContract, list[Volume]]:
+    """The contract that training subjects of three voxels each (``raw`` T2 = T1, normalized
+    with ``stats``) would give, and their volumes."""
     grid = Geometry(affine=np.diag([2.0, 2.0, 3.0, 1.0]), shape=(3, 1, 1), header=b"")
     volumes = [Volume(name, raw[name], stats[name].normalize(raw[name]), np.ones(3), None, stats[name], stats[name],
                       grid) for name in raw]
     files = [SubjectFiles(name, Path(f"{name}_t1.nii"), Path(f"{name}_t2.nii")) for name in raw]
-    contract = build_contract(DataConfig(mask="nonzero"), files, volumes, {})
+    return build_contract(DataConfig(mask="nonzero"), files, volumes, {}), volumes
+
+
+def test_the_clip_range_never_maps_outside_the_training_t2s():
+    """Two subjects normalized with different offset-to-scale ratios: subject A's normalized
+    minimum maps, through the mean reference, to a negative T2; the contract's range stops at
+    the lowest training T2 in output units."""
+    contract, volumes = contract_of({"A": np.array([0.0, 500.0, 1000.0]), "B": np.array([0.0, 100.0, 300.0])},
+                                    {"A": NormStats(offset=500.0, scale=200.0), "B": NormStats(offset=100.0, scale=100.0)})
     reference = contract.t2_reference
     assert (reference.offset, reference.scale) == (300.0, 150.0)
     lo, hi = contract.output_range()
@@ -204,3 +209,26 @@ def test_the_clip_range_never_maps_outside_the_training_t2s():
     assert contract.voxel_size == (2.0, 2.0, 3.0) and contract.mask_extent == "brain"  # nonzero: brains
     normalized_min = min(float(v.t2.min()) for v in volumes)
     assert normalized_min * reference.scale + reference.offset < -50  # what the old range let through
+
+
+def test_a_synthesis_at_the_floor_of_a_cohort_run_is_not_negative():
+    """A cohort run's T2 reference and range (offset 780.4, scale 292.4; the training T2s' floor
+    0 came back through float32 normalized values as -8.5e-5): the output floor is 0, and the
+    network's output clipped to the normalized floor maps to 0 exactly (mapped in float32 it gave
+    -6.1e-5, a negative T2). A floor well below 0 is kept."""
+    reference = NormStats(offset=780.4091546499515, scale=292.4151233974672)
+    contract, _ = contract_of({"A": np.array([0.0, 780.0, 3351.0])}, {"A": reference})
+    contract = dataclasses.replace(contract, t2_reference=reference, t2_range=(-2.6688402123957635, 8.794034004211426))
+    assert -2.6688402123957635 * reference.scale + reference.offset < -8e-5
+    assert contract.output_range() == (0.0, pytest.approx(8.794034004211426 * reference.scale + reference.offset))
+    network = np.full((4, 4, 2), np.float32(-2.6688402123957635), dtype=np.float32)
+    network[0, 0, 0] = np.float32(9.0)  # above the range: clipped to its top
+    inside = np.ones(network.shape, dtype=bool)
+    inside[3] = False
+    assert (network * reference.scale + reference.offset).min() < -6e-5  # the old float32 mapping
+    out = contract.to_output_units(network, inside)
+    assert out.dtype == np.float32 and np.all(out[~inside] == 0) and out[inside].min() == 0.0
+    assert out.max() == np.float32(contract.output_range()[1])
+    below = dataclasses.replace(contract, t2_range=(-2.7, 8.79))  # a floor of -9.2: a real one, kept
+    assert below.output_range()[0] == pytest.approx(-2.7 * reference.scale + reference.offset)
+    assert below.to_output_units(np.full(2, -3.0, dtype=np.float32), np.ones(2, bool)).min() < -9

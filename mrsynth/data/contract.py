@@ -43,6 +43,7 @@ from mrsynth.errors import MrsynthError
 CONTRACT_FILE = "preprocessing.json"
 MASK_SOURCES = ("given", "otsu", "nonzero", "skull-strip", "none")
 ORIENTATION = "RAS+"  # every array the network sees (inputs are reoriented on read)
+FLOOR_STEPS = 8  # float32 steps of the output scale within which the output floor counts as 0
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,22 @@ class PreprocessingContract:
                                f"(data.planes: all); this one saw slices along axis {self.slice_axis} only")
 
     def output_range(self) -> tuple[float, float]:
-        """The clip range in output (training T2) units."""
-        lo, hi = self.t2_range
-        return (float(lo * self.t2_reference.scale + self.t2_reference.offset),
-                float(hi * self.t2_reference.scale + self.t2_reference.offset))
+        """The clip range in output (training T2) units. A floor within float32 rounding of 0 is
+        0: the training T2s' usual floor, an MR background of 0, comes back through their float32
+        normalized values up to a few float32 steps of the offset off (-8.5e-5 at an offset of
+        780), which would let a synthesized T2 go negative."""
+        lo, hi = (float(v * self.t2_reference.scale + self.t2_reference.offset) for v in self.t2_range)
+        rounding = FLOOR_STEPS * float(np.spacing(np.float32(max(abs(self.t2_reference.offset), abs(hi)))))
+        return (0.0 if abs(lo) <= rounding else lo), hi
+
+    def to_output_units(self, t2: np.ndarray, inside: np.ndarray) -> np.ndarray:
+        """A synthesized T2 in normalized units as training-T2 units (float32, 0 outside
+        ``inside``), mapped in float64 and clipped to :meth:`output_range` there, so that the
+        float32 mapping's rounding cannot leave the range (at an offset of 780 it gave -6.1e-5
+        where the floor is 0)."""
+        lo, hi = self.output_range()
+        mapped = np.asarray(t2, dtype=np.float64) * self.t2_reference.scale + self.t2_reference.offset
+        return np.where(inside, np.clip(mapped, lo, hi), 0.0).astype(np.float32)
 
     def data_config(self, base: DataConfig, mask: str | None = None) -> DataConfig:
         """``base`` with the contract's preprocessing (and ``mask`` policy, default the contract's)."""

@@ -370,7 +370,7 @@ def synthesize_file(t1_path: Path, out_dir: Path, predictor: Predictor, setup: S
                                                data_cfg, setup.cfg.eval, contract, tta=tta)
     ref = contract.t2_reference
     inside = volume.mask > 0
-    t2 = np.where(inside, synthesis.t2 * ref.scale + ref.offset, 0.0).astype(np.float32)
+    t2 = contract.to_output_units(synthesis.t2, inside)
     tag = f"mrsynth {mrsynth.__version__} synthetic T2w from T1w - {NOTICE}"
     *map_paths, sidecar_path = output_paths(t1_path, out_dir, uncertainty)
     images = {map_paths[0]: image_like(
