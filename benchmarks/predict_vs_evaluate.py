@@ -81,20 +81,23 @@ def main() -> None:
         subprocess.run([*run_py, "predict", "--checkpoint", str(args.run), "--input", str(files.t1),
                         "--output", str(out), *mask_args, *predict_extra], check=True, stdout=subprocess.DEVNULL)
         pred = next(p for p in out.glob("*_synthT2.nii*"))
+        synthesized_in = next(out.glob("*_synthT2_mask.nii*"), None)  # None: a --code from before it was written
         score_mask = files.mask
         if score_mask is None:  # skull-stripped data: the brain is the T1's non-zero region
             t1, geometry = read_nifti(files.t1)
             score_mask = work / f"{files.subject}-brain.nii.gz"
             save_nifti(nonzero_foreground(t1).astype(np.uint8), geometry.ras_affine, score_mask)
         s = score_prediction(pred, files.t2, score_mask, ref, cfg.data, cfg.eval.data_range)
-        within = score_prediction(pred, files.t2, score_mask, ref, cfg.data, cfg.eval.data_range, within_output=True)
+        within = score_prediction(pred, files.t2, score_mask, ref, cfg.data, cfg.eval.data_range,
+                                  synthesized_in=synthesized_in)
+        covered = f"{100 * within['brain_coverage']:.1f}%" if "brain_coverage" in within else "-"
         t2_max = float(read_nifti(files.t2)[0].max())
         e = evaluate_rows.get(files.subject, {})
         ev_psnr = f"{float(e['psnr']):.2f}" if e else "-"
         ev_r = f"{float(e['pearson']):.3f}" if e else "-"
         ev_z = f"{float(e['psnr_z']):.2f}" if e and e.get("psnr_z") else "-"
         print(f"| {files.subject} | {ev_psnr} | {ev_r} | {ev_z} | {s['psnr']:.2f} | {s['pearson']:.3f} | {s['psnr_z']:.2f} | "
-              f"{100 * s['brain_coverage']:.1f}% | {within['psnr']:.2f} | "
+              f"{covered} | {within['psnr']:.2f} | "
               f"{s['min_output']:.0f}..{s['max_output']:.0f} | {t2_max:.0f} |")
 
 

@@ -75,7 +75,9 @@ def predict_scores(run: Path, cfg, subjects, out: Path, mask_args) -> dict[str, 
         assert main(["predict", "--checkpoint", str(run), "--input", str(files.t1), "--out", str(out),
                      *mask_args(files)]) == 0
         pred = out / files.t1.name.replace(".nii.gz", "_synthT2.nii.gz")
-        scores[files.subject] = score_prediction(pred, files.t2, files.mask, ref, cfg.data)
+        synthesized_in = out / files.t1.name.replace(".nii.gz", "_synthT2_mask.nii.gz")
+        scores[files.subject] = score_prediction(pred, files.t2, files.mask, ref, cfg.data,
+                                                 synthesized_in=synthesized_in)
     return scores
 
 
@@ -223,11 +225,12 @@ def test_output_header_sidecar_tta_and_permissions(trained, tmp_path):
         os.umask(old)
     stem = files.t1.name.replace(".nii.gz", "")
     out = tmp_path / "o" / f"{stem}_synthT2.nii.gz"
+    mask_path = tmp_path / "o" / f"{stem}_synthT2_mask.nii.gz"
     spread_path = tmp_path / "o" / f"{stem}_synthT2_std.nii.gz"
     sidecar_path = tmp_path / "o" / f"{stem}_synthT2.json"
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == sorted(
-        p.name for p in (out, spread_path, sidecar_path))
-    for path in (out, spread_path, sidecar_path):
+        p.name for p in (out, mask_path, spread_path, sidecar_path))
+    for path in (out, mask_path, spread_path, sidecar_path):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
     for name in ("run.json", "config.yaml", "preprocessing.json", "model.safetensors"):
         assert stat.S_IMODE((run / name).stat().st_mode) & 0o044 == 0o044, name  # readable by others
@@ -253,6 +256,35 @@ def test_output_header_sidecar_tta_and_permissions(trained, tmp_path):
     assert 0.0 <= sidecar["Clipping"]["clipped_fraction"] < 1.0
     spread = nib.load(str(spread_path)).get_fdata()
     assert np.all(spread >= 0) and np.all(spread[~mask] == 0) and spread[mask].max() > 0
+    written_mask = nib.load(str(mask_path))  # where the T2 was synthesized: the given mask, on the T1's grid
+    assert written_mask.get_data_dtype() == np.uint8 and written_mask.header["intent_name"].tobytes().rstrip(b"\0") == b"synthT2w mask"
+    np.testing.assert_allclose(written_mask.affine, image.affine)
+    np.testing.assert_array_equal(np.asarray(written_mask.dataobj) > 0, mask)
+    assert int(np.asarray(written_mask.dataobj).sum()) == sidecar["Mask"]["voxels"]
+    assert sidecar["Outputs"] == [p.name for p in (out, mask_path, spread_path)]
+
+
+def test_a_synthesized_zero_counts_as_covered(tmp_path):
+    """Coverage and the within-synthesis score read predict's mask, not the output's non-zero voxels."""
+    from mrsynth.data.normalization import NormStats
+
+    shape = (6, 6, 4)
+    mask = np.zeros(shape, np.uint8)
+    mask[1:5, 1:5, :] = 1
+    synthesized = mask.copy()
+    synthesized[4, :, :] = 0  # predict's mask leaves one row of the brain out
+    t2 = np.where(mask > 0, np.linspace(1, 2, mask.size).reshape(shape), 0).astype(np.float32)
+    pred = np.where(synthesized > 0, t2, 0).astype(np.float32)
+    pred[1, 1, 0] = 0.0  # a synthesized voxel at the floor
+    for name, volume in (("pred", pred), ("t2", t2), ("mask", mask), ("synth", synthesized)):
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / f"{name}.nii.gz"))
+    cfg = load_config(None).data
+    reference = NormStats(offset=0.0, scale=1.0)
+    score = score_prediction(tmp_path / "pred.nii.gz", tmp_path / "t2.nii.gz", tmp_path / "mask.nii.gz", reference,
+                             cfg, synthesized_in=tmp_path / "synth.nii.gz")
+    assert score["brain_coverage"] == synthesized.sum() / mask.sum() == 0.75
+    assert "brain_coverage" not in score_prediction(tmp_path / "pred.nii.gz", tmp_path / "t2.nii.gz",
+                                                    tmp_path / "mask.nii.gz", reference, cfg)
 
 
 def test_uncertainty_needs_tta(trained, tmp_path, capsys):

@@ -64,7 +64,7 @@ def test_full_disk_stops_the_job_in_one_line_and_a_rerun_skips_what_exists(train
 
     def disk_fills_up(image, filename):
         calls.append(filename)
-        if len(calls) == 2:  # the second input's T2: half of it written, then the disk is full
+        if len(calls) == 3:  # the second input's T2 (after the first's T2 and mask): half written, then full
             Path(filename).write_bytes(b"\x1f\x8b partial")
             raise OSError(errno.ENOSPC, "No space left on device", filename)
         real_save(image, filename)
@@ -78,7 +78,7 @@ def test_full_disk_stops_the_job_in_one_line_and_a_rerun_skips_what_exists(train
     assert "1 written, 1 failed, 0 skipped, 1 not attempted (stopped)" in stdout
     assert f"failed: {inputs / 'S1-T1.nii.gz'}" in stdout
     assert no_temporaries(out)
-    assert sorted(p.name for p in out.iterdir()) == ["S0-T1_synthT2.json", "S0-T1_synthT2.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["S0-T1_synthT2.json", "S0-T1_synthT2.nii.gz", "S0-T1_synthT2_mask.nii.gz"]
 
     monkeypatch.setattr(synthesis.nib, "save", real_save)
     code, stdout, errors = predict(run, inputs, out, capsys, "--skip-existing")

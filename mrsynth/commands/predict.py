@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write <input>_synthT2_std.nii.gz, the voxel-wise spread over the "
                              "passes (needs --tta flip or --planes all)")
     parser.add_argument("--skip-existing", action="store_true",
-                        help="skip an input whose output NIfTI and JSON sidecar (and spread map with "
+                        help="skip an input whose output NIfTI, mask and JSON sidecar (and spread map with "
                              "--uncertainty) are all in --out already: a re-run does only what is missing")
 
 

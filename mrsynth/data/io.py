@@ -138,8 +138,9 @@ def from_ras(volume_ras: np.ndarray, geometry: Geometry) -> np.ndarray:
 
 
 def image_like(volume_ras: np.ndarray, geometry: Geometry, *, descrip: str | None = None,
-               intent_name: str | None = None) -> nib.Nifti1Image:
-    """A float32 NIfTI image of a RAS+ array on the original grid, affine and header.
+               intent_name: str | None = None, dtype: type = np.float32) -> nib.Nifti1Image:
+    """A NIfTI image (float32 unless ``dtype`` says, e.g. uint8 for a mask) of a RAS+ array on the
+    original grid, affine and header.
 
     Scaling (scl_slope/inter) and display range (cal_min/max) are reset, since they described
     the input's stored values, not these. ``descrip`` (80 bytes) and ``intent_name`` (16 bytes)
@@ -151,9 +152,9 @@ def image_like(volume_ras: np.ndarray, geometry: Geometry, *, descrip: str | Non
             f"array shape {volume_ras.shape} does not match the grid {geometry.ras_shape} "
             f"of {geometry.source or 'the input'}"
         )
-    data = from_ras(volume_ras.astype(np.float32, copy=False), geometry)
+    data = from_ras(volume_ras.astype(dtype, copy=False), geometry)
     header = geometry.header_object().copy()
-    header.set_data_dtype(np.float32)
+    header.set_data_dtype(dtype)
     header.set_data_shape(data.shape)
     header.set_slope_inter(None, None)
     header["cal_min"] = 0

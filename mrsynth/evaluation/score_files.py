@@ -22,12 +22,13 @@ from mrsynth.evaluation.metrics import volume_metrics
 
 def score_prediction(pred_path: Path, t2_path: Path, mask_path: Path, t2_reference: NormStats,
                      data_cfg: DataConfig, data_range: float | None = None,
-                     within_output: bool = False) -> dict[str, float]:
+                     synthesized_in: Path | None = None) -> dict[str, float]:
     """Masked metrics of a predict output against the real T2, inside the given mask.
 
-    ``within_output``: score only where the output is non-zero too, i.e. inside both the given
-    mask and the mask predict used (``--skull-strip``): the quality of what was synthesized,
-    apart from the brain voxels a different mask leaves out (``brain_coverage`` reports those).
+    ``synthesized_in``: the mask predict wrote beside its output (``<input>_synthT2_mask``);
+    scores only inside both masks then: the quality of what was synthesized, apart from the
+    brain voxels a different mask (``--skull-strip``) leaves out, whose share of the given mask
+    ``brain_coverage`` reports. Not the output's non-zero voxels: a synthesized voxel can be 0.
     """
     pred_raw, pred_geometry = read_nifti(pred_path, what="prediction")
     t2_raw, t2_geometry = read_nifti(t2_path, what="T2")
@@ -35,14 +36,16 @@ def score_prediction(pred_path: Path, t2_path: Path, mask_path: Path, t2_referen
     t2 = resample_to(t2_raw, t2_geometry, pred_geometry, order=1)
     mask = resample_to(mask_raw, mask_geometry, pred_geometry, order=0) > 0.5
     t2_norm = fit_normalization(t2, mask, data_cfg, t2_path, "t2").normalize(t2)
-    coverage = float((mask & (pred_raw != 0)).sum() / max(1, int(mask.sum())))
-    if within_output:
-        mask = mask & (pred_raw != 0)
+    coverage = {}
+    if synthesized_in is not None:
+        synthesized = read_nifti(synthesized_in, what="predict's mask")[0] > 0
+        coverage["brain_coverage"] = float((mask & synthesized).sum() / max(1, int(mask.sum())))
+        mask = mask & synthesized
     pred_norm = ((pred_raw.astype(np.float64) - t2_reference.offset) / t2_reference.scale).astype(np.float32)
     pred_norm[~mask] = 0.0
     t2_norm[~mask] = 0.0
     scores = volume_metrics(pred_norm, t2_norm, mask, data_range)
-    scores["brain_coverage"] = coverage
+    scores.update(coverage)
     scores["max_output"] = float(pred_raw.max())
     scores["min_output"] = float(pred_raw.min())
     return scores

@@ -5,8 +5,8 @@ the same whole-volume synthesis as validation and ``evaluate``
 (:func:`mrsynth.inference.volume.synthesize_subject`). Each output lies on its input's
 grid with the input's affine and header, in the T2 intensity units of the training set,
 clipped to the training T2 range, zero outside the brain mask, marked as synthetic in its
-header, with a JSON sidecar holding its provenance; all files of one input appear together
-(temporary names, then renames).
+header, with that mask (where the T2 was synthesized) and a JSON sidecar holding its provenance
+beside it; all files of one input appear together (temporary names, then renames).
 
 A folder job survives what a long run over a hospital export meets: a bad input is reported
 and the job goes on; a failed write (full disk, quota, I/O error) stops the job with one line
@@ -317,8 +317,10 @@ def sidecar_name(t1_path: Path) -> str:
 
 
 def output_paths(t1_path: Path, out_dir: Path, uncertainty: bool = False) -> list[Path]:
-    """Every file predict writes for one input: the T2, the spread map if asked, the sidecar."""
-    maps = [output_name(t1_path), *([output_name(t1_path, "synthT2_std")] if uncertainty else [])]
+    """Every file predict writes for one input: the T2, the mask it was synthesized in, the spread
+    map if asked, the sidecar."""
+    maps = [output_name(t1_path), output_name(t1_path, "synthT2_mask"),
+            *([output_name(t1_path, "synthT2_std")] if uncertainty else [])]
     return [out_dir / name for name in (*maps, sidecar_name(t1_path))]
 
 
@@ -372,14 +374,18 @@ def synthesize_file(t1_path: Path, out_dir: Path, predictor: Predictor, setup: S
     inside = volume.mask > 0
     t2 = contract.to_output_units(synthesis.t2, inside)
     tag = f"mrsynth {mrsynth.__version__} synthetic T2w from T1w - {NOTICE}"
-    *map_paths, sidecar_path = output_paths(t1_path, out_dir, uncertainty)
-    images = {map_paths[0]: image_like(
-        t2, volume.geometry, descrip=tag, intent_name=SYNTHETIC_INTENT)}
+    t2_path, mask_path, *spread_path, sidecar_path = output_paths(t1_path, out_dir, uncertainty)
+    images = {
+        t2_path: image_like(t2, volume.geometry, descrip=tag, intent_name=SYNTHETIC_INTENT),
+        # Where the T2 was synthesized: a 0 of the T2 inside it is a synthesized dark voxel, outside not.
+        mask_path: image_like(inside, volume.geometry, dtype=np.uint8, intent_name="synthT2w mask",
+                              descrip=f"mrsynth {mrsynth.__version__} brain mask the synthetic T2w was made in"),
+    }
     if uncertainty:
         if synthesis.spread is None:
             raise MrsynthError("--uncertainty needs --tta flip or --planes all (the spread over the passes)")
         spread = np.where(inside, synthesis.spread * ref.scale, 0.0).astype(np.float32)
-        images[map_paths[1]] = image_like(
+        images[spread_path[0]] = image_like(
             spread, volume.geometry, descrip=f"mrsynth {mrsynth.__version__} TTA spread (std) of the synthetic T2w",
             intent_name="synthT2w std")
     made = mask.describe()
