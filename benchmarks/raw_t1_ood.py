@@ -2,7 +2,7 @@
 
 For each case, `run.py predict --checkpoint RUN --input T1 --out ...` with no flag (the model
 makes its own mask and runs at its own voxel size), then the output is scored against the real T2
-on the T1's own grid, inside the mask predict used (its non-zero voxels) and the T2's field of
+on the T1's own grid, inside the mask predict used (the `_synthT2_mask` file it writes) and the T2's field of
 view, next to the baselines that `evaluate` prints (fitted on the run's training subjects,
 clipped to the same range), all in the same voxels and units: the real T2 z-scored in the mask as
 `evaluate` normalizes it, the prediction mapped back through the run's T2 reference.
@@ -66,24 +66,25 @@ def registered_t2(t1_path: Path, t2_path: Path) -> tuple[np.ndarray, np.ndarray,
     return moved, coverage, qc
 
 
-def predict(run: Path, t1: Path, out: Path) -> tuple[Path, list[str]]:
-    """The real command, no mask flag; returns the output file and what predict printed."""
+def predict(run: Path, t1: Path, out: Path) -> tuple[Path, Path, list[str]]:
+    """The real command, no mask flag; returns the output file, the mask it was synthesized in and
+    what predict printed."""
     done = subprocess.run([sys.executable, str(ROOT / "run.py"), "predict", "--checkpoint", str(run),
                            "--input", str(t1), "--out", str(out), "--no-progress"],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"error: predict failed on {t1}: {done.stderr.strip()}")
     name = t1.name.replace(".nii.gz", "_synthT2.nii.gz")
-    return out / name, [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    return out / name, out / name.replace("_synthT2.", "_synthT2_mask."), [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
 
 
 def score_case(name: str, run: Path, cfg: Config, contract: PreprocessingContract, t1_path: Path, t2: np.ndarray,
                coverage: np.ndarray, baselines: dict, work: Path, figure_dir: Path) -> tuple[dict, list[str]]:
     """Metrics of the model and the baselines on one case (the T1's RAS+ grid), and a figure."""
-    output, lines = predict(run, t1_path, work)
+    output, synthesized_in, lines = predict(run, t1_path, work)
     pred, geometry = read_nifti(output, what="prediction")
     t1, _ = read_nifti(t1_path, what="T1")
-    mask = (pred != 0) & coverage
+    mask = (read_nifti(synthesized_in, what="predict's mask")[0] > 0) & coverage  # a synthesized 0 counts
     ref = contract.t2_reference
     t1_stats = fit_normalization(t1, mask, cfg.data, t1_path, "t1")
     t2_stats = fit_normalization(t2, mask, cfg.data, name, "t2")
