@@ -41,6 +41,7 @@ from mrsynth.evaluation import figures  # noqa: E402
 from mrsynth.evaluation.baselines import fit_baselines  # noqa: E402
 from mrsynth.evaluation.metrics import volume_metrics  # noqa: E402
 from mrsynth.evaluation.runner import BASELINE_MAX_TRAIN  # noqa: E402
+from mrsynth.inference.synthesis import output_name  # noqa: E402
 
 METRICS = ("psnr_z", "ssim_z", "psnr", "ssim", "pearson")
 
@@ -74,8 +75,7 @@ def predict(run: Path, t1: Path, out: Path) -> tuple[Path, Path, list[str]]:
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"error: predict failed on {t1}: {done.stderr.strip()}")
-    name = t1.name.replace(".nii.gz", "_synthT2.nii.gz")
-    return out / name, out / name.replace("_synthT2.", "_synthT2_mask."), [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    return out / output_name(t1), out / output_name(t1, "synthT2_mask"), [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
 
 
 def score_case(name: str, run: Path, cfg: Config, contract: PreprocessingContract, t1_path: Path, t2: np.ndarray,
