@@ -79,12 +79,10 @@ class PreprocessingContract:
 
     def to_output_units(self, t2: np.ndarray, inside: np.ndarray) -> np.ndarray:
         """A synthesized T2 in normalized units as training-T2 units (float32, 0 outside
-        ``inside``), mapped in float64 and clipped to :meth:`output_range` there, so that the
-        float32 mapping's rounding cannot leave the range (at an offset of 780 it gave -6.1e-5
-        where the floor is 0)."""
+        ``inside``), clipped to :meth:`output_range` after the mapping, so that its rounding
+        cannot leave the range (at an offset of 780 it gave -6.1e-5 where the floor is 0)."""
         lo, hi = self.output_range()
-        mapped = np.asarray(t2, dtype=np.float64) * self.t2_reference.scale + self.t2_reference.offset
-        return np.where(inside, np.clip(mapped, lo, hi), 0.0).astype(np.float32)
+        return np.where(inside, np.clip(self.t2_reference.denormalize(t2), lo, hi), 0.0).astype(np.float32)
 
     def data_config(self, base: DataConfig, mask: str | None = None) -> DataConfig:
         """``base`` with the contract's preprocessing (and ``mask`` policy, default the contract's)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from mrsynth.config import DataConfig
 from mrsynth.data.io import read_nifti
@@ -41,7 +40,7 @@ def score_prediction(pred_path: Path, t2_path: Path, mask_path: Path, t2_referen
         synthesized = read_nifti(synthesized_in, what="predict's mask")[0] > 0
         coverage["brain_coverage"] = float((mask & synthesized).sum() / max(1, int(mask.sum())))
         mask = mask & synthesized
-    pred_norm = ((pred_raw.astype(np.float64) - t2_reference.offset) / t2_reference.scale).astype(np.float32)
+    pred_norm = t2_reference.normalize(pred_raw)
     pred_norm[~mask] = 0.0
     t2_norm[~mask] = 0.0
     scores = volume_metrics(pred_norm, t2_norm, mask, data_range)
