@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from mrsynth.config import DataConfig
 from mrsynth.data.io import read_nifti
 from mrsynth.data.normalization import NormStats, fit_normalization
