@@ -272,7 +272,8 @@ class TrainConfig:
     val_every: int = 200
     #: Validate on at most this many validation subjects (the first by subject id).
     val_subjects_max: int = 4
-    #: Save a checkpoint every this many steps (and at the last step, and when interrupted).
+    #: Save a checkpoint every this many steps (and at the last step, at a validation with a new
+    #: best, and when interrupted).
     ckpt_every: int = 200
     #: Step checkpoints kept (the newest ones; the best checkpoint is kept besides).
     keep_checkpoints: int = 2

@@ -126,6 +126,25 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(backend, tmp
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_best_checkpoint_is_the_lowest_validation_also_between_checkpoint_steps(backend, tmp_path, monkeypatch):
+    """Validation every 2 steps, step checkpoints every 100: the lowest validation MAE, at step 4,
+    lies between them, and a worse one follows at the last step; the best checkpoint is step 4's
+    (it used to stay unsaved, so "best" fell back to the last step)."""
+    cfg = load_config(None, tiny_overrides(tmp_path) + ["train.val_every=2", "train.ckpt_every=100"])
+    scripted = iter([0.5, 0.3, 0.4])  # the validations at steps 2, 4 and 6
+    real_validate = loop.validate
+    monkeypatch.setattr(loop, "validate", lambda *a, **k: {**real_validate(*a, **k), "mae": next(scripted)})
+    loop.train(cfg, backend, tmp_path / "run")
+    events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(e["step"], e["mae"]) for e in events if e["kind"] == "val"] == [(2, 0.5), (4, 0.3), (6, 0.4)]
+    meta = load_portable(tmp_path / "run" / "model.safetensors")[2]
+    assert (meta["checkpoint"], meta["step"]) == ("best", "4")
+    get_backend(backend).export_weights(tmp_path / "run", tmp_path / "last.safetensors", which="last")
+    assert load_portable(tmp_path / "last.safetensors")[2]["step"] == "6"
+
+
+@pytest.mark.slow
 def test_predict_writes_input_grid_and_crosses_backends(tmp_path, monkeypatch):
     overrides = tiny_overrides(tmp_path)
     sets = [arg for o in overrides for arg in ("--set", o)]

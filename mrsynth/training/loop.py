@@ -273,8 +273,10 @@ def _train_in(cfg: Config, backend_name: str, run_dir: Path, resume: bool, stop:
                 logger.message(f"step {step}: val " + ", ".join(f"{k}={v:.4f}" for k, v in last_val.items()))
                 window_start = time.perf_counter()  # validation time is not training throughput
             # The signal is read afresh, not from ``stopping``: it may have landed during the fetch
-            # or the validation above, and the step it interrupted is whole.
-            if (at(t.ckpt_every) or stop.signum is not None or lost is not None) and last_ckpt != step:
+            # or the validation above, and the step it interrupted is whole. A new best is saved
+            # where it was measured, also between ``ckpt_every`` steps: else a later, worse
+            # validation would leave an older checkpoint as the best.
+            if (at(t.ckpt_every) or is_best or stop.signum is not None or lost is not None) and last_ckpt != step:
                 engine.save_checkpoint(step, {"loader": batches.get_state(), "best": best}, is_best or not data.val)
                 last_ckpt = step
         if lost is not None and stop.signum is None:  # with a signal, the worker died of it: a stop
