@@ -34,7 +34,9 @@ def test_the_first_command_prints_each_message_once_and_no_debug_lines(backend, 
     assert len(messages) == len(set(messages)), [m for m in messages if messages.count(m) > 1]
     out = done.stdout.strip().splitlines()
     assert out[0].startswith("finished: ") and f"({backend}, {STEPS} steps)" in out[0] and "psnr" in out[0], out
-    assert out[1:] == ["next:", f"  mrsynth evaluate --checkpoint {out[0].split()[1]}",
+    assert out[1].startswith(f"best checkpoint (evaluate, predict and model.safetensors use it): step {STEPS}, "
+                             "validation mae "), out
+    assert out[2:] == ["next:", f"  mrsynth evaluate --checkpoint {out[0].split()[1]}",
                        f"  mrsynth predict --checkpoint {out[0].split()[1]} --input T1.nii.gz --out synth/"]
 
 

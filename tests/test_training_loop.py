@@ -14,6 +14,7 @@ import pytest
 
 from mrsynth.backend import get_backend
 from mrsynth.cli import main
+from mrsynth.commands.train import finished_lines
 from mrsynth.config import load_config
 from mrsynth.errors import TrainingDiverged
 from mrsynth.training import loop
@@ -129,13 +130,21 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(backend, tmp
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_the_best_checkpoint_is_the_lowest_validation_also_between_checkpoint_steps(backend, tmp_path, monkeypatch):
     """Validation every 2 steps, step checkpoints every 100: the lowest validation MAE, at step 4,
-    lies between them, and a worse one follows at the last step; the best checkpoint is step 4's
-    (it used to stay unsaved, so "best" fell back to the last step)."""
+    lies between them, and a worse one follows at the last step, after a kill at step 5 and a
+    resume. The best checkpoint is step 4's (it used to stay unsaved, so "best" fell back to the
+    last step), and the resumed run still names it."""
     cfg = load_config(None, tiny_overrides(tmp_path) + ["train.val_every=2", "train.ckpt_every=100"])
     scripted = iter([0.5, 0.3, 0.4])  # the validations at steps 2, 4 and 6
-    real_validate = loop.validate
+    real_validate, real_make = loop.validate, loop.make_train_loader
     monkeypatch.setattr(loop, "validate", lambda *a, **k: {**real_validate(*a, **k), "mae": next(scripted)})
-    loop.train(cfg, backend, tmp_path / "run")
+    monkeypatch.setattr(loop, "make_train_loader", lambda *a, **k: CrashingLoader(real_make(*a, **k), 6))
+    with pytest.raises(KeyboardInterrupt):  # fetching step 5's batch prefetches the 7th: killed before step 5
+        loop.train(cfg, backend, tmp_path / "run")
+    monkeypatch.setattr(loop, "make_train_loader", real_make)
+    summary = loop.train(cfg, backend, tmp_path / "run", resume=True)
+    assert (summary["steps"], summary["best_step"], summary["best_val_mae"]) == (6, 4, 0.3)
+    assert "\nbest checkpoint (evaluate, predict and model.safetensors use it): step 4, validation mae 0.3\n" \
+        in finished_lines(summary)
     events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(e["step"], e["mae"]) for e in events if e["kind"] == "val"] == [(2, 0.5), (4, 0.3), (6, 0.4)]
     meta = load_portable(tmp_path / "run" / "model.safetensors")[2]

@@ -63,11 +63,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def finished_lines(summary: dict) -> str:
-    """A finished run in two lines (the whole summary is in run.json), then its next commands."""
+    """A finished run in a line (the whole summary is in run.json), with validation a second one
+    naming the checkpoint the next commands use (it may be older than the last), then those commands."""
     run_dir, last = summary["run_dir"], summary.get("last_val") or {}
     result = f"finished: {run_dir} ({summary['backend']}, {summary['steps']} steps)"
     if last:
         result += ("; validation at the end: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()
                                                            if k in ("psnr", "ssim", "mae")))
+    if summary.get("best_step") is not None:
+        from mrsynth.training.loop import VAL_SELECT_METRIC
+
+        result += (f"\nbest checkpoint (evaluate, predict and model.safetensors use it): step {summary['best_step']},"
+                   f" validation {VAL_SELECT_METRIC} {summary['best_val_' + VAL_SELECT_METRIC]:.4g}")
     return "\n".join([result, "next:", f"  mrsynth evaluate --checkpoint {run_dir}",
                       f"  mrsynth predict --checkpoint {run_dir} --input T1.nii.gz --out synth/"])

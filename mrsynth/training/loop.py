@@ -211,7 +211,7 @@ def _train_in(cfg: Config, backend_name: str, run_dir: Path, resume: bool, stop:
     engine = backend.create_engine(cfg, run_dir)
     leader = engine.process_index == 0
     t = cfg.train
-    step, best, last_ckpt, last_val = 0, None, None, {}
+    step, best, best_step, last_ckpt, last_val = 0, None, None, None, {}
     status: str | None = None  # None until training starts: run.json stays as it was
     loader = logger = None
     try:
@@ -228,7 +228,7 @@ def _train_in(cfg: Config, backend_name: str, run_dir: Path, resume: bool, stop:
         if restored is not None:
             step, extra = restored
             loader.set_state(extra["loader"])
-            best, last_ckpt = extra.get("best"), step
+            best, best_step, last_ckpt = extra.get("best"), extra.get("best_step"), step
         batches = DevicePrefetch(loader, engine.place_batch, PREFETCH_DEPTH)
         logger = RunLogger(run_dir, t.steps, step, enabled=leader, resumed=resume)
         last_val = logger.last_values("val")  # a resume that validates no more keeps the last scores
@@ -267,7 +267,8 @@ def _train_in(cfg: Config, backend_name: str, run_dir: Path, resume: bool, stop:
                 previews: dict[str, dict[str, np.ndarray]] = {}
                 last_val = validate(engine, data.val, cfg, data.contract, previews)
                 is_best = best is None or last_val[VAL_SELECT_METRIC] < best
-                best = last_val[VAL_SELECT_METRIC] if is_best else best
+                if is_best:
+                    best, best_step = last_val[VAL_SELECT_METRIC], step
                 logger.log("val", step, last_val)
                 logger.log_images(step, previews)
                 logger.message(f"step {step}: val " + ", ".join(f"{k}={v:.4f}" for k, v in last_val.items()))
@@ -277,7 +278,8 @@ def _train_in(cfg: Config, backend_name: str, run_dir: Path, resume: bool, stop:
             # where it was measured, also between ``ckpt_every`` steps: else a later, worse
             # validation would leave an older checkpoint as the best.
             if (at(t.ckpt_every) or is_best or stop.signum is not None or lost is not None) and last_ckpt != step:
-                engine.save_checkpoint(step, {"loader": batches.get_state(), "best": best}, is_best or not data.val)
+                engine.save_checkpoint(step, {"loader": batches.get_state(), "best": best, "best_step": best_step},
+                                       is_best or not data.val)
                 last_ckpt = step
         if lost is not None and stop.signum is None:  # with a signal, the worker died of it: a stop
             raise DataError(_lost_worker_message(lost, run_dir, step, cfg.data.workers))
@@ -307,7 +309,7 @@ def _train_in(cfg: Config, backend_name: str, run_dir: Path, resume: bool, stop:
             if leader and status is not None:
                 _record_end(run_dir, status, step)
     summary = {"run_dir": str(run_dir), "backend": backend_name, "steps": step,
-               "best_val_" + VAL_SELECT_METRIC: best, "last_val": last_val}
+               "best_val_" + VAL_SELECT_METRIC: best, "best_step": best_step, "last_val": last_val}
     if leader:
         runs.update_run_info(run_dir, summary=summary)
         backend.export_weights(run_dir, run_dir / runs.PORTABLE_FILE, which="best")
