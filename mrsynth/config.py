@@ -270,7 +270,8 @@ class TrainConfig:
     #: Validate every this many steps (and at the last); the checkpoint with the lowest
     #: validation MAE is the run's best.
     val_every: int = 200
-    #: Validate on at most this many validation subjects (the first by subject id).
+    #: Validate on at most this many validation subjects, taken in turn from each site (the
+    #: manifest's `site` column, IXI's file names; without sites, the first by subject id).
     val_subjects_max: int = 4
     #: Save a checkpoint every this many steps (and at the last step, at a validation with a new
     #: best, and when interrupted).

@@ -18,7 +18,6 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from mrsynth.cli import main
 from test_training_loop import tiny_overrides, train_tiny_run
 
 

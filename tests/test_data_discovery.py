@@ -9,7 +9,7 @@ import pytest
 
 from mrsynth.config import DataConfig
 from mrsynth.data.discovery import SubjectFiles, discover_pairs
-from mrsynth.data.splits import split_subjects
+from mrsynth.data.splits import split_subjects, spread_over_sites
 from mrsynth.errors import ConfigError, DataError
 
 VOX = np.zeros((4, 4, 4), np.float32)
@@ -167,3 +167,13 @@ def test_explicit_lists_win_and_unknown_names_fail():
     assert [p.subject for p in split["train"]] == ["S01", "S02", "S04"]
     with pytest.raises(ConfigError, match="data.val_subjects: unknown subject 'S99'"):
         split_subjects(_pairs(5), DataConfig(val_subjects=["S99"]))
+
+
+def test_spread_over_sites_takes_subjects_in_turn_from_each_site():
+    sited = [SubjectFiles(name, Path(f"{name}_t1.nii"), Path(f"{name}_t2.nii"), site=site)
+             for name, site in [("A3", "A"), ("B1", "B"), ("A1", "A"), ("A2", "A"), ("C1", "C")]]
+    assert [f.subject for f in spread_over_sites(sited, 2)] == ["A1", "B1"]
+    assert [f.subject for f in spread_over_sites(sited, 4)] == ["A1", "A2", "B1", "C1"]
+    assert [f.subject for f in spread_over_sites(sited, 9)] == ["A1", "A2", "A3", "B1", "C1"]
+    assert [f.subject for f in spread_over_sites(_pairs(5), 2)] == ["S00", "S01"]  # no sites: by id
+    assert spread_over_sites(sited, 0) == []

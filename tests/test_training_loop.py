@@ -20,6 +20,8 @@ from mrsynth.errors import TrainingDiverged
 from mrsynth.training import loop
 from mrsynth.weights import load_portable
 
+from data_fixtures import synthetic_head
+
 BACKENDS = ["jax", "torch"]
 
 
@@ -261,3 +263,16 @@ def test_init_weights_start_the_generator_from_a_portable_file_of_either_framewo
     summary = loop.train(started, backend, tmp_path / "run")  # the whole run: steps, checkpoints, export
     info = json.loads((Path(summary["run_dir"]) / "run.json").read_text())
     assert info["status"] == "completed" and len(info["init_weights_sha256"]) == 64
+
+
+def test_a_capped_validation_speaks_for_more_than_the_first_site(tmp_path, write_nifti_file):
+    """Three of the four validation subjects at Guys, one at HH, two validated: one from each,
+    not the two whose ids sort first (both Guys)."""
+    for i, site in enumerate(["Guys", "Guys", "Guys", "HH", "IOP"]):
+        head = synthetic_head((24, 24, 16), seed=i)
+        for role, key in [("T1", "t1"), ("T2", "t2"), ("mask", "mask")]:
+            write_nifti_file(tmp_path / "ixi" / f"IXI{100 + i}-{site}-{1000 + i}-{role}.nii.gz", head[key])
+    cfg = load_config(None, [f"data.root={tmp_path / 'ixi'}", "data.source=ixi", f"data.cache_dir={tmp_path / 'cache'}",
+                             "data.train_subjects=[IXI104]", "data.val_subjects=[IXI100,IXI101,IXI102,IXI103]",
+                             "data.test_subjects=[]", "train.val_subjects_max=2"])
+    assert [vol.subject for vol in loop.load_train_data(cfg).val] == ["IXI100", "IXI103"]

@@ -10,6 +10,7 @@ explicit list is configured.
 """
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import numpy as np
@@ -52,6 +53,18 @@ def split_subjects(pairs: list[SubjectFiles], cfg: DataConfig) -> dict[str, list
                 assigned[rest[i]] = name
             start += count
     return {name: [by_id[s] for s in sorted(by_id) if assigned.get(s) == name] for name in SPLITS}
+
+
+def spread_over_sites(subjects: list[SubjectFiles], limit: int) -> list[SubjectFiles]:
+    """At most ``limit`` of ``subjects``, taken in turn from each site (sites, and each site's
+    subjects, by id), sorted by subject id: a capped validation then speaks for as many sites as
+    it can, not for the site whose ids sort first. Without sites: the first ``limit`` by id."""
+    by_site: dict[str, list[SubjectFiles]] = {}
+    for files in sorted(subjects, key=lambda f: f.subject):
+        by_site.setdefault(files.site or "", []).append(files)
+    turns = itertools.zip_longest(*(by_site[site] for site in sorted(by_site)))
+    taken = [files for turn in turns for files in turn if files is not None][: max(limit, 0)]
+    return sorted(taken, key=lambda f: f.subject)
 
 
 def _split_counts(n: int, fractions: np.ndarray) -> list[int]:

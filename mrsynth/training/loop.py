@@ -27,6 +27,7 @@ from mrsynth.data.contract import PreprocessingContract, build_contract, write_c
 from mrsynth.subjects import subject_splits
 from mrsynth.data.loader import LoaderWorkerLost, make_train_loader
 from mrsynth.data.preprocess import Volume, fit_training_normalization, load_volume
+from mrsynth.data.splits import spread_over_sites
 from mrsynth.errors import CheckpointError, ConfigError, DataError, Interrupted, MrsynthError, TrainingDiverged
 from mrsynth.inference.grid import synthesize_on_model_grid
 from mrsynth.evaluation.metrics import volume_metrics
@@ -59,7 +60,7 @@ def load_train_data(cfg: Config) -> TrainData:
         raise ConfigError("data: the split leaves no training subjects")
     data_cfg = fit_training_normalization(cfg.data, splits["train"])
     train = [load_volume(f, data_cfg) for f in splits["train"]]
-    val = [load_volume(f, data_cfg) for f in splits["val"][: cfg.train.val_subjects_max]]
+    val = [load_volume(f, data_cfg) for f in spread_over_sites(splits["val"], cfg.train.val_subjects_max)]
     subjects = {k: [f.subject for f in v] for k, v in splits.items()}
     contract = build_contract(data_cfg, splits["train"], train, subjects)
     return TrainData(train, val, contract, subjects)
