@@ -52,6 +52,9 @@ VARIANTS: dict[str, list[str]] = {
     "wide-32": ["model.base_channels=32"],
     "deep-4": ["model.depth=4", "model.channel_mults=[1,2,4,8,16]"],
     "steps-3000": ["train.steps=3000", "train.ckpt_every=1000"],
+    # The plain model at the recommended budget: the baseline the full cross-validation
+    # compares the recommended parts against, both off at once.
+    "plain-3000": ["data.context_slices=0", *AUGMENTATION_OFF, "train.steps=3000", "train.ckpt_every=1000"],
     "3d": [],
 }
 #: Variants trained from a config of their own rather than ``--config``: ``3d`` is the cohort's 3D

@@ -138,6 +138,10 @@ def test_every_variant_trains_the_sweeps_budget_unless_it_sets_its_own(tmp_path)
             "train.steps=1000", "train.ckpt_every=250"), variant
     longer = lever_sweep.point_command(args, "steps-3000", 0, 0)
     assert (last(longer, "train.steps"), last(longer, "train.ckpt_every")) == ("train.steps=3000", "train.ckpt_every=1000")
+    plain = lever_sweep.point_command(args, "torch-plain-3000", 0, 0)
+    assert (last(plain, "train.steps"), last(plain, "data.context_slices"), last(plain, "data.bias_field"),
+            last(plain, "data.contrast_range"), last(plain, "data.gamma_range")) == (
+        "train.steps=3000", "data.context_slices=0", "data.bias_field=0", "data.contrast_range=0", "data.gamma_range=0")
 
 
 def test_the_3d_variant_holds_out_the_same_folds_as_the_2d_config():
