@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -20,6 +22,7 @@ from mrsynth.data.discovery import SubjectFiles
 from mrsynth.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
+T = TypeVar("T")
 
 
 def split_subjects(pairs: list[SubjectFiles], cfg: DataConfig) -> dict[str, list[SubjectFiles]]:
@@ -55,6 +58,13 @@ def split_subjects(pairs: list[SubjectFiles], cfg: DataConfig) -> dict[str, list
     return {name: [by_id[s] for s in sorted(by_id) if assigned.get(s) == name] for name in SPLITS}
 
 
+def in_turn(queues: Sequence[Sequence[T]]) -> list[T]:
+    """One item from each queue in turn (the first of each, then the second, ...) until all are
+    used: how a subset of sites' subjects speaks for as many sites as it can."""
+    gap = object()
+    return [item for turn in itertools.zip_longest(*queues, fillvalue=gap) for item in turn if item is not gap]
+
+
 def spread_over_sites(subjects: list[SubjectFiles], limit: int) -> list[SubjectFiles]:
     """At most ``limit`` of ``subjects``, taken in turn from each site (sites, and each site's
     subjects, by id), sorted by subject id: a capped validation then speaks for as many sites as
@@ -62,8 +72,7 @@ def spread_over_sites(subjects: list[SubjectFiles], limit: int) -> list[SubjectF
     by_site: dict[str, list[SubjectFiles]] = {}
     for files in sorted(subjects, key=lambda f: f.subject):
         by_site.setdefault(files.site or "", []).append(files)
-    turns = itertools.zip_longest(*(by_site[site] for site in sorted(by_site)))
-    taken = [files for turn in turns for files in turn if files is not None][: max(limit, 0)]
+    taken = in_turn([by_site[site] for site in sorted(by_site)])[: max(limit, 0)]
     return sorted(taken, key=lambda f: f.subject)
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from mrsynth.config import Config, with_absolute_paths
+from mrsynth.data.splits import in_turn
 from mrsynth.errors import ConfigError
 from mrsynth.evaluation.results import better_baseline, csv_text
 from mrsynth.experiments.crossval import check_or_write_settings, evaluate_once, site_folds, train_or_resume
@@ -40,13 +41,7 @@ def draw_order(pool: Sequence[str], sites: dict[str, str | None], seed: int) -> 
         by_site.setdefault(sites[subject] or "", []).append(subject)
     rng = np.random.default_rng([seed, len(pool)])
     queues = [[members[i] for i in rng.permutation(len(members))] for _, members in sorted(by_site.items())]
-    queues = [queues[i] for i in rng.permutation(len(queues))]
-    order: list[str] = []
-    while any(queues):
-        for queue in queues:
-            if queue:
-                order.append(queue.pop(0))
-    return order
+    return in_turn([queues[i] for i in rng.permutation(len(queues))])
 
 
 def parse_sizes(text: str, pool: int) -> list[int]:
