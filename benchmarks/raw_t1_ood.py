@@ -36,11 +36,10 @@ from mrsynth.data.contract import PreprocessingContract, read_contract  # noqa: 
 from mrsynth.subjects import subject_splits  # noqa: E402
 from mrsynth.data.io import read_nifti  # noqa: E402
 from mrsynth.data.normalization import fit_normalization  # noqa: E402
-from mrsynth.data.preprocess import Volume, load_volume, resample_to  # noqa: E402
+from mrsynth.data.preprocess import Volume, resample_to  # noqa: E402
 from mrsynth.evaluation import figures  # noqa: E402
-from mrsynth.evaluation.baselines import fit_baselines  # noqa: E402
 from mrsynth.evaluation.metrics import volume_metrics  # noqa: E402
-from mrsynth.evaluation.runner import BASELINE_MAX_TRAIN  # noqa: E402
+from mrsynth.evaluation.runner import fit_training_baselines  # noqa: E402
 from mrsynth.inference.synthesis import output_name  # noqa: E402
 
 METRICS = ("psnr_z", "ssim_z", "psnr", "ssim", "pearson")
@@ -107,8 +106,7 @@ def score_case(name: str, run: Path, cfg: Config, contract: PreprocessingContrac
 def training_baselines(cfg: Config, contract: PreprocessingContract) -> dict:
     """The evaluate baselines, fitted on the run's training subjects as evaluate fits them."""
     data_cfg = contract.with_learned_normalization(cfg.data)
-    files = subject_splits(cfg.data)["train"][:BASELINE_MAX_TRAIN]
-    fitted = fit_baselines([load_volume(f, data_cfg) for f in files])
+    fitted = fit_training_baselines(subject_splits(cfg.data)["train"], data_cfg)
     return {k: v for k, v in fitted.items() if k != "identity"}
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from mrsynth.config import DataConfig
 from mrsynth.data.discovery import SubjectFiles, discover_pairs
-from mrsynth.data.splits import split_subjects, spread_over_sites
+from mrsynth.data.splits import evenly_spaced, split_subjects, spread_over_sites
 from mrsynth.errors import ConfigError, DataError
 
 VOX = np.zeros((4, 4, 4), np.float32)
@@ -167,6 +167,17 @@ def test_explicit_lists_win_and_unknown_names_fail():
     assert [p.subject for p in split["train"]] == ["S01", "S02", "S04"]
     with pytest.raises(ConfigError, match="data.val_subjects: unknown subject 'S99'"):
         split_subjects(_pairs(5), DataConfig(val_subjects=["S99"]))
+
+
+def test_evenly_spaced_keeps_each_sites_share_where_the_first_by_id_would_not():
+    sited = [SubjectFiles(name, Path(f"{name}_t1.nii"), Path(f"{name}_t2.nii"), site=name[0])
+             for name in ["C2", "A1", "A2", "A3", "A4", "A5", "A6", "B1", "B2", "C1"]]
+    assert [f.subject for f in evenly_spaced(sited, 5)] == ["A1", "A3", "A5", "B2", "C2"]  # first 5: all A
+    assert [f.subject for f in evenly_spaced(sited, 2)] == ["A1", "C2"]
+    assert [f.subject for f in evenly_spaced(sited, 10)] == sorted(f.subject for f in sited)
+    assert [f.subject for f in evenly_spaced(sited, 99)] == sorted(f.subject for f in sited)
+    assert [f.subject for f in evenly_spaced(sited, 1)] == ["A1"]
+    assert evenly_spaced(sited, 0) == []
 
 
 def test_spread_over_sites_takes_subjects_in_turn_from_each_site():

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import weakref
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +11,8 @@ from scipy import stats as sps
 
 from mrsynth.data.io import Geometry
 from mrsynth.data.preprocess import NormStats, Volume
-from mrsynth.evaluation.baselines import HistogramBaseline, IdentityBaseline, LinearBaseline, fit_baselines
+from mrsynth.evaluation.baselines import (HistogramBaseline, IdentityBaseline, LinearBaseline, fit_baselines,
+                                         pool_training)
 from mrsynth.evaluation.metrics import metric_bounds
 from mrsynth.evaluation.stats import paired_test, summarize
 
@@ -26,7 +29,7 @@ def _volume(seed: int, t2_of_t1, shape=(12, 14, 10)) -> Volume:
 
 def test_linear_baseline_recovers_an_inverting_map():
     train = [_volume(s, lambda x: -x + 3.0) for s in range(3)]
-    model = LinearBaseline().fit(train)
+    model = LinearBaseline().fit(pool_training(train))
     assert model.slope == pytest.approx(-1.0) and model.intercept == pytest.approx(3.0)
     test = _volume(7, lambda x: -x + 3.0)
     np.testing.assert_allclose(model.predict(test), test.t2, atol=1e-5)  # background 0 = training background
@@ -34,7 +37,7 @@ def test_linear_baseline_recovers_an_inverting_map():
 
 def test_histogram_baseline_inverts_ranks_when_training_contrast_is_inverted():
     train = [_volume(s, lambda x: -2.0 * x + 1.0) for s in range(3)]
-    model = HistogramBaseline().fit(train)
+    model = HistogramBaseline().fit(pool_training(train))
     assert model.inverted
     test = _volume(9, lambda x: -2.0 * x + 1.0)
     pred = model.predict(test)
@@ -44,7 +47,7 @@ def test_histogram_baseline_inverts_ranks_when_training_contrast_is_inverted():
     assert np.all(pred[~inside] == 0)
     # same distribution (up to sampling noise of ~1000 voxels) -> close values
     assert np.abs(pred[inside] - test.t2[inside]).mean() < 0.1 * test.t2[inside].std()
-    straight = HistogramBaseline().fit([_volume(s, lambda x: np.exp(x)) for s in range(3)])
+    straight = HistogramBaseline().fit(pool_training([_volume(s, lambda x: np.exp(x)) for s in range(3)]))
     assert not straight.inverted
 
 
@@ -54,6 +57,55 @@ def test_identity_and_registry():
     fitted = fit_baselines([vol])
     assert list(fitted) == ["identity", "linear", "histmatch"]
     assert all(fitted[k].predict(vol).shape == vol.t1.shape for k in fitted)
+
+
+def test_baselines_fit_on_volumes_streamed_one_at_a_time_as_on_the_pooled_voxels():
+    """A generator of volumes is read once, each volume released before the one after the next is
+    loaded, and the fit is the float64 fit of all their voxels (what a list of volumes gave)."""
+    alive: list[weakref.ref] = []
+
+    def stream():
+        for seed in range(4):
+            assert sum(ref() is not None for ref in alive) <= 1, "earlier volumes are still held"
+            vol = _volume(seed, lambda x: -0.7 * x + 0.2 + 0.1 * x ** 2)
+            vol.t2[vol.mask == 0] = seed  # a background that differs per subject
+            alive.append(weakref.ref(vol))
+            yield vol
+            del vol
+
+    fitted = fit_baselines(stream())
+    volumes = [_volume(seed, lambda x: -0.7 * x + 0.2 + 0.1 * x ** 2) for seed in range(4)]
+    inside = [v.mask > 0 for v in volumes]
+    t1 = np.concatenate([v.t1[m].astype(np.float64) for v, m in zip(volumes, inside)])
+    t2 = np.concatenate([v.t2[m].astype(np.float64) for v, m in zip(volumes, inside)])
+    slope, intercept = np.polyfit(t1, t2, 1)
+    assert (fitted["linear"].slope, fitted["linear"].intercept) == (slope, intercept)
+    np.testing.assert_array_equal(fitted["histmatch"].quantiles, np.quantile(t2, np.linspace(0, 1, 1001)))
+    outside = [np.full(int((~m).sum()), seed, np.float64) for seed, m in enumerate(inside)]
+    assert fitted["linear"].background == pytest.approx(np.concatenate(outside).mean(), rel=1e-12)
+    assert fitted["histmatch"].background == fitted["linear"].background
+
+
+def test_a_runs_baselines_fit_on_its_training_subjects_evenly_spaced_beyond_the_cap(monkeypatch):
+    from mrsynth.config import DataConfig
+    from mrsynth.data import preprocess
+    from mrsynth.data.discovery import SubjectFiles
+    from mrsynth.evaluation import runner
+
+    loaded = []
+
+    def load(files, cfg):
+        loaded.append(files.subject)
+        return _volume(len(loaded), lambda x: -x)
+
+    monkeypatch.setattr(preprocess, "load_volume", load)
+    files = [SubjectFiles(f"S{i}", Path(f"S{i}_t1.nii"), Path(f"S{i}_t2.nii")) for i in range(7)]
+    assert set(runner.fit_training_baselines(files, DataConfig())) == {"identity", "linear", "histmatch"}
+    assert loaded == [f"S{i}" for i in range(7)]  # all of them, up to the cap
+    loaded.clear()
+    monkeypatch.setattr(runner, "BASELINE_MAX_TRAIN", 3)
+    runner.fit_training_baselines(files, DataConfig())
+    assert loaded == ["S0", "S3", "S6"]  # not the first three by id
 
 
 def test_summary_matches_t_interval_from_ten_subjects():

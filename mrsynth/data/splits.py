@@ -76,6 +76,17 @@ def spread_over_sites(subjects: list[SubjectFiles], limit: int) -> list[SubjectF
     return sorted(taken, key=lambda f: f.subject)
 
 
+def evenly_spaced(subjects: list[SubjectFiles], limit: int) -> list[SubjectFiles]:
+    """At most ``limit`` of ``subjects``, evenly spaced along their id order (all of them when
+    they are no more): a capped sample that keeps each site's share where ids group by site, as
+    a pooled fit needs, unlike the first ``limit`` by id (the sites whose ids sort first)."""
+    ordered = sorted(subjects, key=lambda f: f.subject)
+    if len(ordered) <= limit:
+        return ordered
+    picks = np.round(np.linspace(0, len(ordered) - 1, max(limit, 0))).astype(int)  # distinct: spacing >= 1
+    return [ordered[i] for i in picks]
+
+
 def _split_counts(n: int, fractions: np.ndarray) -> list[int]:
     """Subjects per split: rounded fractions, at least 1 for every split with a fraction > 0
     when there are enough subjects, the first (train) split taking the remainder."""

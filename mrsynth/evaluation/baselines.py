@@ -1,12 +1,14 @@
 """Non-learned T1 -> T2 baselines: the floor a trained network has to clear.
 
-Each works on normalized volumes (the units the metrics compare): ``fit(train_volumes)`` on the
-training subjects, then ``predict(volume)``. Inside the mask they map T1 intensities; outside it
-they predict the training T2 background mean (the identity baseline predicts T1 everywhere).
+Each works on normalized volumes (the units the metrics compare): ``fit(pool)`` on the training
+subjects' voxels (:func:`pool_training`, which reads one volume at a time), then
+``predict(volume)``. Inside the mask they map T1 intensities; outside it they predict the
+training T2 background mean (the identity baseline predicts T1 everywhere).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
     from mrsynth.data.preprocess import Volume
 
 N_QUANTILES = 1001
+BASELINE_MAX_TRAIN = 40  # training subjects a run's baselines are fitted on (pool: ~25 MB a 1 mm brain)
 
 
 class Baseline(Protocol):
@@ -25,26 +28,41 @@ class Baseline(Protocol):
     title: str  # what figures call it
     description: str
 
-    def fit(self, train_volumes: Sequence[Volume]) -> Baseline: ...
+    def fit(self, pool: TrainingPool) -> Baseline: ...
 
     def predict(self, volume: Volume) -> np.ndarray: ...
 
 
-def _pooled(volumes: Sequence[Volume]) -> tuple[np.ndarray, np.ndarray, float]:
-    """T1 and T2 inside the masks of all training volumes, and the mean T2 outside them."""
-    t1s, t2s, background = [], [], []
+@dataclass(frozen=True)
+class TrainingPool:
+    """The training subjects' T1 and T2 inside their masks (float64, in the order the volumes
+    came) and their T2's mean outside them: all a baseline fits on."""
+
+    t1: np.ndarray
+    t2: np.ndarray
+    background: float
+
+
+def pool_training(volumes: Iterable[Volume]) -> TrainingPool:
+    """Pool the training volumes' voxels, one volume at a time: a generator that loads each
+    subject keeps one volume in memory. The brain voxels are kept in the volumes' own dtype
+    (float32 after preprocessing) until all are read, then cast: 16 bytes a brain voxel (T1 and
+    T2) for the fit, about 25 MB a 1 mm brain."""
+    t1s, t2s = [], []
+    background_sum, background_count = 0.0, 0
     for vol in volumes:
         if vol.t2 is None:
             raise DataError(f"{vol.subject}: baselines need paired training volumes (no T2)")
         inside = vol.mask > 0
-        t1s.append(vol.t1[inside].astype(np.float64))
-        t2s.append(vol.t2[inside].astype(np.float64))
-        if (~inside).any():
-            background.append(vol.t2[~inside].astype(np.float64))
+        t1s.append(vol.t1[inside])
+        t2s.append(vol.t2[inside])
+        outside = vol.t2[~inside].astype(np.float64)
+        background_sum += float(outside.sum())
+        background_count += outside.size
     if not t1s or sum(len(t) for t in t1s) < 2:
         raise DataError("baselines need at least one training volume with a non-empty mask")
-    bg = float(np.concatenate(background).mean()) if background else 0.0
-    return np.concatenate(t1s), np.concatenate(t2s), bg
+    background = background_sum / background_count if background_count else 0.0
+    return TrainingPool(np.concatenate(t1s).astype(np.float64), np.concatenate(t2s).astype(np.float64), background)
 
 
 def _fill_background(volume: Volume, inside_values: np.ndarray, background: float) -> np.ndarray:
@@ -60,7 +78,7 @@ class IdentityBaseline:
     title = "identity (T1)"
     description = "normalized T1 used as the T2 prediction"
 
-    def fit(self, train_volumes: Sequence[Volume]) -> IdentityBaseline:
+    def fit(self, pool: TrainingPool) -> IdentityBaseline:
         return self
 
     def predict(self, volume: Volume) -> np.ndarray:
@@ -77,9 +95,9 @@ class LinearBaseline:
     def __init__(self) -> None:
         self.slope = self.intercept = self.background = float("nan")
 
-    def fit(self, train_volumes: Sequence[Volume]) -> LinearBaseline:
-        t1, t2, self.background = _pooled(train_volumes)
-        self.slope, self.intercept = (float(v) for v in np.polyfit(t1, t2, 1))
+    def fit(self, pool: TrainingPool) -> LinearBaseline:
+        self.background = pool.background
+        self.slope, self.intercept = (float(v) for v in np.polyfit(pool.t1, pool.t2, 1))
         return self
 
     def predict(self, volume: Volume) -> np.ndarray:
@@ -104,10 +122,10 @@ class HistogramBaseline:
         self.inverted = False
         self.background = float("nan")
 
-    def fit(self, train_volumes: Sequence[Volume]) -> HistogramBaseline:
-        t1, t2, self.background = _pooled(train_volumes)
-        self.quantiles = np.quantile(t2, np.linspace(0.0, 1.0, N_QUANTILES))
-        self.inverted = bool(np.corrcoef(t1, t2)[0, 1] < 0)
+    def fit(self, pool: TrainingPool) -> HistogramBaseline:
+        self.background = pool.background
+        self.quantiles = np.quantile(pool.t2, np.linspace(0.0, 1.0, N_QUANTILES))
+        self.inverted = bool(np.corrcoef(pool.t1, pool.t2)[0, 1] < 0)
         return self
 
     def predict(self, volume: Volume) -> np.ndarray:
@@ -128,6 +146,7 @@ BASELINES: dict[str, type] = {
 }
 
 
-def fit_baselines(train_volumes: Sequence[Volume], names: Sequence[str] = tuple(BASELINES)) -> dict[str, Baseline]:
-    """Fit the named baselines on the training volumes (in the given order)."""
-    return {name: BASELINES[name]().fit(train_volumes) for name in names}
+def fit_baselines(train_volumes: Iterable[Volume], names: Sequence[str] = tuple(BASELINES)) -> dict[str, Baseline]:
+    """Fit the named baselines (in the given order) on the training volumes, pooled once."""
+    pool = pool_training(train_volumes)
+    return {name: BASELINES[name]().fit(pool) for name in names}

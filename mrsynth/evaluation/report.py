@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mrsynth.evaluation.baselines import BASELINE_MAX_TRAIN
 from mrsynth.evaluation.metrics import METRIC_DESCRIPTIONS
 from mrsynth.evaluation.stats import BOOTSTRAP_BELOW, BOOTSTRAP_RESAMPLES, FEW_SUBJECTS
 from mrsynth.evaluation.results import FULL_METRICS, MAIN_METRICS, SCALE_INVARIANT_METRICS, EvaluationResult
@@ -122,7 +123,9 @@ def build_blocks(result: EvaluationResult, context: dict[str, Any], figures: dic
     blocks += [
         Block("h3", "Baselines (no learning)"),
         Block("ul", items=[f"**{name}**: {text}" for name, text in context["baselines"].items()]),
-        Block("p", f"Baselines were fitted on {context['baseline_train_subjects']} training subject(s)."),
+        Block("p", f"Baselines were fitted on {context['baseline_train_subjects']} of the "
+                   f"{context['split_sizes']['train']} training subject(s) (all up to {BASELINE_MAX_TRAIN}, "
+                   "beyond that many evenly spaced by id)."),
         Block("h2", "Subjects"),
         Block("p", "Subjects per split (by subject, as in training): "
                    + ", ".join(f"{k} {n}" for k, n in context["split_sizes"].items()) + "."),

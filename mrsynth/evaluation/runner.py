@@ -19,11 +19,12 @@ from tqdm.auto import tqdm
 import mrsynth
 from mrsynth import backend as backends
 from mrsynth.backend import Predictor
-from mrsynth.config import Config
+from mrsynth.config import Config, DataConfig
+from mrsynth.data.discovery import SubjectFiles
 from mrsynth.console import progress_enabled
 from mrsynth.errors import ConfigError, DataError, MrsynthError
 from mrsynth.evaluation import figures
-from mrsynth.evaluation.baselines import fit_baselines
+from mrsynth.evaluation.baselines import BASELINE_MAX_TRAIN, Baseline, fit_baselines
 from mrsynth.data.contract import read_contract
 from mrsynth.inference.synthesis import NOTICE, SYNTHETIC_INTENT
 from mrsynth.inference.grid import synthesize_on_model_grid
@@ -36,7 +37,6 @@ from mrsynth import runs
 from mrsynth.subjects import SUBJECT_CHOICES
 
 FIGURE_SUBJECTS = 3  # subjects shown in the orthogonal-view panels
-BASELINE_MAX_TRAIN = 20  # training subjects the baselines are fitted on (memory bound)
 # Data settings that must agree for runs to be compared on the same volumes.
 DATA_IDENTITY_KEYS = ("source", "root", "manifest", "t1_glob", "t2_glob", "mask_glob", "phantom_subjects",
                       "phantom_shape", "phantom_seed", "split_fractions", "split_seed", "train_subjects",
@@ -117,6 +117,17 @@ def split_files(cfg: Config) -> dict[str, list]:
     return splits
 
 
+def fit_training_baselines(train_files: list[SubjectFiles], data_cfg: DataConfig) -> dict[str, Baseline]:
+    """The baselines fitted on a run's training subjects, loaded one at a time: all of them up to
+    ``BASELINE_MAX_TRAIN``, beyond it that many evenly spaced by id (each site's share kept)."""
+    from mrsynth.data.preprocess import load_volume
+    from mrsynth.data.splits import evenly_spaced
+
+    if not train_files:
+        raise DataError("data: no training subjects to fit the baselines on")
+    return fit_baselines(load_volume(f, data_cfg) for f in evenly_spaced(train_files, BASELINE_MAX_TRAIN))
+
+
 def safe_name(text: str) -> str:
     """A label or subject as a file-name part (how the report names its NIfTI outputs)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
@@ -180,15 +191,12 @@ def evaluate_runs(
     from mrsynth.data.io import write_like
     from mrsynth.data.preprocess import load_volume
 
-    train_files = splits["train"][:BASELINE_MAX_TRAIN]
-    if not train_files:
-        raise DataError("data: no training subjects to fit the baselines on")
     data_cfg = contracts[0].with_learned_normalization(cfg.data)
     for run, contract in zip(runs[1:], contracts[1:]):
         if contract.with_learned_normalization(cfg.data) != data_cfg:
             raise ConfigError(f"{run.run_dir}: its nyul standard scales differ from {runs[0].run_dir}'s; "
                               "runs must share data settings to be compared on the same subjects")
-    baselines = fit_baselines([load_volume(f, data_cfg) for f in train_files])
+    baselines = fit_training_baselines(splits["train"], data_cfg)
     methods = [r.label for r in runs] + list(baselines)
     titles = {**{r.label: run_title(r) for r in runs}, **{name: b.title for name, b in baselines.items()}}
     result = EvaluationResult(methods=methods, kinds={**{r.label: "run" for r in runs},
@@ -228,7 +236,7 @@ def evaluate_runs(
             "split_sizes": {k: len(v) for k, v in splits.items() if k != "all"},
             "runs": [_run_context(r) for r in runs],
             "baselines": {name: b.description for name, b in baselines.items()},
-            "baseline_train_subjects": len(train_files),
+            "baseline_train_subjects": min(len(splits["train"]), BASELINE_MAX_TRAIN),
             "data_range_note": (
                 f"PSNR/NRMSE/SSIM data range R = {cfg.eval.data_range} (fixed by eval.data_range)"
                 if cfg.eval.data_range is not None else
