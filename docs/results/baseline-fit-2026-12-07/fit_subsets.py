@@ -1,8 +1,9 @@
 """How much the baselines' fit subset moves their held-out scores: per fold of the 5-fold CV,
 fit linear and histmatch on (a) the first 20 training subjects by id (the code at 14828aa),
-(b) 20 taken in turn from each site, (c) all training subjects; score each fold's held-out."""
-import csv, json, sys, time
-from pathlib import Path
+(b) 20 taken in turn from each site, (c) all training subjects; score each fold's held-out.
+Run at 14828aa, from the repository root: python docs/results/baseline-fit-2026-12-07/fit_subsets.py fit_subsets.csv
+then python docs/results/baseline-fit-2026-12-07/fit_subsets_compare.py > fit_subsets.txt"""
+import csv, sys, time
 import numpy as np
 from mrsynth.config import load_config, with_absolute_paths
 from mrsynth.experiments.crossval import site_folds
