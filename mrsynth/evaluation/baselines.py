@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from mrsynth.data.preprocess import Volume
 
 N_QUANTILES = 1001
-BASELINE_MAX_TRAIN = 40  # training subjects a run's baselines are fitted on (pool: ~25 MB a 1 mm brain)
+BASELINE_MAX_TRAIN = 40  # training subjects a run's baselines are fitted on (fit peak ~0.1 GB a 1 mm brain)
 
 
 class Baseline(Protocol):
