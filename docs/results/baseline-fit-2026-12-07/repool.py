@@ -18,7 +18,7 @@ import lever_sweep  # noqa: E402
 from mrsynth.experiments.crossval import write_pooled_tables  # noqa: E402
 
 COHORT = Path("docs/results/cohort-2026-12-04")
-LEVERS = {"steps-3000": (0, 1), "recommended": (0,), "torch-recommended": (0,)}  # each seed with all 5 folds
+LEVERS = ("steps-3000", "recommended", "torch-recommended")  # each of their seeds with all 5 folds
 REFITTED = ("linear", "histmatch")
 
 new_rows = {}
@@ -52,10 +52,9 @@ def mirror(eval_dir: Path, target: Path) -> None:
 
 
 levers = out / "mirror"
-for variant, seeds in LEVERS.items():
-    for seed in seeds:
-        for fold in range(5):
-            found = lever_sweep.scored_evaluation(COHORT / "levers-cpu", variant, fold, seed)
+for variant in LEVERS:
+    for seed in range(3):
+        for found in (lever_sweep.scored_evaluations(COHORT / "levers-cpu", variant, seed, 5) or {}).values():
             mirror(found, levers / variant / found.relative_to(COHORT / "levers-cpu" / variant))
 written = lever_sweep.write_cross_validations(levers, "configs/brats_2d.yaml", list(LEVERS), 5)
 for folder in written:
