@@ -21,6 +21,7 @@ from mrsynth import backend as backends
 from mrsynth.backend import Predictor
 from mrsynth.config import Config, DataConfig
 from mrsynth.data.discovery import SubjectFiles
+from mrsynth.data.splits import evenly_spaced
 from mrsynth.console import progress_enabled
 from mrsynth.errors import ConfigError, DataError, MrsynthError
 from mrsynth.evaluation import figures
@@ -121,7 +122,6 @@ def fit_training_baselines(train_files: list[SubjectFiles], data_cfg: DataConfig
     """The baselines fitted on a run's training subjects, loaded one at a time: all of them up to
     ``BASELINE_MAX_TRAIN``, beyond it that many evenly spaced by id (each site's share kept)."""
     from mrsynth.data.preprocess import load_volume
-    from mrsynth.data.splits import evenly_spaced
 
     if not train_files:
         raise DataError("data: no training subjects to fit the baselines on")
@@ -236,7 +236,7 @@ def evaluate_runs(
             "split_sizes": {k: len(v) for k, v in splits.items() if k != "all"},
             "runs": [_run_context(r) for r in runs],
             "baselines": {name: b.description for name, b in baselines.items()},
-            "baseline_train_subjects": min(len(splits["train"]), BASELINE_MAX_TRAIN),
+            "baseline_train_subjects": len(evenly_spaced(splits["train"], BASELINE_MAX_TRAIN)),
             "data_range_note": (
                 f"PSNR/NRMSE/SSIM data range R = {cfg.eval.data_range} (fixed by eval.data_range)"
                 if cfg.eval.data_range is not None else
