@@ -6,7 +6,8 @@ import json
 
 OLD = "docs/results/cohort-2026-12-04"
 NEW = "docs/results/baseline-fit-2026-12-07/repooled"
-CVS = {"steps-3000/cv-seed-0": "levers-cpu/", "steps-3000/cv-seed-1": "levers-cpu/", "steps-3000/cv-seeds": "levers-cpu/",
+CVS = {"steps-3000/cv-seed-0": "levers-cpu/", "steps-3000/cv-seed-1": "levers-cpu/", "steps-3000/cv-seed-2": "levers-cpu/",
+       "steps-3000/cv-seeds-0-1": "levers-cpu/", "steps-3000/cv-seeds": "levers-cpu/",
        "recommended/cv-seed-0": "levers-cpu/", "torch-recommended/cv-seed-0": "levers-cpu/", "cv-300steps": ""}
 for name, prefix in CVS.items():
     for fit, path in (("first 20", f"{OLD}/{prefix}{name}"), ("all", f"{NEW}/{name}")):
