@@ -18,7 +18,7 @@ import lever_sweep  # noqa: E402
 from mrsynth.experiments.crossval import write_pooled_tables  # noqa: E402
 
 COHORT = Path("docs/results/cohort-2026-12-04")
-LEVERS = ("steps-3000", "recommended", "torch-recommended")  # each of their seeds with all 5 folds
+LEVERS = ("steps-3000", "recommended", "torch-recommended", "torch-plain-3000")  # each of their seeds with all 5 folds
 REFITTED = ("linear", "histmatch")
 
 new_rows = {}
