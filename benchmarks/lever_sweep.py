@@ -210,6 +210,11 @@ def scored_evaluation(out: Path, variant: str, fold: int, seed: int) -> Path | N
     return found[0].parent if found else None
 
 
+def point_seeds(out: Path, variant: str) -> list[int]:
+    """The training seeds a variant has points for, on any fold."""
+    return sorted({int(p.name.split("-seed-")[1]) for p in (out / variant).glob("fold-*-seed-*")})
+
+
 def scored_evaluations(out: Path, variant: str, seed: int, k: int) -> dict[int, Path] | None:
     """Fold -> :func:`scored_evaluation`, when every one of the ``k`` folds has one; else None."""
     found = {fold: scored_evaluation(out, variant, fold, seed) for fold in range(k)}
@@ -234,7 +239,7 @@ def write_cross_validations(out: Path, config: str, variants: list[str], k: int)
     pools them, into ``OUT/<variant>/cv-seeds/``."""
     complete = {}
     for variant in variants:
-        for seed in sorted({int(p.name.split("-seed-")[1]) for p in (out / variant).glob("fold-*-seed-*")}):
+        for seed in point_seeds(out, variant):
             evaluations = scored_evaluations(out, variant, seed, k)
             if evaluations:
                 complete[variant, seed] = evaluations

@@ -118,14 +118,19 @@ def split_files(cfg: Config) -> dict[str, list]:
     return splits
 
 
+def baseline_subjects(train_files: list[SubjectFiles]) -> list[SubjectFiles]:
+    """The training subjects the baselines are fitted on: all of them up to ``BASELINE_MAX_TRAIN``,
+    beyond it that many evenly spaced by id (each site's share kept)."""
+    return evenly_spaced(train_files, BASELINE_MAX_TRAIN)
+
+
 def fit_training_baselines(train_files: list[SubjectFiles], data_cfg: DataConfig) -> dict[str, Baseline]:
-    """The baselines fitted on a run's training subjects, loaded one at a time: all of them up to
-    ``BASELINE_MAX_TRAIN``, beyond it that many evenly spaced by id (each site's share kept)."""
+    """The baselines fitted on a run's :func:`baseline_subjects`, loaded one at a time."""
     from mrsynth.data.preprocess import load_volume
 
     if not train_files:
         raise DataError("data: no training subjects to fit the baselines on")
-    return fit_baselines(load_volume(f, data_cfg) for f in evenly_spaced(train_files, BASELINE_MAX_TRAIN))
+    return fit_baselines(load_volume(f, data_cfg) for f in baseline_subjects(train_files))
 
 
 def safe_name(text: str) -> str:
@@ -236,7 +241,7 @@ def evaluate_runs(
             "split_sizes": {k: len(v) for k, v in splits.items() if k != "all"},
             "runs": [_run_context(r) for r in runs],
             "baselines": {name: b.description for name, b in baselines.items()},
-            "baseline_train_subjects": len(evenly_spaced(splits["train"], BASELINE_MAX_TRAIN)),
+            "baseline_train_subjects": len(baseline_subjects(splits["train"])),
             "data_range_note": (
                 f"PSNR/NRMSE/SSIM data range R = {cfg.eval.data_range} (fixed by eval.data_range)"
                 if cfg.eval.data_range is not None else

@@ -53,7 +53,7 @@ def mirror(eval_dir: Path, target: Path) -> None:
 
 levers = out / "mirror"
 for variant in LEVERS:
-    for seed in range(3):
+    for seed in lever_sweep.point_seeds(COHORT / "levers-cpu", variant):
         for found in (lever_sweep.scored_evaluations(COHORT / "levers-cpu", variant, seed, 5) or {}).values():
             mirror(found, levers / variant / found.relative_to(COHORT / "levers-cpu" / variant))
 written = lever_sweep.write_cross_validations(levers, "configs/brats_2d.yaml", list(LEVERS), 5)
