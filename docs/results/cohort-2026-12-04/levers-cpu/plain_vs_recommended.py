@@ -46,12 +46,13 @@ with open("../../baseline-fit-2026-12-07/baselines_all_training.csv", newline=""
     for r in csv.DictReader(handle):
         baselines.setdefault(r["subject"], {})[r["method"]] = {m: float(r[m]) for m in METRICS}
 
-complete = [s for s in point_seeds(HERE, PLAIN) if scored_evaluations(HERE, PLAIN, s, FOLDS)]
+plain_seeds = point_seeds(HERE, PLAIN)
+complete = [s for s in plain_seeds if scored_evaluations(HERE, PLAIN, s, FOLDS)]
 plain, recommended = {}, {}
 fold_diffs, run_diffs = {m: [] for m in METRICS}, {m: [] for m in METRICS}
 for fold in range(FOLDS):
     seeds = [run_rows(RECOMMENDED, fold, s) for s in SEEDS]
-    plain_runs = {s: rows for s in point_seeds(HERE, PLAIN) if (rows := run_rows(PLAIN, fold, s))}
+    plain_runs = {s: rows for s in plain_seeds if (rows := run_rows(PLAIN, fold, s))}
     for plain_seed, rows in plain_runs.items():
         cells = []
         for metric in METRICS:
@@ -67,13 +68,11 @@ for fold in range(FOLDS):
     pooled = [plain_runs[s] for s in complete]
     if not pooled:
         continue
-    subjects = list(pooled[0])
-    for metric in METRICS:
-        fold_diffs[metric].append(np.mean([mean_over(pooled, s, metric) - mean_over(seeds, s, metric)
-                                           for s in subjects]))
-    for s in subjects:
+    for s in pooled[0]:
         plain[s] = {m: mean_over(pooled, s, m) for m in METRICS}
         recommended[s] = {m: mean_over(seeds, s, m) for m in METRICS}
+    for metric in METRICS:
+        fold_diffs[metric].append(np.mean([plain[s][metric] - recommended[s][metric] for s in pooled[0]]))
 
 print(f"\nplain seeds with every fold: {complete}; {len(plain)} patients, each the mean of those seeds' runs")
 for metric in METRICS:
