@@ -21,6 +21,7 @@ and two or more such seeds into ``OUT/<variant>/cv-seeds/`` (:func:`write_cross_
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import subprocess
@@ -208,6 +209,18 @@ def scored_evaluation(out: Path, variant: str, fold: int, seed: int) -> Path | N
     """The point's evaluation folder (beside its run), once it holds its per-subject scores."""
     found = sorted((point_dir(out, variant, fold, seed) / f"seed-{seed}").glob("n-*/eval/per_subject.csv"))
     return found[0].parent if found else None
+
+
+def run_scores(out: Path, variant: str, fold: int, seed: int,
+               metrics: tuple[str, ...]) -> dict[str, dict[str, float]] | None:
+    """Subject -> the trained run's ``metrics`` in the point's per_subject.csv (baselines left
+    out); None while the point has no scored evaluation."""
+    found = scored_evaluation(out, variant, fold, seed)
+    if found is None:
+        return None
+    with open(found / "per_subject.csv", newline="") as handle:
+        return {r["subject"]: {m: float(r[m]) for m in metrics}
+                for r in csv.DictReader(handle) if r["method"] in ("jax", "torch")}
 
 
 def point_seeds(out: Path, variant: str) -> list[int]:

@@ -194,6 +194,9 @@ def test_a_variant_with_a_point_on_every_fold_is_pooled_into_a_cross_validation(
     for fold in (0, 1):
         assert lever_sweep.write_cross_validations(out, str(config), ["recommended"], 2) == []
         fake_evaluation(out, fold, 0, folds, psnr)
+    assert lever_sweep.run_scores(out, "recommended", 0, 0, ("psnr_z",)) == {
+        s: {"psnr_z": psnr[s]} for s, f in folds.items() if f == 0}  # the run's rows, no baseline's
+    assert lever_sweep.run_scores(out, "recommended", 0, 1, ("psnr_z",)) is None
     [written] = lever_sweep.write_cross_validations(out, str(config), ["recommended"], 2)
     assert written == out / "recommended" / "cv-seed-0"
     summary = (written / "summary.md").read_text()

@@ -15,26 +15,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 sys.path.insert(0, "../../../../benchmarks")
 sys.path.insert(0, "../../../..")
-from lever_sweep import point_seeds, scored_evaluation, scored_evaluations  # noqa: E402
-from mrsynth.evaluation.stats import sign_flip_test  # noqa: E402
+from lever_sweep import point_seeds, run_scores, scored_evaluations  # noqa: E402
+from mrsynth.evaluation.stats import sign_flip_test, summarize  # noqa: E402
 
 HERE = Path(".")
 METRICS = ("psnr_z", "ssim_z")
 PLAIN, RECOMMENDED, SEEDS, FOLDS = "torch-plain-3000", "steps-3000", (0, 1, 2), 5
-
-
-def run_rows(variant: str, fold: int, seed: int) -> dict[str, dict[str, float]] | None:
-    """Subject -> the run's metrics in a point's evaluation (None while the point is missing)."""
-    found = scored_evaluation(HERE, variant, fold, seed)
-    if found is None:
-        return None
-    with open(found / "per_subject.csv", newline="") as handle:
-        return {r["subject"]: {m: float(r[m]) for m in METRICS}
-                for r in csv.DictReader(handle) if r["method"] in ("jax", "torch")}
 
 
 def mean_over(runs: list[dict[str, dict[str, float]]], subject: str, metric: str) -> float:
@@ -51,8 +40,8 @@ complete = [s for s in plain_seeds if scored_evaluations(HERE, PLAIN, s, FOLDS)]
 plain, recommended = {}, {}
 fold_diffs, run_diffs = {m: [] for m in METRICS}, {m: [] for m in METRICS}
 for fold in range(FOLDS):
-    seeds = [run_rows(RECOMMENDED, fold, s) for s in SEEDS]
-    plain_runs = {s: rows for s in plain_seeds if (rows := run_rows(PLAIN, fold, s))}
+    seeds = [run_scores(HERE, RECOMMENDED, fold, s, METRICS) for s in SEEDS]
+    plain_runs = {s: rows for s in plain_seeds if (rows := run_scores(HERE, PLAIN, fold, s, METRICS))}
     for plain_seed, rows in plain_runs.items():
         cells = []
         for metric in METRICS:
@@ -77,7 +66,8 @@ for fold in range(FOLDS):
 print(f"\nplain seeds with every fold: {complete}; {len(plain)} patients, each the mean of those seeds' runs")
 for metric in METRICS:
     d = np.array([plain[s][metric] - recommended[s][metric] for s in plain])
-    lo, hi = stats.t.interval(0.95, len(d) - 1, d.mean(), stats.sem(d)) if len(d) > 1 else (np.nan, np.nan)
+    ci = summarize(d, interval="t")
+    lo, hi = ci["ci_low"], ci["ci_high"]
     better = max(("linear", "histmatch"), key=lambda b: np.mean([baselines[s][b][metric] for s in plain]))
     base = np.array([baselines[s][better][metric] for s in plain])
     p_margin = np.array([plain[s][metric] for s in plain]) - base

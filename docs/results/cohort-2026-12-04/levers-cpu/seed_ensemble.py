@@ -14,28 +14,20 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 sys.path.insert(0, "../../../../benchmarks")
 sys.path.insert(0, "../../../..")
-from lever_sweep import point_dir, scored_evaluation  # noqa: E402
+from lever_sweep import point_dir, run_scores  # noqa: E402
 from mrsynth.data.contract import read_contract  # noqa: E402
 from mrsynth.data.io import read_nifti  # noqa: E402
 from mrsynth.data.preprocess import load_volume  # noqa: E402
 from mrsynth.evaluation.metrics import TargetCache, volume_metrics  # noqa: E402
 from mrsynth.evaluation.runner import load_run, split_files  # noqa: E402
-from mrsynth.evaluation.stats import sign_flip_test  # noqa: E402
+from mrsynth.evaluation.stats import sign_flip_test, summarize  # noqa: E402
 
 HERE = Path(".")
 METRICS = ("psnr_z", "ssim_z", "sharpness")
 PLAIN, RECOMMENDED, SEEDS, FOLDS = "torch-plain-3000", "steps-3000", (0, 1, 2), 5
-
-
-def scores(variant: str, fold: int, seed: int) -> dict[str, dict[str, float]]:
-    """Subject -> the run's committed metrics for one point."""
-    with open(scored_evaluation(HERE, variant, fold, seed) / "per_subject.csv", newline="") as handle:
-        return {r["subject"]: {m: float(r[m]) for m in METRICS}
-                for r in csv.DictReader(handle) if r["method"] in ("jax", "torch")}
 
 
 def sweep_point(outs: list[Path], fold: int, seed: int) -> Path:
@@ -51,7 +43,8 @@ def score_fold(outs: list[Path], fold: int) -> list[dict[str, float | str]]:
     points = {s: sweep_point(outs, fold, s) for s in SEEDS}
     spec = load_run(points[0] / "run")
     data_cfg = read_contract(points[0] / "run").with_learned_normalization(spec.cfg.data)
-    committed = {s: scores(PLAIN, fold, s) for s in SEEDS}
+    committed = {s: run_scores(HERE, PLAIN, fold, s, METRICS) for s in SEEDS}
+    recommended = [run_scores(HERE, RECOMMENDED, fold, s, METRICS) for s in SEEDS]
     rows = []
     for files in split_files(spec.cfg)["test"]:
         volume, cache = load_volume(files, data_cfg), TargetCache()
@@ -67,17 +60,16 @@ def score_fold(outs: list[Path], fold: int) -> list[dict[str, float | str]]:
                 row[f"seed{s}_{m}"] = got[m]
         mean = np.mean([preds[s] for s in SEEDS], axis=0)
         got = volume_metrics(mean, volume.t2, volume.mask, spec.cfg.eval.data_range, cache=cache)
-        recommended = [scores(RECOMMENDED, fold, s)[files.subject] for s in SEEDS]
         for m in METRICS:
             row[f"ensemble_{m}"] = got[m]
-            row[f"recommended_{m}"] = float(np.mean([r[m] for r in recommended]))
+            row[f"recommended_{m}"] = float(np.mean([r[files.subject][m] for r in recommended]))
         rows.append(row)
     return rows
 
 
 def t_interval(d: np.ndarray) -> str:
-    lo, hi = stats.t.interval(0.95, len(d) - 1, d.mean(), stats.sem(d))
-    return f"{d.mean():+.3f} [95% t CI {lo:+.3f}, {hi:+.3f}]"
+    ci = summarize(d, interval="t")
+    return f"{ci['mean']:+.3f} [95% t CI {ci['ci_low']:+.3f}, {ci['ci_high']:+.3f}]"
 
 
 def main(outs: list[Path]) -> None:
